@@ -1,0 +1,22 @@
+# vidspool: `make run` and `make test` set everything up on a fresh Debian machine.
+SHELL := /bin/bash
+PY := .venv/bin/python
+
+.PHONY: setup run test bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	@mkdir -p spool
+	$(PY) -m daemon run
+
+test: setup
+	@bash scripts/test-setup.sh
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf .venv spool/* .pytest_cache

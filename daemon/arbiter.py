@@ -1,0 +1,539 @@
+"""The arbiter: the daemon's main loop (gunicorn-style).
+
+Signal handlers only set a flag and wake the loop. Each turn of the loop takes watcher
+hints, accepts complete drops, refreshes the queue, hands jobs to idle workers, beats
+the heartbeat, takes over dead hosts' jobs, and restarts dead workers. Workers talk back
+over their pipes (read with loop.add_reader), so a message is handled the moment it lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import os
+import signal
+import time
+from pathlib import Path
+
+import structlog
+
+from daemon.config import ConfigError, Settings, load_settings
+from daemon.devices import worker_devices
+from daemon.fsops import create_exclusive, move, read_json
+from daemon.hosts import Heartbeat, LeaseTracker
+from daemon.intake import InboxScanner, stage_drop
+from daemon.jobfile import resolve_inputs
+from daemon.notify import Notifier
+from daemon.spool import CANCEL_MARK, JOB_DOC, RESULTS_DIR, QueueName, Spool, attempts_started, is_valid_job_id
+from daemon.status import FINAL_STATES, StatusWriter, new_status, utc_now
+from daemon.transitions import Transitions
+from daemon.watcher import SpoolWatcher
+from daemon.workers import RunningJob, WorkerHandle
+from pipeline.errors import ErrorCode, JobError
+from pipeline.kinds import load_kinds
+
+log = structlog.get_logger()
+
+# A running job that ignores a cancel this long is stopped by killing its worker.
+CANCEL_GRACE_SECONDS = 10.0
+MAX_RESTART_BACKOFF = 30.0
+
+
+class Arbiter:
+    def __init__(self, settings: Settings, config_file: Path | None = None):
+        self.settings = settings
+        self.config_file = config_file
+        sc = settings.spool
+        self.spool = Spool(sc.root, sc.host)
+        self.kinds = load_kinds()
+        self.listeners: list = []  # callbacks(doc) for status changes (API events)
+        self.statuses = StatusWriter(self.spool, settings.status.progress_interval_seconds, self._status_changed)
+        self.transitions = Transitions(self.spool, settings, self.kinds, self.statuses)
+        self.scanner = InboxScanner(self.spool.inbox, sc.stable_seconds, sc.input_wait_seconds)
+        self.scanner.presets = {name: p.accept for name, p in settings.presets.items()}
+        self.queue: list[QueueName] = []
+        self.workers = [WorkerHandle(i, d) for i, d in enumerate(worker_devices(settings.workers.devices, settings.workers.cpu_workers))]
+        self.heartbeat = Heartbeat(self.spool.hosts, sc.host, sc.lease_seconds)
+        self.leases = LeaseTracker(self.spool.hosts, self.spool.active_root, sc.host, sc.lease_seconds)
+        self.notifier = Notifier()
+        self.watcher: SpoolWatcher | None = None
+        self.api_url: str | None = None
+        self.started_at = time.time()
+        self.stop_requested = False
+        self.reload_requested = False
+        self.draining = False
+        self.counts = {"accepted": 0, "completed": 0, "failed": 0, "canceled": 0, "requeued": 0}
+        self._next_rescan = 0.0
+        self._next_beat = 0.0
+        self._next_settle = 0.0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    # -- life cycle ------------------------------------------------------------
+    async def run(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        structlog.contextvars.bind_contextvars(host=self.spool.host)
+        self.spool.create(list(self.settings.presets))
+        other = self.heartbeat.other_instance_alive()
+        if other:
+            log.error("daemon.host_in_use", reason=f"another vidspool daemon (pid {other}) runs as host {self.spool.host} on this spool")
+            return 1
+        started = time.monotonic()
+        self.recover_own()
+        self.heartbeat.beat(**self._beat_info())
+        self.watcher = SpoolWatcher(self.wake)
+        self.watcher.start()
+        self._watch_folders()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self._on_stop_signal)
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        for w in self.workers:
+            self._start_worker(w)
+        if self.settings.api.enabled:
+            from daemon.api import start_api
+
+            self._api_runner, self.api_url = await start_api(self, self.settings.api.host, self.settings.api.port)
+            self.heartbeat.beat(**self._beat_info())
+        self.refresh_queue()
+        self.notifier.ready(self._status_line())
+        log.info("daemon.ready", spool=str(self.spool.root), workers=[w.device for w in self.workers],
+                 api=self.api_url, recovery_seconds=round(time.monotonic() - started, 3))
+        while not self.stop_requested:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._next_timeout())
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the loop must survive a bad turn
+                log.exception("daemon.tick_failed")
+                await asyncio.sleep(0.5)
+        await self.drain()
+        return 0
+
+    def wake(self) -> None:
+        """Thread-safe: asks the loop to take another turn now."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._wake.set)
+
+    def _on_stop_signal(self) -> None:
+        self.stop_requested = True
+        self._wake.set()
+
+    def _on_reload_signal(self) -> None:
+        self.reload_requested = True
+        self._wake.set()
+
+    def _watch_folders(self) -> None:
+        self.watcher.watch(self.spool.inbox, "inbox")
+        for name in self.settings.presets:
+            self.watcher.watch(self.spool.inbox / name, "inbox")
+        self.watcher.watch(self.spool.queue, "queue")
+
+    def _next_timeout(self) -> float:
+        now = time.monotonic()
+        deadlines = [self._next_rescan, self._next_beat]
+        if self.scanner.has_unsettled:
+            deadlines.append(self._next_settle)
+        if self.statuses._pending:
+            deadlines.append(now + self.settings.status.progress_interval_seconds / 2)
+        deadlines += [w.next_start for w in self.workers if w.process is None]
+        return max(0.0, min(deadlines) - now)
+
+    # -- one turn --------------------------------------------------------------
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.reload_requested:
+            self.reload_requested = False
+            self.reload()
+        moved, written, dirty = self.watcher.take() if self.watcher else (set(), set(), set())
+        for p in moved:
+            self.scanner.note_moved_in(p)
+        for p in written:
+            self.scanner.note_written(p)
+        periodic = now >= self._next_rescan
+        if periodic:
+            self._next_rescan = now + self.settings.spool.rescan_seconds
+        if not self.draining:
+            settle = self.scanner.has_unsettled and now >= self._next_settle
+            if "inbox" in dirty or periodic or settle:
+                self._next_settle = now + self.settings.spool.stable_seconds / 3
+                self.intake(now)
+            if "queue" in dirty or periodic:
+                self.refresh_queue()
+            self.dispatch()
+        if now >= self._next_beat:
+            self._next_beat = now + self.settings.spool.heartbeat_seconds
+            self.heartbeat.beat(**self._beat_info())
+            if not self.draining:
+                self.take_over_dead_hosts()
+        self.check_running(now)
+        self._start_due_workers(now)
+        self.statuses.flush()
+        self.notifier.status(self._status_line())
+        self.notifier.watchdog()
+
+    # -- intake ----------------------------------------------------------------
+    def intake(self, now: float) -> None:
+        for drop in self.scanner.scan(now):
+            if drop.form == "cancel":
+                self._cancel_file(drop.path)
+                continue
+            try:
+                staging = stage_drop(drop, self.spool.active, self.spool.inbox)
+            except OSError as exc:
+                log.error("intake.stage_failed", drop=str(drop.path), error=str(exc))
+                continue
+            self.scanner.forget(drop.path)
+            for p in drop.inputs:
+                self.scanner.forget(p)
+            if staging is not None:
+                self._accept(staging)
+
+    def _accept(self, staging: Path) -> None:
+        try:
+            qn = self.transitions.accept(staging)
+        except Exception:  # noqa: BLE001 - left in staging; recovery retries it
+            log.exception("intake.accept_failed", staging=str(staging))
+            return
+        self.counts["accepted"] += 1
+        if qn is not None:
+            bisect.insort(self.queue, qn)
+        else:
+            self.counts["failed"] += 1
+
+    def _cancel_file(self, path: Path) -> None:
+        job_id = path.name[: -len(".cancel")]
+        outcome = self.cancel(job_id, source="file")
+        try:
+            if outcome == "not_found":
+                os.rename(path, path.with_name(f".{path.name}.unknown-job"))
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self.scanner.forget(path)
+
+    # -- queue and dispatch ------------------------------------------------------
+    def refresh_queue(self) -> None:
+        self.queue = self.spool.queued_names()
+
+    def queue_position(self, job_id: str) -> int | None:
+        for i, qn in enumerate(self.queue):
+            if qn.job_id == job_id:
+                return i + 1
+        return None
+
+    def dispatch(self) -> None:
+        for worker in self.workers:
+            while worker.idle and self.queue and not self.draining:
+                qn = self.queue.pop(0)
+                try:
+                    job_dir = self.transitions.claim(qn)
+                except OSError as exc:
+                    log.error("claim.failed", job_id=qn.job_id, error=str(exc))
+                    continue
+                if job_dir is not None:
+                    self.start_job(worker, job_dir, qn.job_id)
+
+    def start_job(self, worker: WorkerHandle, job_dir: Path, job_id: str) -> None:
+        job = read_json(job_dir / JOB_DOC)
+        if job is None:
+            log.error("job.unreadable", job_id=job_id, path=str(job_dir))
+            return
+        if self.transitions.cancel_requested(job_id):
+            self._publish(job_dir, job_id, "canceled", error=_canceled())
+            return
+        used = attempts_started(job_dir)
+        if used >= job["max_attempts"]:
+            self._publish(job_dir, job_id, "failed", error=JobError(
+                ErrorCode.WORKER_CRASHED, f"all {used} attempts crashed").to_status())
+            return
+        kind = self.kinds.get(job["kind"])
+        try:
+            if kind is None:
+                raise JobError(ErrorCode.INVALID_JOB, f"kind {job['kind']!r} is not installed")
+            inputs = resolve_inputs(job.get("inputs") or {}, job_dir, kind, self.settings.limits.input_bytes)
+        except JobError as exc:
+            self._publish(job_dir, job_id, "failed", error=exc.to_status())
+            return
+        attempt = self.transitions.start_attempt(job_dir)
+        self.statuses.write(new_status(
+            job_id, job, "running", attempt=attempt, host=self.spool.host, device=worker.device,
+            started_at=utc_now(), stage="starting", created_at=job["_meta"].get("created_at"),
+        ))
+        worker.job = RunningJob(job_id, job, job_dir, attempt)
+        log.info("job.started", job_id=job_id, device=worker.device, attempt=attempt, kind=job["kind"])
+        sent = worker.send({
+            "op": "run", "job_id": job_id, "job": {k: v for k, v in job.items() if k != "_meta"},
+            "inputs": {k: [str(p) for p in v] for k, v in inputs.items()},
+            "results_dir": str(job_dir / RESULTS_DIR),
+        })
+        if not sent:
+            worker.kill("crash")  # its exit handler requeues the job
+
+    # -- messages from workers -------------------------------------------------
+    def _start_worker(self, worker: WorkerHandle) -> None:
+        worker.start()
+        self.loop.add_reader(worker.conn.fileno(), self._on_worker_readable, worker)
+        self.loop.add_reader(worker.process.sentinel, self._on_worker_exit, worker)
+
+    def _start_due_workers(self, now: float) -> None:
+        if self.stop_requested:
+            return
+        for w in self.workers:
+            if w.process is None and now >= w.next_start:
+                self._start_worker(w)
+
+    def _on_worker_readable(self, worker: WorkerHandle) -> None:
+        conn = worker.conn
+        try:
+            while conn is not None and conn.poll():
+                self._handle_message(worker, conn.recv())
+        except (EOFError, OSError):
+            self.loop.remove_reader(conn.fileno())
+
+    def _handle_message(self, worker: WorkerHandle, msg: dict) -> None:
+        op = msg.get("op")
+        rj = worker.job
+        if op == "ready":
+            worker.ready = True
+            log.info("worker.ready", device=worker.device, pid=msg.get("pid"))
+            self._wake.set()
+            return
+        if rj is None or msg.get("job_id") != rj.job_id:
+            return
+        if op == "progress":
+            self.statuses.progress(rj.job_id, msg)
+        elif op == "log":
+            fields = {k: v for k, v in msg.items() if k not in ("op", "event", "level")}
+            getattr(log, msg.get("level", "info"), log.info)(msg.get("event", "worker.log"), device=worker.device, **fields)
+        elif op in ("done", "failed", "canceled"):
+            worker.job = None
+            worker.jobs_done += 1
+            if rj.lost:
+                log.warning("job.lost", job_id=rj.job_id, device=worker.device, reason="the job was taken over; result dropped")
+            elif op == "done":
+                self._publish(rj.job_dir, rj.job_id, "completed", result=msg["result"])
+            elif op == "failed":
+                self._publish(rj.job_dir, rj.job_id, "failed", error=msg["error"])
+            else:
+                self._publish(rj.job_dir, rj.job_id, "canceled", error=_canceled())
+            self._wake.set()
+
+    def _on_worker_exit(self, worker: WorkerHandle) -> None:
+        self._on_worker_readable(worker)  # messages it sent before dying come first
+        self.loop.remove_reader(worker.process.sentinel)
+        if worker.conn is not None:
+            self.loop.remove_reader(worker.conn.fileno())
+        reason = worker.kill_reason
+        code = worker.reap()
+        rj, worker.job = worker.job, None
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        log.warning("worker.exited", device=worker.device, how=how, reason=reason, job_id=rj.job_id if rj else None)
+        if rj is not None and not rj.lost:
+            self._end_interrupted_attempt(rj, reason, how)
+        if not self.stop_requested:
+            worker.restarts += 1
+            backoff = self.settings.workers.restart_backoff_seconds * min(2 ** min(worker.restarts - 1, 5), MAX_RESTART_BACKOFF)
+            worker.next_start = time.monotonic() + (0 if reason in ("timeout", "cancel", "lost") else backoff)
+        self._wake.set()
+
+    def _end_interrupted_attempt(self, rj: RunningJob, reason: str | None, how: str) -> None:
+        if reason == "timeout":
+            limit = self.settings.workers.job_timeout_seconds
+            self._publish(rj.job_dir, rj.job_id, "failed", error=JobError(
+                ErrorCode.TIMEOUT, f"ran longer than {limit:g} s ([workers] job_timeout_seconds)").to_status())
+        elif reason == "cancel":
+            self._publish(rj.job_dir, rj.job_id, "canceled", error=_canceled())
+        elif reason == "shutdown":
+            self._requeue(rj.job_dir, rj.job_id, "requeued at daemon shutdown", undo_attempt=rj.attempt)
+        elif rj.attempt < rj.job["max_attempts"]:
+            self._requeue(rj.job_dir, rj.job_id, f"attempt {rj.attempt} crashed (worker {how}); requeued")
+        else:
+            self._publish(rj.job_dir, rj.job_id, "failed", error=JobError(
+                ErrorCode.WORKER_CRASHED, f"the worker crashed ({how}) on attempt {rj.attempt} of {rj.job['max_attempts']}").to_status())
+
+    def _publish(self, job_dir: Path, job_id: str, state: str, **fields) -> None:
+        try:
+            if self.transitions.publish(job_dir, job_id, state, **fields):
+                self.counts[state] += 1
+        except OSError as exc:
+            log.error("job.publish_failed", job_id=job_id, error=str(exc))
+
+    def _requeue(self, job_dir: Path, job_id: str, reason: str, undo_attempt: int | None = None) -> None:
+        try:
+            if self.transitions.requeue(job_dir, job_id, reason, undo_attempt):
+                self.counts["requeued"] += 1
+                self.refresh_queue()
+        except OSError as exc:
+            log.error("job.requeue_failed", job_id=job_id, error=str(exc))
+
+    # -- cancel ------------------------------------------------------------------
+    def cancel(self, job_id: str, source: str = "api") -> str:
+        """Cancels a job wherever it is: 'canceled', 'canceling', 'final' or 'not_found'."""
+        if not is_valid_job_id(job_id) or not self.spool.job_outbox(job_id).is_dir():
+            return "not_found"
+        status = self.statuses.current(job_id)
+        if status is not None and status.get("state") in FINAL_STATES:
+            return "final"
+        create_exclusive(self.spool.job_outbox(job_id) / CANCEL_MARK, source.encode())
+        log.info("job.cancel_requested", job_id=job_id, source=source)
+        for w in self.workers:
+            if w.job is not None and w.job.job_id == job_id:
+                self._send_cancel(w)
+                return "canceling"
+        for qn in self.spool.queued_names():
+            if qn.job_id == job_id:
+                job_dir = self.transitions.claim(qn)
+                if job_dir is not None:
+                    self._publish(job_dir, job_id, "canceled", error=_canceled())
+                    self.queue = [q for q in self.queue if q.job_id != job_id]
+                    return "canceled"
+        return "canceling"  # running on another host, or being accepted: its owner sees the mark
+
+    def _send_cancel(self, worker: WorkerHandle) -> None:
+        if worker.job and not worker.job.cancel_sent:
+            worker.job.cancel_sent = True
+            worker.job.cancel_sent_at = time.monotonic()
+            worker.send({"op": "cancel", "job_id": worker.job.job_id})
+
+    # -- checks on running jobs ------------------------------------------------
+    def check_running(self, now: float) -> None:
+        timeout = self.settings.workers.job_timeout_seconds
+        for w in self.workers:
+            rj = w.job
+            if rj is None:
+                continue
+            if not rj.job_dir.exists():
+                rj.lost = True
+                log.warning("job.lost", job_id=rj.job_id, device=w.device, reason="job folder taken over by another host")
+                w.kill("lost")
+            elif rj.cancel_sent and now - rj.cancel_sent_at > CANCEL_GRACE_SECONDS:
+                w.kill("cancel")
+            elif not rj.cancel_sent and self.transitions.cancel_requested(rj.job_id):
+                self._send_cancel(w)
+            elif now - rj.started > timeout:
+                w.kill("timeout")
+
+    # -- recovery and takeover -------------------------------------------------
+    def recover_own(self) -> None:
+        """At start: whatever our previous run left in active/<me>/ is finished or requeued."""
+        for name in sorted(os.listdir(self.spool.active)):
+            path = self.spool.active / name
+            self._recover_entry(path, name, "daemon restarted", owned=True)
+
+    def take_over_dead_hosts(self) -> None:
+        for host in self.leases.dead_hosts():
+            src = self.spool.active_of(host)
+            try:
+                names = sorted(os.listdir(src))
+            except FileNotFoundError:
+                continue
+            if names:
+                log.warning("host.dead", dead_host=host, jobs=len(names), lease_seconds=self.settings.spool.lease_seconds)
+            for name in names:
+                self._recover_entry(src / name, name, f"host {host} stopped heart-beating", owned=False)
+
+    def _recover_entry(self, path: Path, name: str, reason: str, owned: bool) -> None:
+        try:
+            if name.startswith(".intake."):
+                mine = path if owned else self.spool.active / name
+                if owned or move(path, mine):
+                    self._accept(mine)
+            elif name.startswith(".publish-"):
+                mine = path if owned else self.spool.active / name
+                if owned or move(path, mine):
+                    self.transitions.finish_publish(mine)
+            elif is_valid_job_id(name) and (path / JOB_DOC).is_file():
+                job = read_json(path / JOB_DOC)
+                used = attempts_started(path)
+                if job is not None and used >= job.get("max_attempts", 1):
+                    mine = path if owned else self.spool.running_dir(name)
+                    if owned or move(path, mine):
+                        self._publish(mine, name, "failed", error=JobError(
+                            ErrorCode.WORKER_CRASHED, f"attempt {used} of {used} was interrupted ({reason})").to_status())
+                else:
+                    self._requeue(path, name, f"{reason}; requeued")
+        except OSError as exc:
+            log.error("recovery.failed", path=str(path), error=str(exc))
+
+    # -- reload and shutdown -----------------------------------------------------
+    def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = load_settings(self.config_file)
+        except ConfigError as exc:
+            log.error("daemon.reload_failed", error=str(exc))
+            self.notifier.ready(self._status_line())
+            return
+        for section in ("spool", "workers", "api"):
+            if getattr(new, section) != getattr(self.settings, section):
+                log.warning("daemon.reload_needs_restart", section=section)
+            setattr(new, section, getattr(self.settings, section))
+        self.settings = new
+        self.transitions.settings = new
+        self.scanner.presets = {name: p.accept for name, p in new.presets.items()}
+        self.spool.create(list(new.presets))
+        self._watch_folders()
+        log.info("daemon.reloaded", presets=sorted(new.presets), models=sorted(new.models))
+        self.notifier.ready(self._status_line())
+
+    async def drain(self) -> None:
+        self.draining = True
+        self.notifier.stopping()
+        deadline = time.monotonic() + self.settings.workers.drain_seconds
+        running = [w for w in self.workers if w.job is not None]
+        log.info("daemon.draining", running=len(running), drain_seconds=self.settings.workers.drain_seconds)
+        while any(w.job is not None for w in self.workers) and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self._wake.wait(), min(0.2, max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            self.statuses.flush()
+        for w in self.workers:
+            if w.job is not None:
+                w.kill("shutdown")
+            elif w.alive:
+                w.send({"op": "stop"})
+        end = time.monotonic() + 5
+        while any(w.process is not None for w in self.workers) and time.monotonic() < end:
+            for w in self.workers:
+                if w.process is not None and not w.process.is_alive():
+                    self._on_worker_exit(w)
+            await asyncio.sleep(0.02)
+        for w in self.workers:
+            if w.process is not None:
+                w.kill("shutdown")
+                self._on_worker_exit(w)
+        if self.watcher:
+            self.watcher.stop()
+        if getattr(self, "_api_runner", None) is not None:
+            await self._api_runner.cleanup()
+        self.heartbeat.beat(state="stopped", **self._beat_info())
+        log.info("daemon.stopped", **self.counts)
+
+    # -- reporting -------------------------------------------------------------
+    def _status_changed(self, doc: dict) -> None:
+        for listener in list(self.listeners):
+            listener(doc)
+
+    def _status_line(self) -> str:
+        busy = sum(1 for w in self.workers if w.job is not None)
+        alive = sum(1 for w in self.workers if w.alive)
+        return f"{len(self.queue)} queued, {busy} running, {alive}/{len(self.workers)} workers, {self.counts['completed']} completed"
+
+    def _beat_info(self) -> dict:
+        return {
+            "api_url": self.api_url,
+            "workers": [w.describe() for w in self.workers],
+            "queued_seen": len(self.queue),
+            "counts": self.counts,
+        }
+
+
+def _canceled() -> dict:
+    return JobError(ErrorCode.CANCELED, "canceled by request").to_status()

@@ -1,0 +1,168 @@
+"""Configuration: config.toml + VIDSPOOL_<SECTION>__<KEY> environment, validated by pydantic."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SpoolConfig(Section):
+    root: Path = Path("spool")
+    host: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    stable_seconds: float = Field(3.0, gt=0)
+    rescan_seconds: float = Field(2.0, gt=0)
+    lease_seconds: float = Field(30.0, gt=0)
+    heartbeat_seconds: float = Field(3.0, gt=0)
+    # A dropped NAME.json whose inputs are not there yet waits this long, then fails missing_input.
+    input_wait_seconds: float = Field(10.0, ge=0)
+    # Spool group for shared installs (vidspool init); empty keeps the user's group.
+    group: str = ""
+
+
+class WorkersConfig(Section):
+    devices: Literal["auto"] | list[str] = "auto"
+    cpu_workers: int = Field(1, ge=1, le=64)
+    drain_seconds: float = Field(30.0, ge=0)
+    job_timeout_seconds: float = Field(3600.0, gt=0)
+    restart_backoff_seconds: float = Field(1.0, ge=0)
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_known(cls, v):
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("empty device list; use \"auto\" or e.g. [\"cpu\"]")
+            for d in v:
+                if d != "cpu" and not (d.startswith("cuda:") and d[5:].isdigit()):
+                    raise ValueError(f"unknown device {d!r}; use \"cpu\" or \"cuda:N\"")
+        return v
+
+
+class LimitsConfig(Section):
+    job_json_bytes: int = Field(1_000_000, gt=0)
+    input_bytes: int = Field(2_000_000_000, gt=0)
+    max_attempts: int = Field(3, ge=1, le=100)
+    # frames × width × height for any video a job asks for.
+    max_frame_pixels: int = Field(4096 * 2160 * 600, gt=0)
+
+
+class StatusConfig(Section):
+    # Progress-only status writes per job are at most this often; state changes are immediate.
+    progress_interval_seconds: float = Field(0.5, ge=0)
+
+
+class ApiConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    tokens: list[str] = []
+
+
+class PresetConfig(Section):
+    kind: str
+    # Bare files matching these globs, dropped in inbox/<preset>/, become jobs.
+    accept: list[str] = []
+    # Which input (or text param) a bare file becomes; default: the kind's first input.
+    accept_as: str | None = None
+    model: str | None = None
+    priority: int = Field(0, ge=-100, le=100)
+    params: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+
+
+class KindConfig(Section):
+    model: str | None = None
+    defaults: dict[str, Any] = {}
+
+
+class ModelConfig(Section):
+    path: Path | None = None
+    repo: str | None = None
+    kinds: list[str] = []
+    pipeline: str | None = None
+    dtype: str = "auto"
+    offload: Literal["none", "model", "sequential"] = "none"
+    defaults: dict[str, Any] = {}
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VIDSPOOL_", env_nested_delimiter="__", extra="forbid", toml_file=None
+    )
+
+    spool: SpoolConfig = SpoolConfig()
+    workers: WorkersConfig = WorkersConfig()
+    limits: LimitsConfig = LimitsConfig()
+    status: StatusConfig = StatusConfig()
+    api: ApiConfig = ApiConfig()
+    log: LogConfig = LogConfig()
+    presets: dict[str, PresetConfig] = {}
+    kinds: dict[str, KindConfig] = {}
+    models: dict[str, ModelConfig] = {}
+
+    @field_validator("presets")
+    @classmethod
+    def _preset_names(cls, v):
+        for name in v:
+            if not name or name.startswith(".") or "/" in name or name in ("..",):
+                raise ValueError(f"bad preset name {name!r}")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = init_settings.init_kwargs.pop("_toml_file", None)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+class ConfigError(Exception):
+    """A bad configuration: one message naming the key."""
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Loads config.toml (or `config_file`), then the environment on top of it."""
+    path = Path(config_file) if config_file else DEFAULT_CONFIG
+    if config_file and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        return Settings(_toml_file=path if path.is_file() else None, **overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"config {path}")) from None
+    except ValueError as exc:  # a TOML syntax error
+        raise ConfigError(f"config {path}: {exc}") from None
+
+
+def format_validation_error(exc: ValidationError, what: str, prefix: str = "") -> str:
+    """One line naming each offending key path, e.g. `job: params.fps: ...`."""
+    lines = []
+    for err in exc.errors():
+        key = prefix + (".".join(str(p) for p in err["loc"]) or "(top level)")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{key}: {msg}")
+    return f"{what}: " + "; ".join(lines)

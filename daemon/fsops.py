@@ -1,0 +1,114 @@
+"""Filesystem primitives for coordination: atomic writes, renames, exclusive creates.
+
+Only rename, mkdir and create-new are used to coordinate hosts (no flock). Network
+filesystems report some races oddly (sshfs gives EPERM where ext4 gives EEXIST), so each
+primitive reads the error and then checks what is really on disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+from pathlib import Path
+
+
+def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Writes `path` so that a reader sees the old file or the whole new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, doc: dict, fsync: bool = True) -> None:
+    atomic_write_bytes(path, json.dumps(doc, indent=1, ensure_ascii=False).encode() + b"\n", fsync)
+
+
+def read_json(path: Path) -> dict | None:
+    """The parsed JSON object at `path`, or None if it is missing or not a JSON object."""
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def move(src: Path, dst: Path) -> bool:
+    """Renames src to dst. True if this call moved it; False if src was gone (another
+    process won the race). dst must not exist; any other error is raised."""
+    try:
+        if dst.exists():
+            raise FileExistsError(errno.EEXIST, "destination exists", str(dst))
+        os.rename(src, dst)
+    except FileNotFoundError:
+        if src.exists() or os.path.lexists(src):
+            raise
+        return False
+    except PermissionError:
+        # sshfs maps "exists"/"gone" to EPERM: look at what is on disk.
+        if not os.path.lexists(src):
+            return False
+        raise
+    return True
+
+
+def mkdir_exclusive(path: Path) -> bool:
+    """Creates a directory; True if this call created it, False if it already existed."""
+    try:
+        os.mkdir(path, 0o2775)
+        return True
+    except FileExistsError:
+        return False
+    except PermissionError:
+        if path.is_dir():
+            return False
+        raise
+
+
+def create_exclusive(path: Path, data: bytes = b"") -> bool:
+    """Creates a new file; True if this call created it, False if it already existed."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664)
+    except FileExistsError:
+        return False
+    except PermissionError:
+        if os.path.lexists(path):
+            return False
+        raise
+    try:
+        if data:
+            os.write(fd, data)
+    finally:
+        os.close(fd)
+    return True
+
+
+def remove_tree(path: Path) -> None:
+    """Removes a daemon-owned folder tree (never a user's inbox)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

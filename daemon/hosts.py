@@ -1,0 +1,106 @@
+"""Heartbeats of the daemons sharing a spool, and which of them are dead.
+
+A daemon rewrites hosts/<host>.json with a counter that goes up on every beat. Others
+judge it by whether that counter changes, timed on their own monotonic clock: no clocks
+are compared across hosts, and mtime is not trusted (1 s resolution on some mounts).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.fsops import atomic_write_json, read_json
+from daemon.status import utc_now
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+class Heartbeat:
+    def __init__(self, hosts_dir: Path, host: str, lease_seconds: float):
+        self.path = hosts_dir / f"{host}.json"
+        self.host = host
+        self.lease_seconds = lease_seconds
+        self.counter = 0
+        self.started_at = utc_now()
+        self.boot_id = boot_id()
+
+    def beat(self, state: str = "running", **info) -> None:
+        self.counter += 1
+        atomic_write_json(self.path, {
+            "host": self.host, "pid": os.getpid(), "boot_id": self.boot_id, "counter": self.counter,
+            "state": state, "started_at": self.started_at, "updated_at": utc_now(),
+            "lease_seconds": self.lease_seconds, **info,
+        })
+
+    def other_instance_alive(self) -> int | None:
+        """The pid of another live daemon using our host name on this machine, if any."""
+        doc = read_json(self.path)
+        if not doc or doc.get("state") == "stopped" or doc.get("boot_id") != self.boot_id:
+            return None
+        pid = doc.get("pid")
+        if not isinstance(pid, int) or pid == os.getpid():
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if b"vidspool" in cmdline or b"daemon" in cmdline else None
+
+
+@dataclass
+class _Seen:
+    counter: object
+    changed_at: float
+    state: str | None
+
+
+class LeaseTracker:
+    """Watches other hosts' heartbeats; a host whose counter has not moved for
+    `lease_seconds` of our time is dead and its jobs may be taken over."""
+
+    def __init__(self, hosts_dir: Path, active_root: Path, me: str, lease_seconds: float):
+        self.hosts_dir = hosts_dir
+        self.active_root = active_root
+        self.me = me
+        self.lease_seconds = lease_seconds
+        self.seen: dict[str, _Seen] = {}
+
+    def dead_hosts(self, now: float | None = None) -> list[str]:
+        now = time.monotonic() if now is None else now
+        names = set()
+        for d in (self.hosts_dir, self.active_root):
+            try:
+                names.update(n[:-5] if n.endswith(".json") else n for n in os.listdir(d) if not n.startswith("."))
+            except FileNotFoundError:
+                pass
+        names.discard(self.me)
+        dead = []
+        for host in sorted(names):
+            doc = read_json(self.hosts_dir / f"{host}.json") or {}
+            counter = (doc.get("boot_id"), doc.get("pid"), doc.get("counter"))
+            seen = self.seen.get(host)
+            if seen is None or seen.counter != counter:
+                self.seen[host] = seen = _Seen(counter, now, doc.get("state"))
+            if not self._has_work(host):
+                continue
+            if seen.state == "stopped" or now - seen.changed_at >= self.lease_seconds:
+                dead.append(host)
+        return dead
+
+    def _has_work(self, host: str) -> bool:
+        try:
+            return any(True for _ in os.scandir(self.active_root / host))
+        except FileNotFoundError:
+            return False
+
+    def live_hosts(self, now: float | None = None) -> list[str]:
+        now = time.monotonic() if now is None else now
+        return sorted(h for h, s in self.seen.items() if s.state != "stopped" and now - s.changed_at < self.lease_seconds)

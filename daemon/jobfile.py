@@ -1,0 +1,160 @@
+"""The job file, version 1 (SPEC §3): parse, validate, fill defaults, confine inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from daemon.config import Settings, format_validation_error
+from daemon.spool import is_valid_job_id
+from pipeline.errors import ErrorCode, JobError
+from pipeline.kinds.base import KindSpec
+
+
+class JobFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    id: str | None = None
+    kind: str
+    model: str | None = None
+    priority: int = Field(0, ge=-100, le=100)
+    params: dict[str, Any] = {}
+    inputs: dict[str, str | list[str]] = {}
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    labels: dict[str, str] = {}
+
+    @field_validator("id")
+    @classmethod
+    def _id_pattern(cls, v):
+        if v is not None and not is_valid_job_id(v):
+            raise ValueError("must be 1–64 of [A-Za-z0-9._-], not starting with '.'")
+        return v
+
+
+def parse_job_bytes(raw: bytes, limit: int, what: str) -> dict:
+    """The JSON object in `raw`, or JobError(invalid_job) saying what is wrong with it."""
+    if len(raw) > limit:
+        raise JobError(ErrorCode.INVALID_JOB, f"{what} is {len(raw)} bytes, over the limit of {limit} ([limits] job_json_bytes)")
+    if not raw.strip():
+        raise JobError(ErrorCode.INVALID_JOB, f"{what} is empty")
+    try:
+        doc = json.loads(raw)
+    except UnicodeDecodeError:
+        raise JobError(ErrorCode.INVALID_JOB, f"{what} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise JobError(ErrorCode.INVALID_JOB, f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(doc, dict):
+        raise JobError(ErrorCode.INVALID_JOB, f"{what} must hold a JSON object, not {type(doc).__name__}")
+    return doc
+
+
+def validate_job(
+    doc: dict,
+    job_dir: Path,
+    kinds: Mapping[str, KindSpec],
+    settings: Settings,
+    preset: str | None = None,
+) -> dict:
+    """Validates a job document against its kind and the job folder; returns the job with
+    defaults filled in (what status.json shows as `job`). Raises JobError."""
+    preset_cfg = settings.presets.get(preset) if preset else None
+    if preset_cfg is not None:
+        doc = {"kind": preset_cfg.kind, "priority": preset_cfg.priority, **doc}
+        doc["labels"] = {**preset_cfg.labels, **(doc.get("labels") or {})} if isinstance(doc.get("labels", {}), dict) else doc["labels"]
+        if preset_cfg.model and "model" not in doc:
+            doc["model"] = preset_cfg.model
+    try:
+        job = JobFile.model_validate(doc)
+    except ValidationError as exc:
+        raise JobError(ErrorCode.INVALID_JOB, format_validation_error(exc, "job")) from None
+
+    kind = kinds.get(job.kind)
+    if kind is None:
+        raise JobError(ErrorCode.INVALID_JOB, f"kind: unknown kind {job.kind!r} (known: {', '.join(sorted(kinds))})")
+
+    kind_cfg = settings.kinds.get(job.kind)
+    model = job.model or (kind_cfg.model if kind_cfg else None)
+    if model is not None and model not in settings.models:
+        raise JobError(ErrorCode.MODEL_NOT_FOUND, f"model: {model!r} is not in the model registry ([models.*] in config)")
+    params = {
+        **(kind_cfg.defaults if kind_cfg else {}),
+        **(settings.models[model].defaults if model else {}),
+        **(preset_cfg.params if preset_cfg else {}),
+        **job.params,
+    }
+    try:
+        params_model = kind.params.model_validate(params)
+    except ValidationError as exc:
+        raise JobError(ErrorCode.INVALID_JOB, format_validation_error(exc, "job", prefix="params.")) from None
+
+    inputs = resolve_inputs(job.inputs, job_dir, kind, settings.limits.input_bytes)
+    if kind.check is not None:
+        try:
+            kind.check(params_model, inputs)
+        except ValueError as exc:
+            raise JobError(ErrorCode.INVALID_JOB, f"job: {exc}") from None
+
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "model": model,
+        "priority": job.priority,
+        "params": params_model.model_dump(mode="json"),
+        "inputs": job.inputs,
+        "max_attempts": job.max_attempts or settings.limits.max_attempts,
+        "labels": job.labels,
+        "preset": preset,
+    }
+
+
+def resolve_inputs(
+    declared: Mapping[str, str | list[str]], job_dir: Path, kind: KindSpec, size_limit: int
+) -> dict[str, list[Path]]:
+    """Checks every input name against the kind and the job folder; returns absolute paths."""
+    resolved: dict[str, list[Path]] = {}
+    for spec in kind.inputs:
+        if spec.required and spec.name not in declared:
+            raise JobError(ErrorCode.MISSING_INPUT, f"inputs.{spec.name}: required by kind {kind.name}")
+    for name, value in declared.items():
+        spec = kind.input_spec(name)
+        if spec is None:
+            known = ", ".join(i.name for i in kind.inputs) or "none"
+            raise JobError(ErrorCode.INVALID_JOB, f"inputs.{name}: unknown input for kind {kind.name} (known: {known})")
+        if isinstance(value, list) and not spec.many:
+            raise JobError(ErrorCode.INVALID_JOB, f"inputs.{name}: takes one file name, not a list")
+        names = value if isinstance(value, list) else [value]
+        resolved[name] = [confined_input(f"inputs.{name}", n, job_dir, size_limit) for n in names]
+    return resolved
+
+
+def confined_input(key: str, rel: str, job_dir: Path, size_limit: int) -> Path:
+    """The file `rel` inside `job_dir`, refusing anything that could leave the folder."""
+    if not rel or rel.startswith(("/", "\\")) or os.path.isabs(rel):
+        raise JobError(ErrorCode.INVALID_JOB, f"{key}: {rel!r} must be a relative file name inside the job folder")
+    parts = Path(rel).parts
+    if ".." in parts or "\x00" in rel:
+        raise JobError(ErrorCode.INVALID_JOB, f"{key}: {rel!r} must not contain '..'")
+    root = job_dir.resolve()
+    path = job_dir / rel
+    real = Path(os.path.realpath(path))
+    if real != root and root not in real.parents:
+        raise JobError(ErrorCode.INVALID_JOB, f"{key}: {rel!r} is a link that leaves the job folder")
+    try:
+        st = os.stat(real)  # lstat-free on purpose: links inside the folder are fine
+    except FileNotFoundError:
+        raise JobError(ErrorCode.MISSING_INPUT, f"{key}: {rel!r} was not found beside the job file") from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} is {what}")
+    if st.st_size == 0:
+        raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} is empty (0 bytes)")
+    if st.st_size > size_limit:
+        raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} is {st.st_size} bytes, over the limit of {size_limit} ([limits] input_bytes)")
+    return real

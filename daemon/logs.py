@@ -1,0 +1,52 @@
+"""structlog set-up: JSON lines under systemd, a readable console on a TTY, and a copy of
+every event about a job in outbox/<id>/log.jsonl."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import structlog
+
+from daemon.spool import LOG, is_valid_job_id
+
+
+class JobLogTee:
+    """A structlog processor: appends events that carry a job_id to that job's log.jsonl."""
+
+    def __init__(self, outbox):
+        self.outbox = outbox
+
+    def __call__(self, logger, method_name, event_dict):
+        job_id = event_dict.get("job_id")
+        if isinstance(job_id, str) and is_valid_job_id(job_id):
+            line = json.dumps({"level": method_name, **event_dict}, default=str) + "\n"
+            try:
+                fd = os.open(self.outbox / job_id / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o664)
+            except OSError:
+                return event_dict
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        return event_dict
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", outbox=None) -> None:
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    processors = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if outbox is not None:
+        processors.append(JobLogTee(outbox))
+    processors.append(structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

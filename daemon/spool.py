@@ -1,0 +1,136 @@
+"""The spool layout (SPEC §3) and the names of things in it.
+
+A job's state is the folder it sits in:
+
+    inbox/NAME…                      dropped by a user
+    active/<host>/.intake.<token>/   being accepted by <host> (payload/ inside)
+    queue/<rank>-<usec>-<id>/        accepted, waiting; the name orders the queue
+    active/<host>/<id>/              claimed by <host>, running
+    active/<host>/.publish-<id>/     finished, results being moved to the outbox
+    outbox/<id>/                     status.json from acceptance on; results; input/ at the end
+
+Every move between them is one rename, so a crash leaves each job in exactly one place.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.fsops import mkdir_exclusive
+
+JOB_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+# Daemon-owned files inside a job folder (all dot-names, removed before it becomes input/).
+JOB_DOC = ".job.json"  # the validated job, defaults filled in
+FINAL_DOC = ".final.json"  # the end state, written before the publish rename
+RESULTS_DIR = ".results"  # worker outputs, moved into outbox/<id>/ on publish
+ATTEMPT_PREFIX = ".attempt-"  # one empty file per started attempt
+DROP_DOC = ".drop.json"  # in an intake folder: what was dropped and where
+CANCEL_MARK = "cancel.requested"  # in outbox/<id>/: a cancel for whoever runs the job
+STATUS = "status.json"
+LOG = "log.jsonl"
+INPUT_DIR = "input"
+
+
+def is_valid_job_id(job_id: str) -> bool:
+    return (
+        0 < len(job_id) <= 64
+        and set(job_id) <= JOB_ID_CHARS
+        and not job_id.startswith(".")
+    )
+
+
+def sanitize_job_id(name: str) -> str:
+    """A job id made from a dropped file's name: bad characters become '_'."""
+    cleaned = "".join(c if c in JOB_ID_CHARS else "_" for c in name).lstrip(".")[:64]
+    return cleaned or "job"
+
+
+@dataclass(frozen=True, order=True)
+class QueueName:
+    """queue/<rank>-<usec>-<id>: listing the folder gives priority-then-FIFO order."""
+
+    rank: int  # 100 - priority: higher priority sorts first
+    enqueued_us: int
+    job_id: str
+
+    @classmethod
+    def new(cls, job_id: str, priority: int, enqueued_us: int | None = None) -> "QueueName":
+        return cls(100 - priority, enqueued_us or time.time_ns() // 1000, job_id)
+
+    @classmethod
+    def parse(cls, name: str) -> "QueueName | None":
+        parts = name.split("-", 2)
+        if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+            return None
+        if not is_valid_job_id(parts[2]):
+            return None
+        return cls(int(parts[0]), int(parts[1]), parts[2])
+
+    @property
+    def priority(self) -> int:
+        return 100 - self.rank
+
+    def __str__(self) -> str:
+        return f"{self.rank:03d}-{self.enqueued_us:016d}-{self.job_id}"
+
+
+class Spool:
+    """Paths of one spool root, as seen by daemon `host`."""
+
+    def __init__(self, root: Path, host: str):
+        self.root = Path(root).absolute()
+        self.host = host
+        self.inbox = self.root / "inbox"
+        self.queue = self.root / "queue"
+        self.active_root = self.root / "active"
+        self.active = self.active_root / host
+        self.outbox = self.root / "outbox"
+        self.hosts = self.root / "hosts"
+
+    def create(self, presets: list[str] = ()) -> None:
+        for d in (self.root, self.inbox, self.queue, self.active_root, self.active, self.outbox, self.hosts):
+            d.mkdir(mode=0o2775, exist_ok=True)
+        for name in presets:
+            (self.inbox / name).mkdir(mode=0o2775, exist_ok=True)
+
+    def active_of(self, host: str) -> Path:
+        return self.active_root / host
+
+    def job_outbox(self, job_id: str) -> Path:
+        return self.outbox / job_id
+
+    def status_path(self, job_id: str) -> Path:
+        return self.outbox / job_id / STATUS
+
+    def running_dir(self, job_id: str) -> Path:
+        return self.active / job_id
+
+    def publish_dir(self, job_id: str, host: str | None = None) -> Path:
+        return self.active_of(host or self.host) / f".publish-{job_id}"
+
+    def reserve_job_id(self, wanted: str) -> str:
+        """Creates outbox/<id>/ exclusively; on collision tries wanted-2, wanted-3, …"""
+        n = 1
+        while True:
+            candidate = wanted if n == 1 else f"{wanted[: 64 - len(str(n)) - 1]}-{n}"
+            if mkdir_exclusive(self.outbox / candidate):
+                return candidate
+            n += 1
+
+    def queued_names(self) -> list[QueueName]:
+        names = []
+        with os.scandir(self.queue) as it:
+            for entry in it:
+                q = QueueName.parse(entry.name)
+                if q is not None:
+                    names.append(q)
+        names.sort()
+        return names
+
+
+def attempts_started(job_dir: Path) -> int:
+    return sum(1 for n in os.listdir(job_dir) if n.startswith(ATTEMPT_PREFIX))

@@ -1,0 +1,118 @@
+"""status.json (SPEC §4): built from the job and its state, written atomically.
+
+Every state change is written at once; progress-only updates are throttled per job.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from daemon.fsops import atomic_write_json, read_json
+from daemon.spool import Spool
+
+STATES = ("queued", "running", "completed", "failed", "canceled")
+FINAL_STATES = frozenset({"completed", "failed", "canceled"})
+PROGRESS_KEYS = ("progress", "stage", "message", "step", "total_steps", "eta_seconds")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_status(job_id: str, job: dict, state: str, **fields) -> dict:
+    """A complete status document for `job` (the validated job with its `_meta`)."""
+    meta = job.get("_meta", {})
+    doc = {
+        "id": job_id,
+        "kind": job.get("kind"),
+        "state": state,
+        "progress": 0,
+        "stage": None,
+        "message": None,
+        "step": None,
+        "total_steps": None,
+        "eta_seconds": None,
+        "queue_position": None,
+        "attempt": 0,
+        "max_attempts": job.get("max_attempts"),
+        "host": None,
+        "device": None,
+        "model": job.get("model"),
+        "created_at": meta.get("created_at"),
+        "started_at": None,
+        "finished_at": None,
+        "updated_at": utc_now(),
+        "error": None,
+        "result": None,
+        "labels": job.get("labels") or {},
+        "job": {k: v for k, v in job.items() if k != "_meta"},
+        "drop": meta.get("drop"),
+    }
+    doc.update(fields)
+    return doc
+
+
+class StatusWriter:
+    """Writes outbox/<id>/status.json; keeps the last document of each live job in memory."""
+
+    def __init__(self, spool: Spool, progress_interval: float, on_write=None):
+        self.spool = spool
+        self.progress_interval = progress_interval
+        self._docs: dict[str, dict] = {}
+        self._last_write: dict[str, float] = {}
+        self._pending: set[str] = set()
+        self._on_write = on_write  # callback(doc) for live listeners (API events)
+
+    def current(self, job_id: str) -> dict | None:
+        return self._docs.get(job_id) or read_json(self.spool.status_path(job_id))
+
+    def write(self, doc: dict) -> None:
+        """Writes a state change now."""
+        doc["updated_at"] = utc_now()
+        job_id = doc["id"]
+        atomic_write_json(self.spool.status_path(job_id), doc)
+        self._last_write[job_id] = time.monotonic()
+        self._pending.discard(job_id)
+        if doc["state"] in FINAL_STATES:
+            self.forget(job_id)
+        else:
+            self._docs[job_id] = doc
+        if self._on_write:
+            self._on_write(doc)
+
+    def progress(self, job_id: str, update: dict) -> None:
+        """Merges a progress update; writes it if the last write is old enough."""
+        doc = self._docs.get(job_id)
+        if doc is None or doc["state"] != "running":
+            return
+        update = {k: update.get(k) for k in PROGRESS_KEYS if k in update}
+        if "progress" in update:
+            update["progress"] = max(doc.get("progress") or 0, update["progress"] or 0)
+        stage_changed = update.get("stage") not in (None, doc.get("stage"))
+        doc.update(update)
+        if stage_changed or time.monotonic() - self._last_write.get(job_id, 0) >= self.progress_interval:
+            self.write(doc)
+        else:
+            self._pending.add(job_id)
+
+    def flush(self) -> None:
+        """Writes throttled progress whose interval has passed (called from the main loop)."""
+        now = time.monotonic()
+        for job_id in list(self._pending):
+            if now - self._last_write.get(job_id, 0) >= self.progress_interval and job_id in self._docs:
+                self.write(self._docs[job_id])
+
+    def forget(self, job_id: str) -> None:
+        self._docs.pop(job_id, None)
+        self._last_write.pop(job_id, None)
+        self._pending.discard(job_id)
+
+
+def read_status(spool: Spool, job_id: str) -> dict | None:
+    return read_json(spool.status_path(job_id))
+
+
+def status_file(spool: Spool, job_id: str) -> Path:
+    return spool.status_path(job_id)

@@ -1,0 +1,243 @@
+"""The moves of a job between spool folders, each one rename, each safe to redo.
+
+accept:   active/<me>/.intake.<t>/payload  →  queue/<rank>-<usec>-<id>   (or straight to publish if invalid)
+claim:    queue/<name>                      →  active/<me>/<id>
+requeue:  active/<any>/<id>                 →  queue/<name>
+publish:  active/<me>/<id>                  →  active/<me>/.publish-<id>  →  outbox/<id>/input
+
+The publish rename is the commit point: a host that lost its lease (another host renamed
+its job folder away) fails that rename and publishes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import structlog
+
+from daemon.config import Settings
+from daemon.fsops import atomic_write_json, create_exclusive, move, read_json
+from daemon.intake import bare_file_job, drop_job_document, read_id_marker, write_id_marker
+from daemon.jobfile import parse_job_bytes, validate_job
+from daemon.spool import (
+    ATTEMPT_PREFIX,
+    CANCEL_MARK,
+    FINAL_DOC,
+    INPUT_DIR,
+    JOB_DOC,
+    RESULTS_DIR,
+    QueueName,
+    Spool,
+    attempts_started,
+    is_valid_job_id,
+)
+from daemon.status import StatusWriter, new_status, utc_now
+from pipeline.errors import ErrorCode, JobError
+from pipeline.kinds.base import KindSpec
+
+log = structlog.get_logger()
+
+
+class Transitions:
+    def __init__(self, spool: Spool, settings: Settings, kinds: Mapping[str, KindSpec], statuses: StatusWriter):
+        self.spool = spool
+        self.settings = settings
+        self.kinds = kinds
+        self.statuses = statuses
+
+    # -- accept ------------------------------------------------------------------
+    def accept(self, staging: Path) -> QueueName | None:
+        """Turns a staged drop into a queued job (or a failed one). Safe to call again
+        after a crash: the reserved id is remembered in the staging folder."""
+        payload = staging / "payload"
+        if not payload.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+            return None
+        limit = self.settings.limits.job_json_bytes
+        raw, default_id, info = drop_job_document(staging, limit)
+        error: JobError | None = None
+        doc: dict = {}
+        try:
+            if info["form"] == "bare":
+                preset = self.settings.presets[info["preset"]]
+                kind = self.kinds.get(preset.kind)
+                if kind is None:
+                    raise JobError(ErrorCode.INVALID_JOB, f"preset {info['preset']}: unknown kind {preset.kind!r}")
+                try:
+                    doc = bare_file_job(payload / info["name"], preset.kind, preset.accept_as, kind, limit)
+                except ValueError as exc:
+                    raise JobError(ErrorCode.INVALID_JOB, str(exc)) from None
+            elif raw is None:
+                raise JobError(ErrorCode.INVALID_JOB, f"folder {info['name']} has no job.json")
+            else:
+                doc = parse_job_bytes(raw, limit, "job.json" if info["form"] == "folder" else info["name"])
+        except JobError as exc:
+            error = exc
+
+        job_id = read_id_marker(staging)
+        if job_id is None:
+            wanted = doc.get("id") if isinstance(doc.get("id"), str) else None
+            job_id = self.spool.reserve_job_id(wanted if wanted and is_valid_job_id(wanted) else default_id)
+            write_id_marker(staging, job_id)
+
+        job: dict = {"id": job_id, "kind": doc.get("kind") if isinstance(doc.get("kind"), str) else None,
+                     "labels": doc.get("labels") if isinstance(doc.get("labels"), dict) else {}}
+        if error is None:
+            try:
+                job = validate_job(doc, payload, self.kinds, self.settings, info.get("preset"))
+            except JobError as exc:
+                error = exc
+        job["id"] = job_id
+        job["_meta"] = {
+            "created_at": utc_now(),
+            "enqueued_us": time.time_ns() // 1000,
+            "drop": info.get("drop"),
+            "accepted_by": self.spool.host,
+        }
+        if error is not None:
+            log.warning("job.invalid", job_id=job_id, code=str(error.code), message=error.message, drop=info.get("drop"))
+            atomic_write_json(payload / JOB_DOC, job)
+            self._write_final(payload, "failed", error=error.to_status())
+            publish = self.spool.publish_dir(job_id)
+            move(payload, publish)
+            shutil.rmtree(staging, ignore_errors=True)
+            self.finish_publish(publish)
+            return None
+
+        atomic_write_json(payload / JOB_DOC, job)
+        qn = QueueName.new(job_id, job["priority"], job["_meta"]["enqueued_us"])
+        self.statuses.write(new_status(job_id, job, "queued", max_attempts=job["max_attempts"]))
+        move(payload, self.spool.queue / str(qn))
+        shutil.rmtree(staging, ignore_errors=True)
+        log.info("job.queued", job_id=job_id, kind=job["kind"], priority=job["priority"], drop=info.get("drop"))
+        return qn
+
+    # -- claim -------------------------------------------------------------------
+    def claim(self, qn: QueueName) -> Path | None:
+        """Renames queue/<qn> to active/<me>/<id>; the folder is ours if that worked and
+        it is really there afterwards (the confirmation some mounts need)."""
+        dst = self.spool.running_dir(qn.job_id)
+        if not move(self.spool.queue / str(qn), dst):
+            return None
+        if not (dst / JOB_DOC).is_file():
+            log.error("claim.unconfirmed", job_id=qn.job_id)
+            return None
+        return dst
+
+    def start_attempt(self, job_dir: Path) -> int:
+        n = attempts_started(job_dir) + 1
+        while not create_exclusive(job_dir / f"{ATTEMPT_PREFIX}{n}"):
+            n += 1
+        return n
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return os.path.exists(self.spool.job_outbox(job_id) / CANCEL_MARK)
+
+    # -- requeue -----------------------------------------------------------------
+    def requeue(self, job_dir: Path, job_id: str, reason: str, undo_attempt: int | None = None) -> bool:
+        """Puts a claimed job back in the queue (its original place in line)."""
+        job = read_json(job_dir / JOB_DOC)
+        if job is None:
+            log.error("requeue.no_job_doc", job_id=job_id, path=str(job_dir))
+            return False
+        if undo_attempt is not None:
+            try:
+                os.unlink(job_dir / f"{ATTEMPT_PREFIX}{undo_attempt}")
+            except FileNotFoundError:
+                pass
+        shutil.rmtree(job_dir / RESULTS_DIR, ignore_errors=True)
+        qn = QueueName.new(job_id, job.get("priority", 0), job["_meta"]["enqueued_us"])
+        attempts = attempts_started(job_dir)
+        if not move(job_dir, self.spool.queue / str(qn)):
+            return False
+        self.statuses.write(
+            new_status(job_id, job, "queued", attempt=attempts, message=reason,
+                       created_at=job["_meta"].get("created_at"))
+        )
+        log.info("job.requeued", job_id=job_id, reason=reason, attempts=attempts)
+        return True
+
+    # -- publish -----------------------------------------------------------------
+    def _write_final(self, job_dir: Path, state: str, **fields) -> None:
+        atomic_write_json(job_dir / FINAL_DOC, {"state": state, "finished_at": utc_now(), **fields})
+
+    def publish(self, job_dir: Path, job_id: str, state: str, **fields) -> bool:
+        """Ends a job we own: records the end state, then the commit rename."""
+        self._write_final(job_dir, state, **fields)
+        publish = self.spool.publish_dir(job_id)
+        if not move(job_dir, publish):
+            log.warning("job.lost", job_id=job_id, reason="another host took the job; not publishing")
+            return False
+        self.finish_publish(publish)
+        return True
+
+    def finish_publish(self, publish: Path) -> None:
+        """Moves results into outbox/<id>/, writes the final status, keeps the inputs.
+        Idempotent: recovery calls it again for a publish a crash interrupted."""
+        job_id = publish.name[len(".publish-"):]
+        out = self.spool.job_outbox(job_id)
+        out.mkdir(exist_ok=True)
+        final = read_json(publish / FINAL_DOC) or {"state": "failed", "error": JobError(ErrorCode.INTERNAL, "end state lost").to_status()}
+        job = read_json(publish / JOB_DOC) or {"id": job_id}
+        results = publish / RESULTS_DIR
+        if results.is_dir():
+            for name in os.listdir(results):
+                if not name.startswith("."):
+                    os.replace(results / name, out / name)
+        previous = self.statuses.current(job_id) or {}
+        doc = new_status(job_id, job, final["state"])
+        for key in ("attempt", "host", "device", "started_at", "progress", "stage", "model"):
+            if previous.get(key) is not None:
+                doc[key] = previous[key]
+        doc["created_at"] = previous.get("created_at") or doc["created_at"]
+        doc["finished_at"] = final.get("finished_at")
+        doc["error"] = final.get("error")
+        doc["message"] = final.get("message") or (final.get("error") or {}).get("message")
+        if final["state"] == "completed":
+            doc["progress"] = 100
+            doc["result"] = self._result(job_id, out, final.get("result") or {})
+        doc["attempt"] = max(doc.get("attempt") or 0, attempts_started(publish))
+        # The user's files go to input/ before the final status, and the publish folder
+        # (with .final.json) stays until that status is written: a crash anywhere in
+        # between is finished by the next finish_publish.
+        inputs = out / INPUT_DIR
+        inputs.mkdir(exist_ok=True)
+        for name in os.listdir(publish):
+            if not _is_daemon_file(name):
+                os.replace(publish / name, inputs / name)
+        self.statuses.write(doc)
+        shutil.rmtree(publish)
+        log.info(f"job.{final['state']}", job_id=job_id, error=(final.get("error") or {}).get("code"))
+
+    def _result(self, job_id: str, out: Path, result: dict) -> dict:
+        files = []
+        for f in result.get("files") or []:
+            path = out / f["name"]
+            if not path.is_file():
+                continue
+            files.append({
+                "name": f["name"],
+                "size": path.stat().st_size,
+                "sha256": f.get("sha256") or sha256_of(path),
+                "media_type": f.get("media_type") or mimetypes.guess_type(f["name"])[0] or "application/octet-stream",
+                "url": f"/api/v1/jobs/{job_id}/files/{f['name']}",
+            })
+        return {**result, "files": files}
+
+
+def _is_daemon_file(name: str) -> bool:
+    return name.startswith((ATTEMPT_PREFIX, ".id-")) or name in (JOB_DOC, FINAL_DOC, RESULTS_DIR)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

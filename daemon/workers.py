@@ -1,0 +1,112 @@
+"""Worker processes: spawn, talk, reap, restart (the arbiter's side of the channel)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from daemon.devices import worker_env
+
+log = structlog.get_logger()
+_spawn = multiprocessing.get_context("spawn")
+
+
+@dataclass
+class RunningJob:
+    job_id: str
+    job: dict
+    job_dir: object
+    attempt: int
+    started: float = field(default_factory=time.monotonic)
+    cancel_sent: bool = False
+    cancel_sent_at: float = 0.0
+    lost: bool = False
+
+
+class WorkerHandle:
+    """One worker process on one device, and the job it runs."""
+
+    def __init__(self, index: int, device: str):
+        self.index = index
+        self.device = device
+        self.process = None
+        self.conn = None
+        self.ready = False
+        self.job: RunningJob | None = None
+        self.restarts = 0
+        self.pid: int | None = None
+        self.kill_reason: str | None = None  # why we killed it (timeout, shutdown)
+        self.next_start = 0.0
+        self.jobs_done = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and self.job is None and self.alive
+
+    def start(self) -> None:
+        from pipeline import worker
+
+        parent, child = _spawn.Pipe(duplex=True)
+        self.process = _spawn.Process(
+            target=worker.main, args=(child, self.device, worker_env(self.device)),
+            name=f"vidspool-worker-{self.device}", daemon=True,
+        )
+        self.process.start()
+        child.close()
+        self.conn = parent
+        self.pid = self.process.pid
+        self.ready = False
+        self.kill_reason = None
+        log.info("worker.started", device=self.device, pid=self.pid)
+
+    def send(self, msg: dict) -> bool:
+        try:
+            self.conn.send(msg)
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def kill(self, reason: str) -> None:
+        self.kill_reason = reason
+        if self.process is not None and self.process.pid:
+            try:
+                os.kill(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def reap(self) -> int | None:
+        """Joins a dead process; returns its exit code (negative: the signal)."""
+        if self.process is None:
+            return None
+        self.process.join(timeout=1)
+        code = self.process.exitcode
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        self.process.close()
+        self.process = None
+        self.conn = None
+        self.ready = False
+        return code
+
+    def describe(self) -> dict:
+        return {
+            "device": self.device,
+            "pid": self.pid if self.alive else None,
+            "alive": self.alive,
+            "ready": self.ready,
+            "busy": self.job is not None,
+            "job": self.job.job_id if self.job else None,
+            "restarts": self.restarts,
+            "jobs_done": self.jobs_done,
+        }

@@ -1,0 +1,1 @@
+"""Worker-side code: job kinds, media I/O and (later) models. Runs in worker processes."""

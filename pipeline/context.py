@@ -1,0 +1,109 @@
+"""JobContext: what a running kind sees of the world (inputs, outputs, progress, cancel)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from threading import Event
+
+from pipeline.errors import JobCanceled
+
+
+class JobContext:
+    """Passed to `KindSpec.run`. Progress goes to the daemon; outputs go to `results_dir`.
+
+    Write each output with `output_path(name)` and finish it with `publish(name)`:
+    the file is written under a temporary name and renamed, so a reader never sees it
+    half-written.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        job: dict,
+        inputs: dict[str, list[Path]],
+        results_dir: Path,
+        device: str,
+        send: Callable[[dict], None],
+        cancel_event: Event,
+    ):
+        self.job_id = job_id
+        self.job = job
+        self.inputs = inputs
+        self.results_dir = results_dir
+        self.device = device
+        self._send = send
+        self._cancel = cancel_event
+        self._progress = 0.0
+        self._stage: str | None = None
+        self._stage_started = time.monotonic()
+        self.outputs: list[str] = []
+        self.meta: dict = {}
+
+    # -- inputs -------------------------------------------------------------
+    def input(self, name: str) -> Path | None:
+        paths = self.inputs.get(name) or []
+        return paths[0] if paths else None
+
+    def input_list(self, name: str) -> list[Path]:
+        return list(self.inputs.get(name) or [])
+
+    # -- progress and cancel ---------------------------------------------------
+    @property
+    def canceled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check_canceled(self) -> None:
+        if self._cancel.is_set():
+            raise JobCanceled()
+
+    def progress(
+        self,
+        percent: float,
+        stage: str | None = None,
+        message: str | None = None,
+        step: int | None = None,
+        total_steps: int | None = None,
+        eta_seconds: float | None = None,
+    ) -> None:
+        """Report progress (0–100, never decreasing) and check for cancel."""
+        self._progress = max(self._progress, min(100.0, float(percent)))
+        if stage and stage != self._stage:
+            self._stage = stage
+            self._stage_started = time.monotonic()
+        if eta_seconds is None and step and total_steps and step < total_steps:
+            per_step = (time.monotonic() - self._stage_started) / step
+            eta_seconds = round(per_step * (total_steps - step), 2)
+        self._send(
+            {
+                "op": "progress",
+                "job_id": self.job_id,
+                "progress": round(self._progress, 1),
+                "stage": self._stage,
+                "message": message,
+                "step": step,
+                "total_steps": total_steps,
+                "eta_seconds": eta_seconds,
+            }
+        )
+        self.check_canceled()
+
+    def log(self, event: str, **fields) -> None:
+        self._send({"op": "log", "job_id": self.job_id, "event": event, **fields})
+
+    # -- outputs -------------------------------------------------------------
+    def output_path(self, name: str) -> Path:
+        """A temporary path to write result `name` to; call publish(name) when done."""
+        return self.results_dir / f".{name}.tmp"
+
+    def publish(self, name: str) -> Path:
+        tmp = self.output_path(name)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        final = self.results_dir / name
+        os.replace(tmp, final)
+        if name not in self.outputs:
+            self.outputs.append(name)
+        return final

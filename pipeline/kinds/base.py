@@ -1,0 +1,46 @@
+"""What a job kind declares: its params model, its inputs and its run function.
+
+A kind is a plain module in pipeline/kinds/ (or a third-party module named by the
+`vidspool.kinds` entry-point group) exposing `KIND = KindSpec(...)`. Kind modules must
+import only light things (pydantic) at module level: the daemon imports them to validate
+jobs and never loads torch. Heavy imports go inside `run`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from pipeline.context import JobContext
+
+MediaType = Literal["image", "audio", "video", "text", "any"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    media: tuple[MediaType, ...] = ("any",)
+    many: bool = False
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    name: str
+    params: type[BaseModel]
+    run: Callable[["JobContext", BaseModel], None]
+    inputs: tuple[InputSpec, ...] = ()
+    # The result a client gets from /download.
+    main_result: str = "video.mp4"
+    # Cross-field checks that need params and inputs together; raise ValueError(message).
+    check: Callable[[BaseModel, Mapping[str, list[Path]]], None] | None = None
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def input_spec(self, name: str) -> InputSpec | None:
+        return next((i for i in self.inputs if i.name == name), None)

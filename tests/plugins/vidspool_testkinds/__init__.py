@@ -1,0 +1,60 @@
+"""A third-party kind for the tests, registered through the `vidspool.kinds` entry point
+(see the dist-info folder beside this package): it records every execution on disk, so
+tests can count how often each job really ran."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.kinds.base import InputSpec, KindSpec
+
+
+class ProbeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = 0.0  # how long the job runs, in steps of `step_seconds`
+    step_seconds: float = 0.05
+    marker_dir: str | None = None  # where executions are recorded
+    crash: bool = False  # the worker process dies hard mid-job
+    fail: str | None = None  # an ErrorCode to fail with
+
+
+def run(ctx, params: ProbeParams) -> None:
+    from pipeline.errors import JobError
+
+    if params.marker_dir:
+        start = os.path.join(params.marker_dir, f"{ctx.job_id}.start.{os.getpid()}.{time.time_ns()}")
+        open(start, "w").close()
+    steps = max(1, int(params.seconds / params.step_seconds)) if params.seconds else 1
+    for i in range(steps):
+        if params.seconds:
+            time.sleep(params.step_seconds)
+        if params.crash and i == steps // 2:
+            os._exit(17)
+        ctx.progress(100 * (i + 1) / steps, stage="probing", step=i + 1, total_steps=steps)
+    if params.fail:
+        raise JobError(params.fail, f"asked to fail with {params.fail}")
+    data = ctx.input("data")
+    with open(ctx.output_path("probe.txt"), "w") as f:
+        f.write(f"{ctx.job_id} ran on {ctx.device} pid {os.getpid()}\n")
+        if data is not None:
+            f.write(f"data: {data.stat().st_size} bytes\n")
+    ctx.publish("probe.txt")
+    if params.marker_dir:
+        # One line per finished execution; O_APPEND keeps concurrent writers' lines whole.
+        fd = os.open(os.path.join(params.marker_dir, "executions.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{ctx.job_id}\n".encode())
+        os.close(fd)
+
+
+KIND = KindSpec(
+    name="probe",
+    params=ProbeParams,
+    run=run,
+    inputs=(InputSpec("data", many=False), InputSpec("extra", many=True)),
+    main_result="probe.txt",
+    description="test kind: sleeps, crashes or fails on request and records executions",
+)

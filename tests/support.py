@@ -1,0 +1,168 @@
+"""Test support: real daemon processes on a real spool folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+FINAL = {"completed", "failed", "canceled"}
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDSPOOL_") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(REPO)])
+    env["HF_HUB_OFFLINE"] = "1"
+    env.update(extra)
+    return env
+
+
+class Daemon:
+    """`vidspool run` as a child process, configured through the environment."""
+
+    def __init__(self, root: Path, host: str = "test-host", workers: list[str] | None = None, **settings: str):
+        self.root = Path(root)
+        self.host = host
+        self.settings = {
+            "VIDSPOOL_SPOOL__ROOT": str(self.root),
+            "VIDSPOOL_SPOOL__HOST": host,
+            "VIDSPOOL_SPOOL__STABLE_SECONDS": "1",
+            "VIDSPOOL_SPOOL__RESCAN_SECONDS": "0.5",
+            "VIDSPOOL_SPOOL__HEARTBEAT_SECONDS": "0.5",
+            "VIDSPOOL_SPOOL__LEASE_SECONDS": "4",
+            "VIDSPOOL_WORKERS__DEVICES": json.dumps(workers or ["cpu"]),
+            "VIDSPOOL_WORKERS__RESTART_BACKOFF_SECONDS": "0.1",
+            "VIDSPOOL_WORKERS__DRAIN_SECONDS": "5",
+            "VIDSPOOL_API__PORT": "0",
+            "VIDSPOOL_LOG__FORMAT": "json",
+        }
+        self.settings.update(settings)
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.root.parent / f"daemon-{host}.log"
+
+    def start(self, wait: bool = True, env: dict | None = None) -> "Daemon":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run"], cwd=REPO,
+            env=base_env(**self.settings, **(env or {})), stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    @property
+    def heartbeat(self) -> dict:
+        try:
+            return json.loads((self.root / "hosts" / f"{self.host}.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"daemon exited {self.proc.returncode}:\n{self.log()}"
+            hb = self.heartbeat
+            if hb.get("pid") == self.proc.pid and hb.get("api_url") and hb.get("workers") and all(w["ready"] for w in hb["workers"]):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"daemon not ready in {timeout}s:\n{self.log()}")
+
+    @property
+    def api(self) -> str:
+        return self.heartbeat["api_url"]
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text()[-6000:]
+        except FileNotFoundError:
+            return ""
+
+    def log_events(self) -> list[dict]:
+        events = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return events
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"daemon did not stop in {timeout}s:\n{self.log()}")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def drop_json(inbox: Path, name: str, doc: dict) -> Path:
+    """Drops NAME.json the safe way: written under a dot-name, then renamed."""
+    tmp = inbox / f".{name}.json.part"
+    tmp.write_text(json.dumps(doc))
+    final = inbox / f"{name}.json"
+    os.rename(tmp, final)
+    return final
+
+
+def drop_folder(inbox: Path, name: str, doc: dict, files: dict[str, bytes] | None = None) -> Path:
+    tmp = inbox / f".{name}.part"
+    tmp.mkdir()
+    (tmp / "job.json").write_text(json.dumps(doc))
+    for fname, data in (files or {}).items():
+        (tmp / fname).write_bytes(data)
+    final = inbox / name
+    os.rename(tmp, final)
+    return final
+
+
+def status(root: Path, job_id: str) -> dict | None:
+    try:
+        return json.loads((Path(root) / "outbox" / job_id / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def wait_status(root: Path, job_id: str, states=FINAL, timeout: float = 60, daemon: Daemon | None = None) -> dict:
+    deadline = time.monotonic() + timeout
+    doc = None
+    while time.monotonic() < deadline:
+        doc = status(root, job_id)
+        if doc and doc["state"] in states:
+            return doc
+        time.sleep(0.02)
+    raise AssertionError(f"{job_id}: wanted {states}, last status {doc}\n{daemon.log() if daemon else ''}")
+
+
+def wait_all_final(root: Path, ids: list[str], timeout: float = 120, daemon=None) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    done: dict[str, dict] = {}
+    while time.monotonic() < deadline and len(done) < len(ids):
+        for job_id in ids:
+            if job_id not in done:
+                doc = status(root, job_id)
+                if doc and doc["state"] in FINAL:
+                    done[job_id] = doc
+        time.sleep(0.1)
+    missing = [i for i in ids if i not in done]
+    assert not missing, f"{len(missing)} jobs not final, e.g. {missing[:5]}: {[status(root, m) for m in missing[:3]]}\n{daemon.log() if daemon else ''}"
+    return done
+
+
+def executions(marker_dir: Path) -> list[str]:
+    try:
+        return (marker_dir / "executions.log").read_text().split()
+    except FileNotFoundError:
+        return []

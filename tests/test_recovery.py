@@ -1,0 +1,133 @@
+"""Nothing lost, exactly once: many jobs, killed daemons, killed workers, two hosts."""
+
+import collections
+import os
+import signal
+import time
+
+from tests.support import Daemon, drop_json, executions, status, wait_all_final, wait_status
+
+
+def _drop_many(inbox, n, prefix, params):
+    ids = [f"{prefix}{i:04d}" for i in range(n)]
+    for job_id in ids:
+        drop_json(inbox, job_id, {"kind": "probe", "params": params})
+    return ids
+
+
+def _leftovers(root):
+    """Job folders still in queue/ or active/ (there should be none once all are final)."""
+    left = list(os.listdir(root / "queue"))
+    for host in os.listdir(root / "active"):
+        left += [f"{host}/{n}" for n in os.listdir(root / "active" / host)]
+    return left
+
+
+def test_200_jobs_on_2_workers_each_run_once(daemon, spool_root, markers):
+    ids = _drop_many(spool_root / "inbox", 200, "many", {"marker_dir": str(markers)})
+    docs = wait_all_final(spool_root, ids, timeout=120, daemon=daemon)
+    assert {d["state"] for d in docs.values()} == {"completed"}
+    counts = collections.Counter(executions(markers))
+    assert set(counts) == set(ids) and set(counts.values()) == {1}
+    assert {d["device"] for d in docs.values()} == {"cpu:0", "cpu:1"}
+    assert _leftovers(spool_root) == []
+
+
+def test_sigkill_daemon_mid_run_then_restart_completes_every_job_once(spool_root, markers):
+    d = Daemon(spool_root, workers=["cpu", "cpu"]).start()
+    ids = _drop_many(spool_root / "inbox", 30, "k", {"seconds": 0.3, "marker_dir": str(markers)})
+    deadline = time.monotonic() + 30
+    while sum(1 for i in ids if (status(spool_root, i) or {}).get("state") == "completed") < 4:
+        assert time.monotonic() < deadline, d.log()
+        time.sleep(0.05)
+    d.kill()  # SIGKILL: no drain, workers die with it
+    running = [i for i in ids if (status(spool_root, i) or {}).get("state") == "running"]
+    assert running, "expected jobs mid-run at the kill"
+    d2 = Daemon(spool_root, workers=["cpu", "cpu"]).start()
+    try:
+        docs = wait_all_final(spool_root, ids, timeout=120, daemon=d2)
+        assert {d["state"] for d in docs.values()} == {"completed"}
+        for job_id in running:
+            assert docs[job_id]["attempt"] == 2, docs[job_id]
+        for job_id in ids:  # published once: one input/ folder, no second one
+            assert not (spool_root / "outbox" / job_id / "input.2").exists()
+        assert set(executions(markers)) == set(ids)
+        assert _leftovers(spool_root) == []
+    finally:
+        d2.stop()
+
+
+def _worker_pid(markers, job_id, seen, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name in os.listdir(markers):
+            if name.startswith(f"{job_id}.start.") and name not in seen:
+                seen.add(name)
+                return int(name.split(".")[2])
+        time.sleep(0.02)
+    raise AssertionError(f"{job_id} never started")
+
+
+def test_sigkill_of_a_worker_retries_then_fails_worker_crashed(spool_root, markers):
+    d = Daemon(spool_root, workers=["cpu"]).start()
+    try:
+        seen: set = set()
+        drop_json(spool_root / "inbox", "victim", {"kind": "probe", "max_attempts": 2, "params": {"seconds": 20, "marker_dir": str(markers)}})
+        os.kill(_worker_pid(markers, "victim", seen), signal.SIGKILL)
+        doc = wait_status(spool_root, "victim", {"running"}, daemon=d)
+        deadline = time.monotonic() + 20
+        while doc["attempt"] != 2:
+            assert time.monotonic() < deadline, doc
+            doc = wait_status(spool_root, "victim", {"running"}, daemon=d)
+        os.kill(_worker_pid(markers, "victim", seen), signal.SIGKILL)
+        doc = wait_status(spool_root, "victim", daemon=d)
+        assert doc["state"] == "failed" and doc["error"]["code"] == "worker_crashed" and doc["attempt"] == 2, doc
+        assert "signal 9" in doc["error"]["message"]
+        # the worker was restarted and serves the next job
+        drop_json(spool_root / "inbox", "next", {"kind": "probe"})
+        assert wait_status(spool_root, "next", daemon=d)["state"] == "completed"
+    finally:
+        d.stop()
+
+
+def test_a_crash_inside_a_job_is_retried(spool_root):
+    d = Daemon(spool_root, workers=["cpu"]).start()
+    try:
+        drop_json(spool_root / "inbox", "crasher", {"kind": "probe", "params": {"crash": True, "seconds": 0.2}})
+        doc = wait_status(spool_root, "crasher", daemon=d)
+        assert doc["state"] == "failed" and doc["error"]["code"] == "worker_crashed" and doc["attempt"] == 3
+        assert "exit code 17" in doc["error"]["message"]
+    finally:
+        d.stop()
+
+
+def test_two_daemons_share_a_spool_each_job_completes_once_and_a_dead_host_is_taken_over(spool_root, markers):
+    a = Daemon(spool_root, host="host-a", workers=["cpu"]).start()
+    b = Daemon(spool_root, host="host-b", workers=["cpu"]).start()
+    try:
+        ids = _drop_many(spool_root / "inbox", 200, "two", {"marker_dir": str(markers)})
+        docs = wait_all_final(spool_root, ids, timeout=180, daemon=a)
+        assert {d["state"] for d in docs.values()} == {"completed"}
+        counts = collections.Counter(executions(markers))
+        assert set(counts) == set(ids) and set(counts.values()) == {1}, [k for k, v in counts.items() if v != 1]
+        hosts = collections.Counter(d["host"] for d in docs.values())
+        assert set(hosts) == {"host-a", "host-b"}, hosts
+
+        # Host b dies while running a long job; a takes it over after the lease (4 s).
+        slow = _drop_many(spool_root / "inbox", 4, "slow", {"seconds": 3, "marker_dir": str(markers)})
+        deadline = time.monotonic() + 30
+        while not any((status(spool_root, i) or {}).get("host") == "host-b" and status(spool_root, i)["state"] == "running" for i in slow):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        b.kill()
+        killed_at = time.monotonic()
+        taken = [i for i in slow if status(spool_root, i)["host"] == "host-b" and status(spool_root, i)["state"] == "running"]
+        docs = wait_all_final(spool_root, slow, timeout=60, daemon=a)
+        assert {d["state"] for d in docs.values()} == {"completed"}
+        for job_id in taken:
+            assert docs[job_id]["host"] == "host-a" and docs[job_id]["attempt"] == 2
+        assert time.monotonic() - killed_at >= 4  # not before the lease ran out
+        assert _leftovers(spool_root) == []
+    finally:
+        a.stop()
+        b.stop()
