@@ -270,6 +270,7 @@ class Arbiter:
             "op": "run", "job_id": job_id, "job": {k: v for k, v in job.items() if k != "_meta"},
             "inputs": {k: [str(p) for p in v] for k, v in inputs.items()},
             "results_dir": str(job_dir / RESULTS_DIR),
+            "limits": self.settings.limits.model_dump(),
         })
         if not sent:
             worker.kill("crash")  # its exit handler requeues the job

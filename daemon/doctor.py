@@ -49,7 +49,7 @@ def check_spool_semantics(root: Path) -> list[tuple[bool, str]]:
         os.mkdir(src)
         (src / "x").write_bytes(b"x")
         moved = move(src, dst)
-        again = move(src, dst)
+        again = move(src, probe / "dst2")
         results.append((moved and not again and (dst / "x").exists() and not src.exists(),
                         "rename of a folder moves it once; a second rename of the same source finds it gone"))
         os.mkdir(src)

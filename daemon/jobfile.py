@@ -100,6 +100,11 @@ def validate_job(
             kind.check(params_model, inputs)
         except ValueError as exc:
             raise JobError(ErrorCode.INVALID_JOB, f"job: {exc}") from None
+    if kind.frame_pixels is not None:
+        frame_pixels = kind.frame_pixels(params_model, inputs)
+        limit = settings.limits.max_frame_pixels
+        if frame_pixels is not None and frame_pixels > limit:
+            raise JobError(ErrorCode.INVALID_JOB, f"job: the video would be {frame_pixels} frame pixels (frames × width × height), over the limit of {limit} ([limits] max_frame_pixels)")
 
     return {
         "id": job.id,

@@ -8,7 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 from threading import Event
 
-from pipeline.errors import JobCanceled
+from pipeline.errors import ErrorCode, JobCanceled, JobError
+
+
+def check_frame_budget(frames: int, width: int, height: int, limit: int | None) -> None:
+    if limit is not None and frames * width * height > limit:
+        raise JobError(
+            ErrorCode.INVALID_JOB,
+            f"{frames} frames of {width}x{height} is {frames * width * height} frame pixels, "
+            f"over the limit of {limit} ([limits] max_frame_pixels)",
+        )
 
 
 class JobContext:
@@ -28,6 +37,7 @@ class JobContext:
         device: str,
         send: Callable[[dict], None],
         cancel_event: Event,
+        limits: dict | None = None,
     ):
         self.job_id = job_id
         self.job = job
@@ -36,6 +46,7 @@ class JobContext:
         self.device = device
         self._send = send
         self._cancel = cancel_event
+        self.limits = limits or {}
         self._progress = 0.0
         self._stage: str | None = None
         self._stage_started = time.monotonic()
@@ -89,6 +100,10 @@ class JobContext:
             }
         )
         self.check_canceled()
+
+    def check_frame_budget(self, frames: int, width: int, height: int) -> None:
+        """Refuses a video larger than [limits] max_frame_pixels before rendering it."""
+        check_frame_budget(frames, width, height, self.limits.get("max_frame_pixels"))
 
     def log(self, event: str, **fields) -> None:
         self._send({"op": "log", "job_id": self.job_id, "event": event, **fields})

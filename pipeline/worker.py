@@ -102,6 +102,7 @@ class Worker:
             device="cpu" if self.device.startswith("cpu") else "cuda:0",
             send=self.send,
             cancel_event=self._cancel,
+            limits=msg.get("limits"),
         )
         try:
             kind = self.kinds.get(msg["job"]["kind"])

@@ -42,6 +42,10 @@ def test_invalid_json(bad_daemon):
     ("badinput", {"kind": "probe", "inputs": {"video": "x.mp4"}}, "invalid_job", "inputs.video: unknown input"),
     ("badid", {"kind": "probe", "id": "../../etc"}, "invalid_job", "id:"),
     ("notobject", [1, 2], "invalid_job", "must hold a JSON object"),
+    ("huge", {"kind": "slideshow", "params": {"slides": ["a"], "seconds_per_slide": 3600, "width": 3840, "height": 2160, "fps": 60}},
+     "invalid_job", "max_frame_pixels"),
+    ("nothing", {"kind": "slideshow"}, "invalid_job", "needs input 'images' and/or params 'slides'"),
+    ("oddsize", {"kind": "slideshow", "params": {"slides": ["a"], "width": 321}}, "invalid_job", "params.width: Value error, must be even"),
 ])
 def test_invalid_jobs(bad_daemon, name, doc, code, words):
     root = bad_daemon.root

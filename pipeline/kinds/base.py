@@ -39,6 +39,9 @@ class KindSpec:
     main_result: str = "video.mp4"
     # Cross-field checks that need params and inputs together; raise ValueError(message).
     check: Callable[[BaseModel, Mapping[str, list[Path]]], None] | None = None
+    # frames × width × height a job will render, when params alone tell (checked against
+    # [limits] max_frame_pixels before any work); kinds check later sizes with the context.
+    frame_pixels: Callable[[BaseModel, Mapping[str, list[Path]]], int | None] | None = None
     description: str = ""
     extra: dict = field(default_factory=dict)
 

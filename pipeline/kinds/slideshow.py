@@ -79,6 +79,16 @@ def check(params: SlideshowParams, inputs: Mapping[str, list[Path]]) -> None:
         raise ValueError("slideshow needs input 'images' and/or params 'slides'")
 
 
+def frame_pixels(params: SlideshowParams, inputs: Mapping[str, list[Path]]) -> int | None:
+    """The video's frames × pixels, when known before the audio is read."""
+    seconds = params.seconds_per_slide
+    if seconds is None and inputs.get("audio"):
+        return None  # the audio's length sets it: checked in run()
+    slides = len(params.slides) + len(inputs.get("images") or [])
+    frames = max(slides, round(slides * (seconds or DEFAULT_SECONDS_PER_SLIDE) * params.fps))
+    return frames * params.width * params.height
+
+
 def run(ctx: JobContext, params: SlideshowParams) -> None:
     from pipeline import media
 
@@ -99,6 +109,7 @@ def run(ctx: JobContext, params: SlideshowParams) -> None:
 
     # At least one frame per slide, even when a very short audio track sets the pace.
     total_frames = max(slide_count, round(slide_count * seconds_per_slide * params.fps))
+    ctx.check_frame_budget(total_frames, params.width, params.height)
     frames_per_slide = total_frames / slide_count
     fade_frames = 0.0
     if params.transition == "crossfade":
@@ -251,6 +262,7 @@ KIND = KindSpec(
     inputs=(InputSpec("images", media=("image",), many=True), InputSpec("audio", media=("audio",))),
     run=run,
     check=check,
+    frame_pixels=frame_pixels,
     main_result="video.mp4",
     description="Title cards and images as a video, with cuts or crossfades and optional music.",
 )
