@@ -37,6 +37,8 @@ log = structlog.get_logger()
 # A running job that ignores a cancel this long is stopped by killing its worker.
 CANCEL_GRACE_SECONDS = 10.0
 MAX_RESTART_BACKOFF = 30.0
+# A worker that lived this long before exiting starts a new crash streak.
+HEALTHY_WORKER_SECONDS = 60.0
 
 
 class Arbiter:
@@ -333,12 +335,15 @@ class Arbiter:
         code = worker.reap()
         rj, worker.job = worker.job, None
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        log.warning("worker.exited", device=worker.device, how=how, reason=reason, job_id=rj.job_id if rj else None)
+        (log.info if self.stop_requested else log.warning)("worker.exited", device=worker.device, how=how, reason=reason, job_id=rj.job_id if rj else None)
         if rj is not None and not rj.lost:
             self._end_interrupted_attempt(rj, reason, how)
         if not self.stop_requested:
             worker.restarts += 1
-            backoff = self.settings.workers.restart_backoff_seconds * min(2 ** min(worker.restarts - 1, 5), MAX_RESTART_BACKOFF)
+            healthy = time.monotonic() - worker.started_at >= HEALTHY_WORKER_SECONDS
+            worker.crash_streak = 1 if healthy else worker.crash_streak + 1
+            base = self.settings.workers.restart_backoff_seconds
+            backoff = min(base * 2 ** (worker.crash_streak - 1), MAX_RESTART_BACKOFF)
             worker.next_start = time.monotonic() + (0 if reason in ("timeout", "cancel", "lost") else backoff)
         self._wake.set()
 

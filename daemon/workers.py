@@ -39,6 +39,8 @@ class WorkerHandle:
         self.ready = False
         self.job: RunningJob | None = None
         self.restarts = 0
+        self.crash_streak = 0  # exits in a row without a healthy minute between
+        self.started_at = 0.0
         self.pid: int | None = None
         self.kill_reason: str | None = None  # why we killed it (timeout, shutdown)
         self.next_start = 0.0
@@ -61,6 +63,7 @@ class WorkerHandle:
             name=f"vidspool-worker-{self.device}", daemon=True,
         )
         self.process.start()
+        self.started_at = time.monotonic()
         child.close()
         self.conn = parent
         self.pid = self.process.pid
