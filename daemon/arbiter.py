@@ -499,6 +499,11 @@ class Arbiter:
             except TimeoutError:
                 pass
             self._wake.clear()
+            now = time.monotonic()
+            if now >= self._next_beat:  # keep our lease while jobs finish
+                self._next_beat = now + self.settings.spool.heartbeat_seconds
+                self.heartbeat.beat(state="draining", **self._beat_info())
+            self.check_running(now)
             self.statuses.flush()
         for w in self.workers:
             if w.job is not None:

@@ -52,7 +52,8 @@ class Heartbeat:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return None
-        return pid if b"vidspool" in cmdline or b"daemon" in cmdline else None
+        ours = b"vidspool" in cmdline or b"-m\x00daemon\x00" in cmdline
+        return pid if ours and b"run" in cmdline.split(b"\x00") else None
 
 
 @dataclass

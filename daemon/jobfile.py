@@ -67,7 +67,8 @@ def validate_job(
     preset_cfg = settings.presets.get(preset) if preset else None
     if preset_cfg is not None:
         doc = {"kind": preset_cfg.kind, "priority": preset_cfg.priority, **doc}
-        doc["labels"] = {**preset_cfg.labels, **(doc.get("labels") or {})} if isinstance(doc.get("labels", {}), dict) else doc["labels"]
+        if isinstance(doc.get("labels", {}), dict):  # a non-dict fails validation below
+            doc["labels"] = {**preset_cfg.labels, **doc.get("labels", {})}
         if preset_cfg.model and "model" not in doc:
             doc["model"] = preset_cfg.model
     try:

@@ -11,8 +11,6 @@ its job folder away) fails that rename and publishes nothing.
 
 from __future__ import annotations
 
-import hashlib
-import mimetypes
 import os
 import shutil
 import time
@@ -40,6 +38,7 @@ from daemon.spool import (
 from daemon.status import StatusWriter, new_status, utc_now
 from pipeline.errors import ErrorCode, JobError
 from pipeline.kinds.base import KindSpec
+from pipeline.worker import file_sha256, media_type
 
 log = structlog.get_logger()
 
@@ -144,7 +143,8 @@ class Transitions:
         """Puts a claimed job back in the queue (its original place in line)."""
         job = read_json(job_dir / JOB_DOC)
         if job is None:
-            log.error("requeue.no_job_doc", job_id=job_id, path=str(job_dir))
+            if job_dir.exists():  # gone means another host requeued it first
+                log.error("requeue.no_job_doc", job_id=job_id, path=str(job_dir))
             return False
         if undo_attempt is not None:
             try:
@@ -224,8 +224,8 @@ class Transitions:
             files.append({
                 "name": f["name"],
                 "size": path.stat().st_size,
-                "sha256": f.get("sha256") or sha256_of(path),
-                "media_type": f.get("media_type") or mimetypes.guess_type(f["name"])[0] or "application/octet-stream",
+                "sha256": f.get("sha256") or file_sha256(path),
+                "media_type": f.get("media_type") or media_type(f["name"]),
                 "url": f"/api/v1/jobs/{job_id}/files/{f['name']}",
             })
         return {**result, "files": files}
@@ -234,10 +234,3 @@ class Transitions:
 def _is_daemon_file(name: str) -> bool:
     return name.startswith((ATTEMPT_PREFIX, ".id-")) or name in (JOB_DOC, FINAL_DOC, RESULTS_DIR)
 
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -23,6 +23,18 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def media_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
 def _die_with_parent() -> None:
     # A worker must not outlive a SIGKILLed daemon: the restarted daemon requeues its job.
     try:
@@ -132,15 +144,11 @@ class Worker:
         files = []
         for name in ctx.outputs:
             path = ctx.results_dir / name
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
             files.append({
                 "name": name,
                 "size": path.stat().st_size,
-                "sha256": h.hexdigest(),
-                "media_type": mimetypes.guess_type(name)[0] or "application/octet-stream",
+                "sha256": file_sha256(path),
+                "media_type": media_type(name),
             })
         result = {"files": files, "seconds": {"run": round(seconds, 3), **ctx.meta.get("seconds", {})}}
         for key, value in ctx.meta.items():

@@ -131,3 +131,20 @@ def test_two_daemons_share_a_spool_each_job_completes_once_and_a_dead_host_is_ta
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_draining_host_keeps_its_lease_while_its_job_finishes(spool_root):
+    # drain (8 s) longer than the lease (4 s): the other host must not take the job over.
+    a = Daemon(spool_root, host="host-a", workers=["cpu"], VIDSPOOL_WORKERS__DRAIN_SECONDS="8").start()
+    b = Daemon(spool_root, host="host-b", workers=["cpu"], VIDSPOOL_WORKERS__DRAIN_SECONDS="8").start()
+    try:
+        drop_json(spool_root / "inbox", "finishing", {"kind": "probe", "params": {"seconds": 6}})
+        doc = wait_status(spool_root, "finishing", {"running"}, daemon=a)
+        if doc["host"] != "host-a":  # b got it: swap roles
+            a, b = b, a
+        assert a.stop(timeout=30) == 0
+        doc = status(spool_root, "finishing")
+        assert doc["state"] == "completed" and doc["host"] == a.host and doc["attempt"] == 1, doc
+    finally:
+        a.stop()
+        b.stop()
