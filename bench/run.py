@@ -1,15 +1,19 @@
 #!/usr/bin/env python
 """vidspool benchmarks (`make bench`): a real `python -m daemon run` on a fresh spool.
 
-Measures, on this machine:
-  1. pickup latency: rename of a job file into inbox/ -> status.json "running" / "completed",
-     jobs dropped one at a time into an idle daemon with 2 CPU workers;
-  2. throughput: N instant jobs renamed in at once -> all completed;
-  3. RSS and restart time with 10,000 finished jobs in the outbox;
-  4. the raw filesystem floor: one atomic status write, and the file work of one job;
-  plus (when strace works) a census of the daemon's syscalls per job.
+Measures, on this machine (see BENCHMARKS.md for the method and the figures):
+  floor       the raw file work: one atomic status write, and one job's renames and writes;
+  throughput  N instant probe jobs renamed into inbox/ at once -> all completed (twice:
+              after a rest, then at once again);
+  latency     rename of a job file into inbox/ -> status.json "running" / "completed",
+              jobs dropped one at a time into an idle daemon with 2 CPU workers;
+  outbox      RSS and restart time with 10,000 finished jobs in the outbox;
+  syscalls    (when strace works) what the daemon and its workers do per job.
 
-Prints a table and writes bench/out/results.json. See BENCHMARKS.md.
+The floor, throughput and latency parts start after a rest (--cooldown): on ext4 without
+a journal, as here, creating files is much slower for ~30 s after many deletions.
+
+Prints a table and writes bench/out/results.json.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,12 +98,57 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, which: str = "both") -> float:
+    """User+system (or "user" / "sys") CPU seconds of a live process."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    user, system = int(fields[11]), int(fields[12])
+    ticks = {"both": user + system, "user": user, "sys": system}[which]
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def system_cpu() -> dict[str, float]:
+    """Machine-wide CPU seconds so far (busy, idle, iowait, steal) from /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait, irq, softirq, steal = (f + [0] * 8)[:8]
+    return {"busy": (user + nice + system + irq + softirq) / hz, "idle": idle / hz, "iowait": iowait / hz, "steal": steal / hz}
+
+
+def kernel_threads_cpu() -> float:
+    """CPU seconds of kernel threads (children of kthreadd, pid 2: jbd2, kworkers, ...)."""
+    total = 0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if f[1] == "2" or d.name == "2":
+                total += int(f[11]) + int(f[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_delta(a: dict, b: dict) -> dict:
+    return {k: b[k] - a[k] for k in a}
+
+
+def snapshot() -> dict:
+    t = os.times()
+    return {"machine": system_cpu(), "kthreads": kernel_threads_cpu(), "ours": t.user + t.system + t.children_user + t.children_system,
+            "wall": time.perf_counter()}
+
+
+def disturbance(a: dict, b: dict) -> dict:
+    """CPU used during a section by processes that are not the bench, its daemons or the
+    kernel's own threads: another workload on the machine, which skews the figures."""
+    busy = b["machine"]["busy"] - a["machine"]["busy"]
+    kth = b["kthreads"] - a["kthreads"]
+    ours = b["ours"] - a["ours"]
+    return {"wall_s": b["wall"] - a["wall"], "machine_busy_s": busy, "ours_s": ours, "kernel_threads_s": kth,
+            "other_s": max(0.0, busy - ours - kth), "iowait_s": b["machine"]["iowait"] - a["machine"]["iowait"]}
 
 
 def children(pid: int) -> list[int]:
@@ -193,8 +242,20 @@ class Inotify:
 
 
 # -- daemon control ------------------------------------------------------------------
+_STARTED: list[Daemon] = []  # every daemon started, so that none outlives the bench
+
+
 def new_daemon(root: Path, **settings: str) -> Daemon:
     return Daemon(root, host=HOST, workers=["cpu", "cpu"], **settings)
+
+
+def stop_leftovers() -> None:
+    for d in _STARTED:
+        if d.proc is not None and d.proc.poll() is None:
+            try:
+                d.stop(timeout=15)
+            except AssertionError:
+                pass  # Daemon.stop killed it
 
 
 def start_timed(d: Daemon, timeout: float = 60) -> dict:
@@ -204,6 +265,7 @@ def start_timed(d: Daemon, timeout: float = 60) -> dict:
     t_wall = time.time()
     t0 = time.perf_counter()
     d.start(wait=False)
+    _STARTED.append(d)
     hb_path = d.root / "hosts" / f"{HOST}.json"
     deadline = t0 + timeout
     while True:
@@ -426,11 +488,11 @@ def bench_latency(base: Path, n_jobs: int, warmup: int, gap: float) -> dict:
 
 
 # -- 2. throughput -----------------------------------------------------------------------
-def bench_throughput(base: Path, n_jobs: int) -> dict:
-    root = base / "throughput" / "spool"
+def bench_throughput(base: Path, n_jobs: int, tag: str = "throughput") -> dict:
+    root = base / tag / "spool"
     d = new_daemon(root)
     start_timed(d)
-    stage = base / "throughput" / "stage"
+    stage = base / tag / "stage"
     stage.mkdir()
     ids = [f"tp-{i:05d}" for i in range(n_jobs)]
     body = json.dumps(PROBE)
@@ -439,8 +501,10 @@ def bench_throughput(base: Path, n_jobs: int) -> dict:
     inbox = root / "inbox"
     tail = LogTail(d.log_path)
     pids = [d.proc.pid] + [w["pid"] for w in d.heartbeat["workers"]]
-    cpu0 = [cpu_seconds(p) for p in pids]
     time.sleep(0.6)  # let the daemon go idle again after start (one rescan period)
+    cpu0 = [cpu_seconds(p) for p in pids]
+    dsys0 = cpu_seconds(d.proc.pid, "sys")
+    sys0, self0, k0 = system_cpu(), os.times(), kernel_threads_cpu()
     try:
         t_wall = time.time()
         t0 = time.perf_counter()
@@ -450,6 +514,8 @@ def bench_throughput(base: Path, n_jobs: int) -> dict:
         done = wait_final_by_log(tail, set(ids), time.monotonic() + 300, d)
         t_seen = time.perf_counter() - t0
         cpu1 = [cpu_seconds(p) for p in pids]
+        dsys1 = cpu_seconds(d.proc.pid, "sys")
+        sys1, self1, k1 = system_cpu(), os.times(), kernel_threads_cpu()
         rss = rss_report(d)
     finally:
         d.stop()
@@ -460,7 +526,18 @@ def bench_throughput(base: Path, n_jobs: int) -> dict:
     last_final = max(iso_ts(doc["updated_at"]) for doc in docs if doc.get("updated_at"))
     first_start = min(iso_ts(doc["started_at"]) for doc in docs if doc.get("started_at"))
     last_created = max(iso_ts(doc["created_at"]) for doc in docs if doc.get("created_at"))
+    started_while_accepting = sum(1 for doc in docs if doc.get("started_at") and iso_ts(doc["started_at"]) < last_created)
     elapsed = last_final - t_wall
+    # completions per second, in 1 s buckets from the first drop
+    finals = sorted(iso_ts(doc["updated_at"]) - t_wall for doc in docs if doc.get("updated_at"))
+    per_second = [0] * (int(finals[-1]) + 1)
+    for f in finals:
+        per_second[int(f)] += 1
+    cpu = {"daemon": cpu1[0] - cpu0[0], "daemon_sys": dsys1 - dsys0, "workers": [b - a for a, b in zip(cpu0[1:], cpu1[1:])],
+           "bench": (self1.user + self1.system) - (self0.user + self0.system), "machine": cpu_delta(sys0, sys1)}
+    # CPU used on the machine by anything else during the run (other jobs disturb the figure)
+    cpu["kernel_threads"] = k1 - k0
+    cpu["other"] = max(0.0, cpu["machine"]["busy"] - cpu["daemon"] - sum(cpu["workers"]) - cpu["bench"] - cpu["kernel_threads"])
     return {
         "jobs": n_jobs, "states": states, "not_completed": sum(1 for v in done.values() if v != "completed"),
         "drop_s": t_dropped,
@@ -469,8 +546,11 @@ def bench_throughput(base: Path, n_jobs: int) -> dict:
         "seen_done_s": t_seen,
         "first_started_s": first_start - t_wall,
         "last_accepted_s": last_created - t_wall,
+        "started_while_accepting": started_while_accepting,
+        "run_phase_jobs_per_s": (n_jobs - started_while_accepting) / max(1e-9, last_final - last_created),
+        "completed_per_second": per_second,
         "ms_per_job": elapsed / n_jobs * 1e3,
-        "cpu_s": {"daemon": cpu1[0] - cpu0[0], "workers": [b - a for a, b in zip(cpu0[1:], cpu1[1:])]},
+        "cpu_s": cpu,
         "rss_after": rss,
     }
 
@@ -488,7 +568,7 @@ def fill_outbox(root: Path, n: int) -> float:
         jid = f"old-{i:06d}"
         out = outbox / jid
         (out / "input").mkdir(parents=True)
-        created = datetime.utcfromtimestamp(base_ts + i * 0.01).isoformat(timespec="milliseconds") + "Z"
+        created = datetime.fromtimestamp(base_ts + i * 0.01, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         job = {"id": jid, "kind": "probe", "model": None, "priority": 0,
                "params": {"seconds": 0.0, "step_seconds": 0.05, "marker_dir": None, "crash": False, "fail": None},
                "inputs": {}, "max_attempts": 3, "labels": {}, "preset": None,
@@ -546,11 +626,13 @@ def bench_outbox(base: Path, n_outbox: int, restarts: int) -> dict:
             d.stop()
     # the same restart with the default heartbeat period (3 s): readiness is only
     # visible in hosts/<host>.json at the next beat
-    d = new_daemon(root, VIDSPOOL_SPOOL__HEARTBEAT_SECONDS="3")
-    try:
-        res["restart_default_heartbeat"] = start_timed(d)
-    finally:
-        d.stop()
+    res["restarts_default_heartbeat"] = []
+    for _ in range(restarts):
+        d = new_daemon(root, VIDSPOOL_SPOOL__HEARTBEAT_SECONDS="3")
+        try:
+            res["restarts_default_heartbeat"].append(start_timed(d))
+        finally:
+            d.stop()
     return res
 
 
@@ -641,8 +723,18 @@ def print_report(R: dict) -> None:
             (f"throughput: {T['jobs']} jobs at once, 2 workers", f"{T['jobs_per_s']:.0f} jobs/s ({T['elapsed_s']:.2f} s)",
              ">= 100 jobs/s", verdict(T["jobs_per_s"], TARGETS["throughput_jobs_per_s"], True)),
             ("throughput: per job (elapsed / jobs)", f"{T['ms_per_job']:.2f} ms", "-", ""),
-            ("throughput: CPU daemon / workers", f"{T['cpu_s']['daemon']:.2f} s / " + " + ".join(f"{c:.2f}" for c in T["cpu_s"]["workers"]) + " s", "-", ""),
+            ("throughput: accept phase (last created_at)", f"{T['last_accepted_s']:.2f} s, {T['started_while_accepting']} jobs started meanwhile", "-", ""),
+            ("throughput: run phase after last accept", f"{T['run_phase_jobs_per_s']:.0f} jobs/s", "-", ""),
+            ("throughput: daemon RSS after the burst", f"{T['rss_after']['daemon']['VmRSS'] / 1024:.1f} MiB (peak {T['rss_after']['daemon']['VmHWM'] / 1024:.1f})", "-", ""),
+            ("throughput: CPU s daemon / workers / other procs", f"{T['cpu_s']['daemon']:.2f} / " + " + ".join(f"{c:.2f}" for c in T["cpu_s"]["workers"])
+             + f" / {T['cpu_s']['other']:.2f} s (kernel threads {T['cpu_s']['kernel_threads']:.2f}, iowait {T['cpu_s']['machine']['iowait']:.2f})", "-", ""),
         ]
+    T2 = R.get("throughput_hot")
+    if T2:
+        rows += [(f"throughput: same again at once after (hot fs)", f"{T2['jobs_per_s']:.0f} jobs/s ({T2['elapsed_s']:.2f} s)",
+                  ">= 100 jobs/s", verdict(T2["jobs_per_s"], TARGETS["throughput_jobs_per_s"], True))]
+    if R.get("queue_listing_ms_1000"):
+        rows += [("diag: Spool.queued_names() over 1000 queued", f"{R['queue_listing_ms_1000']:.2f} ms per call", "-", "")]
     O = R.get("outbox")
     if O:
         rss_mb = O["rss"]["daemon"]["VmRSS"] / 1024
@@ -650,23 +742,27 @@ def print_report(R: dict) -> None:
         restarts = [r["ready_s"] for r in O["restarts"]]
         worst = max(restarts)
         rows += [
-            (f"RSS daemon, {O['outbox_jobs']} jobs in outbox", f"{rss_mb:.1f} MB (peak {O['rss']['daemon']['VmHWM'] / 1024:.1f})",
+            (f"RSS daemon, {O['outbox_jobs']} jobs in outbox", f"{rss_mb:.1f} MiB (peak {O['rss']['daemon']['VmHWM'] / 1024:.1f})",
              "<= 120 MB", verdict(rss_mb, TARGETS["daemon_rss_mb"])),
-            ("RSS daemon, empty spool", f"{O['empty_rss']['daemon']['VmRSS'] / 1024:.1f} MB", "-", ""),
-            ("RSS each worker", " / ".join(f"{x:.1f}" for x in wk) + " MB", "-", ""),
+            ("RSS daemon, empty spool", f"{O['empty_rss']['daemon']['VmRSS'] / 1024:.1f} MiB", "-", ""),
+            ("RSS each worker", " / ".join(f"{x:.1f}" for x in wk) + " MiB", "-", ""),
+            ("RSS other children (multiprocessing resource_tracker)",
+             " / ".join(f"{v['VmRSS'] / 1024:.1f}" for v in O["rss"]["other_children"].values()) + " MiB", "-", ""),
             (f"restart -> ready, {len(restarts)} restarts (worst)", " / ".join(f"{x:.2f}" for x in restarts) + " s",
              "<= 3 s", verdict(worst, TARGETS["restart_s"])),
             ("  recovery_seconds (daemon.ready)", " / ".join(f"{r.get('recovery_seconds', float('nan')):.3f}" for r in O["restarts"]) + " s", "-", ""),
             ("  daemon.ready / last worker.ready in log", " / ".join(f"{r.get('log_daemon_ready_s', float('nan')):.2f}|{r.get('log_last_worker_ready_s', float('nan')):.2f}" for r in O["restarts"]) + " s", "-", ""),
             ("first start (10k outbox) / empty spool", f"{O['first_start']['ready_s']:.2f} / {O['empty_start']['ready_s']:.2f} s", "-", ""),
-            ("restart with heartbeat_seconds=3 (default)", f"{O['restart_default_heartbeat']['ready_s']:.2f} s", "(<= 3 s)",
-             verdict(O["restart_default_heartbeat"]["ready_s"], TARGETS["restart_s"])),
+            ("restarts with heartbeat_seconds=3 (default)", " / ".join(f"{r['ready_s']:.2f}" for r in O["restarts_default_heartbeat"]) + " s",
+             "(<= 3 s)", verdict(max(r["ready_s"] for r in O["restarts_default_heartbeat"]), TARGETS["restart_s"])),
         ]
     F = R.get("floor")
     if F:
         rows += [
-            ("floor: atomic status write (tmp+fsync+rename) p50", f"{F['atomic_write_ms']['p50']:.3f} ms (mean {F['atomic_write_ms']['mean']:.3f})", "-", ""),
-            ("floor: one job's file work p50", f"{F['job_file_work_ms']['p50']:.3f} ms (mean {F['job_file_work_ms']['mean']:.3f})", "-", ""),
+            ("floor: atomic status write (tmp+fsync+rename) p50/p99/max",
+             f"{F['atomic_write_ms']['p50']:.2f} / {F['atomic_write_ms']['p99']:.2f} / {F['atomic_write_ms']['max']:.1f} ms", "-", ""),
+            ("floor: one job's file work p50/p99/max",
+             f"{F['job_file_work_ms']['p50']:.2f} / {F['job_file_work_ms']['p99']:.2f} / {F['job_file_work_ms']['max']:.1f} ms", "-", ""),
         ]
     RA = R.get("ratios")
     if RA:
@@ -685,21 +781,61 @@ def print_report(R: dict) -> None:
         print(f"syscalls per job (strace, {S['jobs']} jobs one at a time, daemon + workers): "
               + ", ".join(f"{k} {S['per_job'][k]}" for k in keys if k in S["per_job"]))
     print()
-    print(f"total bench time {R['bench_seconds']:.0f} s; results in {OUT / 'results.json'}")
+    P = R.get("fs_probe_us") or {}
+    if P:
+        print("fs probe, µs to create a file at the start of each part (about 20 on a rested fs): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in P.items()))
+    D = R.get("disturbance") or {}
+    if D:
+        print("CPU used by other processes during each part (0 = quiet machine): "
+              + ", ".join(f"{k} {v['other_s']:.2f} s of {v['wall_s']:.0f} s" for k, v in D.items()))
+    la = R.get("loadavg", {})
+    if la:
+        print(f"load average at start {la['start'][0]:.2f}, at end {la.get('end', [float('nan')])[0]:.2f} "
+              "(the bench itself adds about 1; much more means something else was running)")
+    print(f"total bench time {R['bench_seconds']:.0f} s; results in {R['args']['out']}")
+
+
+def fs_probe(base: Path, n: int = 300) -> float:
+    """µs to create one empty file in a fresh folder: shows the state of the filesystem
+    (on ext4 without a journal, inode allocation slows for ~30 s after many deletions)."""
+    d = base / f"fsprobe-{secrets.token_hex(4)}"
+    d.mkdir()
+    t = time.perf_counter()
+    for i in range(n):
+        os.close(os.open(d / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+    return (time.perf_counter() - t) / n * 1e6
+
+
+def queue_listing_ms(base: Path, n: int = 1000) -> float:
+    """ms for one Spool.queued_names() over n queued jobs (what refresh_queue costs)."""
+    from daemon.spool import QueueName, Spool
+
+    sp = Spool(base / "queue-listing", HOST)
+    sp.create()
+    for i in range(n):
+        os.mkdir(sp.queue / str(QueueName.new(f"q-{i:05d}", 0)))
+    t = time.perf_counter()
+    for _ in range(20):
+        sp.queued_names()
+    return (time.perf_counter() - t) / 20 * 1e3
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--latency-jobs", type=int, default=300)
+    ap.add_argument("--latency-jobs", type=int, default=500)
     ap.add_argument("--throughput-jobs", type=int, default=1000)
     ap.add_argument("--outbox-jobs", type=int, default=10_000)
     ap.add_argument("--restarts", type=int, default=3)
     ap.add_argument("--strace-jobs", type=int, default=50, help="0 skips the syscall census")
-    ap.add_argument("--only", nargs="*", choices=["floor", "latency", "throughput", "outbox", "syscalls"])
+    ap.add_argument("--cooldown", type=float, default=35.0,
+                    help="seconds of rest before the floor, throughput and latency parts, so that earlier file "
+                         "deletions (ext4 avoids reusing inodes freed in the last 30 s) do not slow them; 0 skips")
+    ap.add_argument("--only", nargs="*", choices=["floor", "throughput", "latency", "outbox", "syscalls"])
     ap.add_argument("--keep", action="store_true", help="keep the temp spools (path printed)")
     ap.add_argument("--out", type=Path, default=OUT / "results.json")
     args = ap.parse_args()
-    want = set(args.only or ["floor", "latency", "throughput", "outbox", "syscalls"])
+    want = set(args.only or ["floor", "throughput", "latency", "outbox", "syscalls"])
 
     t_start = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="vidspool-bench-"))
@@ -708,36 +844,55 @@ def main() -> int:
                "settings": {k: v for k, v in probe.settings.items() if k not in ("VIDSPOOL_SPOOL__ROOT", "VIDSPOOL_SPOOL__HOST")}
                | {"VIDSPOOL_SPOOL__HOST": HOST, "VIDSPOOL_WORKERS__DEVICES": '["cpu", "cpu"]'},
                "config_file": "config.toml of the repo (defaults for anything not set above)",
-               "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+               "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+               "loadavg": {"start": os.getloadavg()}, "disturbance": {}, "fs_probe_us": {}}
+
+    def part(name: str, title: str, fn, cooldown: bool = False):
+        if cooldown and args.cooldown > 0:
+            print(f"  (resting {args.cooldown:.0f} s first)", flush=True)
+            time.sleep(args.cooldown)
+        print(title, flush=True)
+        R["fs_probe_us"][name] = fs_probe(base)
+        a = snapshot()
+        R[name] = fn()
+        R["disturbance"][name] = disturbance(a, snapshot())
+
     try:
         if "floor" in want:
-            print("floor: atomic writes and one job's file work ...", flush=True)
-            R["floor"] = bench_floor(base, 500, 300)
-        if "latency" in want:
-            print(f"latency: {args.latency_jobs} jobs one at a time ...", flush=True)
-            R["latency"] = bench_latency(base, args.latency_jobs, warmup=5, gap=0.02)
+            part("floor", "floor: atomic writes and one job's file work ...", lambda: bench_floor(base, 500, 300), cooldown=True)
         if "throughput" in want:
-            print(f"throughput: {args.throughput_jobs} jobs at once ...", flush=True)
-            R["throughput"] = bench_throughput(base, args.throughput_jobs)
+            part("throughput", f"throughput: {args.throughput_jobs} jobs at once ...",
+                 lambda: bench_throughput(base, args.throughput_jobs), cooldown=True)
+            part("throughput_hot", f"throughput: {args.throughput_jobs} jobs at once again, right after ...",
+                 lambda: bench_throughput(base, args.throughput_jobs, "throughput_hot"))
+            R["queue_listing_ms_1000"] = queue_listing_ms(base)
+        if "latency" in want:
+            part("latency", f"latency: {args.latency_jobs} jobs one at a time ...",
+                 lambda: bench_latency(base, args.latency_jobs, warmup=5, gap=0.02), cooldown=True)
         if "outbox" in want:
-            print(f"outbox: {args.outbox_jobs} finished jobs, RSS and restarts ...", flush=True)
-            R["outbox"] = bench_outbox(base, args.outbox_jobs, args.restarts)
+            part("outbox", f"outbox: {args.outbox_jobs} finished jobs, RSS and restarts ...",
+                 lambda: bench_outbox(base, args.outbox_jobs, args.restarts))
         if "syscalls" in want and args.strace_jobs:
             print(f"syscalls: strace over {args.strace_jobs} jobs ...", flush=True)
             try:
                 R["syscalls"] = bench_syscalls(base, args.strace_jobs)
             except Exception as exc:  # noqa: BLE001 - optional
                 R["syscalls"] = {"error": repr(exc)}
+        R["loadavg"]["end"] = os.getloadavg()
         F, L, T = R.get("floor"), R.get("latency"), R.get("throughput")
         if F:
             floor = F["job_file_work_ms"]["p50"]
             R["ratios"] = {}
             if T:
                 R["ratios"]["throughput per-job cost / floor job"] = T["ms_per_job"] / floor
+            S = R.get("syscalls") or {}
+            if "per_job" in S:
+                R["ratios"]["fsyncs per job, daemon+worker / floor (4)"] = S["per_job"].get("fsync", 0) / 4
             if L:
                 R["ratios"]["latency drop->completed p50 / floor job"] = L["completed_seen_ms"]["p50"] / floor
                 R["ratios"]["latency drop->running p50 / floor job"] = L["running_seen_ms"]["p50"] / floor
     finally:
+        stop_leftovers()
         R["bench_seconds"] = time.perf_counter() - t_start
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(R, indent=1, default=str) + "\n")

@@ -27,7 +27,7 @@ from daemon.notify import Notifier
 from daemon.spool import CANCEL_MARK, JOB_DOC, RESULTS_DIR, QueueName, Spool, attempts_started, is_valid_job_id
 from daemon.status import FINAL_STATES, StatusWriter, new_status, utc_now
 from daemon.transitions import Transitions
-from daemon.watcher import SpoolWatcher
+from daemon.watcher import Hints, SpoolWatcher
 from daemon.workers import RunningJob, WorkerHandle
 from pipeline.errors import ErrorCode, JobError
 from pipeline.kinds import load_kinds
@@ -83,6 +83,7 @@ class Arbiter:
             return 1
         started = time.monotonic()
         self.recover_own()
+        recovery_seconds = time.monotonic() - started
         self.heartbeat.beat(**self._beat_info())
         self.watcher = SpoolWatcher(self.wake)
         self.watcher.start()
@@ -100,7 +101,8 @@ class Arbiter:
         self.refresh_queue()
         self.notifier.ready(self._status_line())
         log.info("daemon.ready", spool=str(self.spool.root), workers=[w.device for w in self.workers],
-                 api=self.api_url, recovery_seconds=round(time.monotonic() - started, 3))
+                 api=self.api_url, recovery_seconds=round(recovery_seconds, 3),
+                 start_seconds=round(time.monotonic() - started, 3))
         while not self.stop_requested:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._next_timeout())
@@ -150,21 +152,23 @@ class Arbiter:
         if self.reload_requested:
             self.reload_requested = False
             self.reload()
-        moved, written, dirty = self.watcher.take() if self.watcher else (set(), set(), set())
-        for p in moved:
+        hints = self.watcher.take() if self.watcher else Hints()
+        for p in hints.moved_in:
             self.scanner.note_moved_in(p)
-        for p in written:
+        for p in hints.written:
             self.scanner.note_written(p)
-        periodic = now >= self._next_rescan
+        periodic = now >= self._next_rescan or hints.overflow
         if periodic:
             self._next_rescan = now + self.settings.spool.rescan_seconds
         if not self.draining:
+            if periodic:
+                self.refresh_queue()
+            else:
+                self._apply_queue_hints(hints)
             settle = self.scanner.has_unsettled and now >= self._next_settle
-            if "inbox" in dirty or periodic or settle:
+            if hints.inbox or periodic or settle:
                 self._next_settle = now + self.settings.spool.stable_seconds / 3
                 self.intake(now)
-            if "queue" in dirty or periodic:
-                self.refresh_queue()
             self.dispatch()
         if now >= self._next_beat:
             self._next_beat = now + self.settings.spool.heartbeat_seconds
@@ -201,10 +205,14 @@ class Arbiter:
             log.exception("intake.accept_failed", staging=str(staging))
             return
         self.counts["accepted"] += 1
-        if qn is not None:
-            bisect.insort(self.queue, qn)
-        else:
+        if qn is None:
             self.counts["failed"] += 1
+            return
+        i = bisect.bisect_left(self.queue, qn)
+        if i == len(self.queue) or self.queue[i] != qn:
+            self.queue.insert(i, qn)
+        if not self.draining:
+            self.dispatch()  # a burst starts running while the rest is still being accepted
 
     def _cancel_file(self, path: Path) -> None:
         job_id = path.name[: -len(".cancel")]
@@ -221,6 +229,19 @@ class Arbiter:
     # -- queue and dispatch ------------------------------------------------------
     def refresh_queue(self) -> None:
         self.queue = self.spool.queued_names()
+
+    def _apply_queue_hints(self, hints: Hints) -> None:
+        """Keeps the in-memory queue current from inotify names, without listing the folder
+        (the periodic rescan corrects whatever events miss)."""
+        if hints.queue_removed:
+            self.queue = [q for q in self.queue if str(q) not in hints.queue_removed]
+        for name in hints.queue_added:
+            qn = QueueName.parse(name)
+            if qn is None:
+                continue
+            i = bisect.bisect_left(self.queue, qn)
+            if i == len(self.queue) or self.queue[i] != qn:
+                self.queue.insert(i, qn)
 
     def queue_position(self, job_id: str) -> int | None:
         for i, qn in enumerate(self.queue):
@@ -303,6 +324,7 @@ class Arbiter:
         rj = worker.job
         if op == "ready":
             worker.ready = True
+            self._next_beat = 0.0  # tell hosts/<me>.json at once
             log.info("worker.ready", device=worker.device, pid=msg.get("pid"))
             self._wake.set()
             return

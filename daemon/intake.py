@@ -230,6 +230,7 @@ def stage_drop(drop: Drop, active: Path, inbox: Path) -> Path | None:
         staging / DROP_DOC,
         {"form": drop.form, "name": drop.path.name, "preset": drop.preset, "drop": f"inbox/{rel}",
          "received_at": time.time()},
+        fsync=False,  # lost only with power: recovery then treats the payload as a folder drop
     )
     payload = staging / "payload"
     if drop.form == "folder":

@@ -68,11 +68,11 @@ class StatusWriter:
     def current(self, job_id: str) -> dict | None:
         return self._docs.get(job_id) or read_json(self.spool.status_path(job_id))
 
-    def write(self, doc: dict) -> None:
-        """Writes a state change now."""
+    def write(self, doc: dict, durable: bool = True) -> None:
+        """Writes a status now; `durable` (fsync) for state changes, not for progress."""
         doc["updated_at"] = utc_now()
         job_id = doc["id"]
-        atomic_write_json(self.spool.status_path(job_id), doc)
+        atomic_write_json(self.spool.status_path(job_id), doc, fsync=durable)
         self._last_write[job_id] = time.monotonic()
         self._pending.discard(job_id)
         if doc["state"] in FINAL_STATES:
@@ -93,7 +93,7 @@ class StatusWriter:
         stage_changed = update.get("stage") not in (None, doc.get("stage"))
         doc.update(update)
         if stage_changed or time.monotonic() - self._last_write.get(job_id, 0) >= self.progress_interval:
-            self.write(doc)
+            self.write(doc, durable=False)
         else:
             self._pending.add(job_id)
 
@@ -102,7 +102,7 @@ class StatusWriter:
         now = time.monotonic()
         for job_id in list(self._pending):
             if now - self._last_write.get(job_id, 0) >= self.progress_interval and job_id in self._docs:
-                self.write(self._docs[job_id])
+                self.write(self._docs[job_id], durable=False)
 
     def forget(self, job_id: str) -> None:
         self._docs.pop(job_id, None)

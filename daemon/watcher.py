@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -20,6 +21,18 @@ except (ImportError, OSError):  # not Linux: rescans alone
     InotifyFD = None
 
 
+@dataclass
+class Hints:
+    """What the watcher saw since the last take()."""
+
+    moved_in: set[Path] = field(default_factory=set)  # inbox entries renamed in
+    written: set[Path] = field(default_factory=set)  # inbox entries written in place
+    inbox: bool = False  # something changed in an inbox
+    queue_added: set[str] = field(default_factory=set)  # queue entry names that appeared
+    queue_removed: set[str] = field(default_factory=set)  # and that went away
+    overflow: bool = False  # events were lost: rescan everything
+
+
 class _FolderCallback:
     def __init__(self, watcher: "SpoolWatcher", folder: Path, kind: str):
         self.watcher, self.folder, self.kind = watcher, folder, kind
@@ -27,13 +40,22 @@ class _FolderCallback:
     def on_event(self, event) -> None:
         name = os.fsdecode(event.name)
         with self.watcher.lock:
-            if self.kind == "inbox" and name:
-                path = self.folder / name
-                if event.is_moved_to:
-                    self.watcher.moved_in.add(path)
-                elif event.is_create or event.is_modify or event.is_close_write or event.is_attrib:
-                    self.watcher.written.add(path)
-            self.watcher.dirty.add(self.kind)
+            hints = self.watcher.hints
+            if self.kind == "inbox":
+                hints.inbox = True
+                if name:
+                    path = self.folder / name
+                    if event.is_moved_to:
+                        hints.moved_in.add(path)
+                    elif event.is_create or event.is_modify or event.is_close_write or event.is_attrib:
+                        hints.written.add(path)
+            elif name:
+                if event.is_moved_to or event.is_create:
+                    hints.queue_added.add(name)
+                    hints.queue_removed.discard(name)
+                elif event.is_moved_from or event.is_delete:
+                    hints.queue_removed.add(name)
+                    hints.queue_added.discard(name)
         self.watcher.wake()
 
     def on_watch_deleted(self, wd) -> None:
@@ -41,7 +63,7 @@ class _FolderCallback:
 
     def on_queue_overflow(self) -> None:
         with self.watcher.lock:
-            self.watcher.dirty.update({"inbox", "queue", "overflow"})
+            self.watcher.hints.overflow = True
         self.watcher.wake()
 
 
@@ -52,9 +74,7 @@ class SpoolWatcher:
     def __init__(self, wake: Callable[[], None]):
         self.wake = wake
         self.lock = threading.Lock()
-        self.moved_in: set[Path] = set()
-        self.written: set[Path] = set()
-        self.dirty: set[str] = set()
+        self.hints = Hints()
         self._fd = None
         self._watched: dict[Path, object] = {}
 
@@ -84,11 +104,10 @@ class SpoolWatcher:
         except OSError as exc:
             log.warning("watcher.add_failed", folder=str(folder), error=str(exc))
 
-    def take(self) -> tuple[set[Path], set[Path], set[str]]:
+    def take(self) -> Hints:
         with self.lock:
-            out = (self.moved_in, self.written, self.dirty)
-            self.moved_in, self.written, self.dirty = set(), set(), set()
-        return out
+            hints, self.hints = self.hints, Hints()
+        return hints
 
     def stop(self) -> None:
         if self._fd is not None:
