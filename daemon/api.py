@@ -15,6 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from daemon import __version__
+from daemon.fscheck import spool_fault
 from daemon.fsops import atomic_write_bytes, read_json
 from daemon.spool import STATUS, is_valid_job_id
 
@@ -45,8 +46,12 @@ class Api:
 
     async def health(self, request: web.Request) -> web.Response:
         problems = []
-        if not os.access(self.spool.root, os.W_OK) or not os.access(self.spool.outbox, os.W_OK):
+        if self.arbiter.fault:
+            problems.append(f"spool unavailable: {self.arbiter.fault}")
+        elif not os.access(self.spool.root, os.W_OK) or not os.access(self.spool.outbox, os.W_OK):
             problems.append("spool not writable")
+        if self.arbiter.paused:
+            problems.append(f"not claiming: {self.arbiter.paused}")
         if not any(w.alive for w in self.arbiter.workers):
             problems.append("no live worker")
         if problems:
@@ -165,8 +170,21 @@ class Api:
         return web.FileResponse(self.spool.job_outbox(job_id) / name)
 
 
+@web.middleware
+async def spool_errors(request: web.Request, handler):
+    """A request that meets a broken spool (dead mount, full disk) gets 503, not 500."""
+    try:
+        return await handler(request)
+    except OSError as exc:
+        reason = spool_fault(exc)
+        if reason is None:
+            raise
+        status, code = (507, "insufficient_storage") if "ENOSPC" in reason or "EDQUOT" in reason else (503, "spool_unavailable")
+        return error(status, code, f"spool unavailable: {reason}")
+
+
 async def start_api(arbiter, host: str, port: int):
-    app = web.Application(client_max_size=arbiter.settings.limits.job_json_bytes + 1024)
+    app = web.Application(client_max_size=arbiter.settings.limits.job_json_bytes + 1024, middlewares=[spool_errors])
     app.add_routes(Api(arbiter).routes())
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import os
+import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import structlog
 
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.devices import worker_devices
+from daemon.fscheck import FsClass, classify, spool_fault
 from daemon.fsops import create_exclusive, move, read_json
 from daemon.hosts import Heartbeat, LeaseTracker
 from daemon.intake import InboxScanner, stage_drop
@@ -34,6 +37,8 @@ from pipeline.kinds import load_kinds
 
 log = structlog.get_logger()
 
+# How often a broken spool is probed.
+SPOOL_PROBE_SECONDS = 0.5
 # A running job that ignores a cancel this long is stopped by killing its worker.
 CANCEL_GRACE_SECONDS = 10.0
 MAX_RESTART_BACKOFF = 30.0
@@ -68,6 +73,18 @@ class Arbiter:
         self._next_rescan = 0.0
         self._next_beat = 0.0
         self._next_settle = 0.0
+        # Why the spool cannot be used now (dead mount, full, read-only); None when fine.
+        self.fault: str | None = None
+        self._fault_since = 0.0
+        self._next_probe = 0.0
+        # Why this daemon must not claim on a shared spool (a filesystem without exclusive claims).
+        self.paused: str | None = None
+        self._opened = False
+        self.fs: FsClass | None = None
+        # End states that could not be written while the spool was down: job_id → (state, fields).
+        self.unpublished: dict[str, tuple[str, dict]] = {}
+        self.scratch_root = settings.workers.scratch_dir or Path(tempfile.gettempdir()) / f"vidspool-{sc.host}"
+        self.exit_code = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
 
@@ -76,15 +93,16 @@ class Arbiter:
         self.loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         structlog.contextvars.bind_contextvars(host=self.spool.host)
-        self.spool.create(list(self.settings.presets))
-        other = self.heartbeat.other_instance_alive()
-        if other:
-            log.error("daemon.host_in_use", reason=f"another vidspool daemon (pid {other}) runs as host {self.spool.host} on this spool")
-            return 1
         started = time.monotonic()
-        self.recover_own()
-        recovery_seconds = time.monotonic() - started
-        self.heartbeat.beat(**self._beat_info())
+        try:
+            refused = self._open_spool()
+        except OSError as exc:
+            if spool_fault(exc) is None:
+                raise
+            self._enter_fault(spool_fault(exc), time.monotonic())
+            refused = None
+        if refused:
+            return refused
         self.watcher = SpoolWatcher(self.wake)
         self.watcher.start()
         self._watch_folders()
@@ -101,8 +119,9 @@ class Arbiter:
         self.refresh_queue()
         self.notifier.ready(self._status_line())
         log.info("daemon.ready", spool=str(self.spool.root), workers=[w.device for w in self.workers],
-                 api=self.api_url, recovery_seconds=round(recovery_seconds, 3),
-                 start_seconds=round(time.monotonic() - started, 3))
+                 api=self.api_url, recovery_seconds=round(getattr(self, "recovery_seconds", 0.0), 3),
+                 start_seconds=round(time.monotonic() - started, 3),
+                 filesystem=self.fs.fstype if self.fs else None, fault=self.fault)
         while not self.stop_requested:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._next_timeout())
@@ -115,7 +134,40 @@ class Arbiter:
                 log.exception("daemon.tick_failed")
                 await asyncio.sleep(0.5)
         await self.drain()
-        return 0
+        return self.exit_code
+
+    def _open_spool(self) -> int | None:
+        """Creates the layout, checks who else uses it, recovers what our last run left.
+        Returns an exit code if this daemon must not run here."""
+        self.spool.create(list(self.settings.presets))
+        self.fs = classify(self.spool.root)
+        other = self.heartbeat.other_instance_alive()
+        if other:
+            log.error("daemon.host_in_use", reason=f"another vidspool daemon (pid {other}) runs as host {self.spool.host} on this spool")
+            return 1
+        refusal = self._shared_refusal()
+        if refusal:
+            log.error("spool.refused", reason=refusal, filesystem=self.fs.fstype)
+            return 2
+        shutil.rmtree(self.scratch_root, ignore_errors=True)  # no worker runs yet
+        started = time.monotonic()
+        self.resume_folders("daemon restarted")
+        self.recovery_seconds = time.monotonic() - started
+        self.heartbeat.beat(**self._beat_info())
+        self._opened = True
+        return None
+
+    def _shared_refusal(self) -> str | None:
+        """Why this daemon may not run on a spool whose claims are not exclusive, if so."""
+        if self.fs.shared_ok or self.settings.spool.shared is False:
+            return None
+        if self.settings.spool.shared is True:
+            return f"[spool] shared = true, but {self.fs.note}"
+        others = self.leases.other_hosts_not_stopped()
+        if others:
+            return (f"other daemons ({', '.join(others)}) use this spool, and {self.fs.note}; stop them "
+                    f"(or remove hosts/<name>.json of hosts that are gone), or run only one daemon here")
+        return None
 
     def wake(self) -> None:
         """Thread-safe: asks the loop to take another turn now."""
@@ -153,6 +205,21 @@ class Arbiter:
             self.reload_requested = False
             self.reload()
         hints = self.watcher.take() if self.watcher else Hints()
+        if self.fault is not None and now >= self._next_probe:
+            self._probe_spool(now)
+        if self.fault is None:
+            try:
+                self._turn(now, hints)
+            except OSError as exc:
+                if spool_fault(exc) is None:
+                    raise
+                self._enter_fault(spool_fault(exc), now)
+        self._start_due_workers(now)
+        self.notifier.status(self._status_line())
+        self.notifier.watchdog()
+
+    def _turn(self, now: float, hints: Hints) -> None:
+        """One turn of spool work; any OSError that means a broken spool escapes to tick."""
         for p in hints.moved_in:
             self.scanner.note_moved_in(p)
         for p in hints.written:
@@ -160,7 +227,7 @@ class Arbiter:
         periodic = now >= self._next_rescan or hints.overflow
         if periodic:
             self._next_rescan = now + self.settings.spool.rescan_seconds
-        if not self.draining:
+        if not self.draining and self.paused is None:
             if periodic:
                 self.refresh_queue()
             else:
@@ -174,12 +241,59 @@ class Arbiter:
             self._next_beat = now + self.settings.spool.heartbeat_seconds
             self.heartbeat.beat(**self._beat_info())
             if not self.draining:
-                self.take_over_dead_hosts()
+                self._check_sharing()
+                if self.paused is None:
+                    self.take_over_dead_hosts()
         self.check_running(now)
-        self._start_due_workers(now)
         self.statuses.flush()
-        self.notifier.status(self._status_line())
-        self.notifier.watchdog()
+
+    # -- spool faults --------------------------------------------------------------
+    def _enter_fault(self, reason: str, now: float) -> None:
+        if self.fault is None:
+            self._fault_since = now
+        if reason != self.fault:
+            log.error("spool.unavailable", reason=reason, spool=str(self.spool.root),
+                      action="not accepting or claiming; running jobs keep their results until it is back")
+        self.fault = reason
+        self._next_probe = now + SPOOL_PROBE_SECONDS
+
+    def _probe_spool(self, now: float) -> None:
+        self._next_probe = now + SPOOL_PROBE_SECONDS
+        try:
+            os.listdir(self.spool.root)
+            if not self._opened:
+                refused = self._open_spool()
+                if refused:
+                    self.exit_code, self.stop_requested = refused, True
+                    return
+            else:
+                self.heartbeat.beat(**self._beat_info())  # proves we can write again
+        except OSError as exc:
+            if spool_fault(exc) is None:
+                raise
+            self.fault = spool_fault(exc)
+            return
+        log.info("spool.recovered", after_seconds=round(now - self._fault_since, 1), reason=self.fault)
+        self.fault = None
+        self.leases.forget()  # what we saw of other hosts while blind proves nothing
+        self._next_rescan = 0.0
+        try:
+            self.resume_folders("the spool came back")
+        except OSError as exc:
+            if spool_fault(exc) is None:
+                raise
+            self._enter_fault(spool_fault(exc), now)
+
+    def _check_sharing(self) -> None:
+        """On a filesystem without exclusive claims, pause while another daemon is alive."""
+        if self.fs is None or self.fs.shared_ok or self.settings.spool.shared is False:
+            return
+        others = self.leases.live_hosts()
+        reason = (f"another daemon ({', '.join(others)}) is alive on this spool, and {self.fs.note}"
+                  if others else None)
+        if reason != self.paused:
+            (log.error if reason else log.info)("spool.shared_refused" if reason else "spool.shared_clear", reason=reason)
+        self.paused = reason
 
     # -- intake ----------------------------------------------------------------
     def intake(self, now: float) -> None:
@@ -293,6 +407,7 @@ class Arbiter:
             "op": "run", "job_id": job_id, "job": {k: v for k, v in job.items() if k != "_meta"},
             "inputs": {k: [str(p) for p in v] for k, v in inputs.items()},
             "results_dir": str(job_dir / RESULTS_DIR),
+            "scratch_dir": str(self.scratch_root / f"{job_id}.{attempt}"),
             "limits": self.settings.limits.model_dump(),
         })
         if not sent:
@@ -313,11 +428,20 @@ class Arbiter:
 
     def _on_worker_readable(self, worker: WorkerHandle) -> None:
         conn = worker.conn
-        try:
-            while conn is not None and conn.poll():
-                self._handle_message(worker, conn.recv())
-        except (EOFError, OSError):
-            self.loop.remove_reader(conn.fileno())
+        while conn is not None:
+            try:
+                if not conn.poll():
+                    return
+                msg = conn.recv()
+            except (EOFError, OSError):
+                self.loop.remove_reader(conn.fileno())
+                return
+            try:
+                self._handle_message(worker, msg)
+            except OSError as exc:  # a status write on a broken spool
+                if spool_fault(exc) is None:
+                    raise
+                self._enter_fault(spool_fault(exc), time.monotonic())
 
     def _handle_message(self, worker: WorkerHandle, msg: dict) -> None:
         op = msg.get("op")
@@ -389,7 +513,13 @@ class Arbiter:
             if self.transitions.publish(job_dir, job_id, state, **fields):
                 self.counts[state] += 1
         except OSError as exc:
-            log.error("job.publish_failed", job_id=job_id, error=str(exc))
+            reason = spool_fault(exc)
+            if reason is None:
+                log.error("job.publish_failed", job_id=job_id, error=str(exc))
+                return
+            # Kept until the spool is back; resume_folders publishes it if we still own it.
+            self.unpublished[job_id] = (state, fields)
+            self._enter_fault(reason, time.monotonic())
 
     def _requeue(self, job_dir: Path, job_id: str, reason: str, undo_attempt: int | None = None) -> None:
         try:
@@ -397,7 +527,10 @@ class Arbiter:
                 self.counts["requeued"] += 1
                 self.refresh_queue()
         except OSError as exc:
-            log.error("job.requeue_failed", job_id=job_id, error=str(exc))
+            if spool_fault(exc) is not None:
+                self._enter_fault(spool_fault(exc), time.monotonic())  # resume_folders requeues it
+            else:
+                log.error("job.requeue_failed", job_id=job_id, error=str(exc))
 
     # -- cancel ------------------------------------------------------------------
     def cancel(self, job_id: str, source: str = "api") -> str:
@@ -447,11 +580,23 @@ class Arbiter:
                 w.kill("timeout")
 
     # -- recovery and takeover -------------------------------------------------
-    def recover_own(self) -> None:
-        """At start: whatever our previous run left in active/<me>/ is finished or requeued."""
+    def resume_folders(self, reason: str) -> None:
+        """Looks at each entry of active/<me>/ that no worker is running and finishes it:
+        at start (our last run's leftovers) and when the spool comes back after a fault."""
+        running = {w.job.job_id for w in self.workers if w.job is not None}
         for name in sorted(os.listdir(self.spool.active)):
+            if name in running:
+                continue
             path = self.spool.active / name
-            self._recover_entry(path, name, "daemon restarted", owned=True)
+            if name in self.unpublished:
+                state, fields = self.unpublished.pop(name)
+                self._publish(path, name, state, **fields)
+            else:
+                self._recover_entry(path, name, reason, owned=True)
+        for job_id in list(self.unpublished):  # their folders were taken while we were blind
+            if job_id not in running:
+                del self.unpublished[job_id]
+                log.warning("job.lost", job_id=job_id, reason="taken over while the spool was unavailable; not published")
 
     def take_over_dead_hosts(self) -> None:
         for host in self.leases.dead_hosts():
@@ -466,26 +611,31 @@ class Arbiter:
                 self._recover_entry(src / name, name, f"host {host} stopped heart-beating", owned=False)
 
     def _recover_entry(self, path: Path, name: str, reason: str, owned: bool) -> None:
+        """Finishes one entry of an active/ folder: ours, or a dead host's (which is first
+        renamed into ours; that rename decides which live host does it)."""
+        mine = path if owned else self.spool.active / name
         try:
             if name.startswith(".intake."):
-                mine = path if owned else self.spool.active / name
                 if owned or move(path, mine):
                     self._accept(mine)
             elif name.startswith(".publish-"):
-                mine = path if owned else self.spool.active / name
                 if owned or move(path, mine):
                     self.transitions.finish_publish(mine)
+            elif is_valid_job_id(name) and self.transitions.has_final(path):
+                if owned or move(path, mine):  # the attempt ended; only its commit was missing
+                    self.transitions.commit(mine, name)
             elif is_valid_job_id(name) and (path / JOB_DOC).is_file():
                 job = read_json(path / JOB_DOC)
                 used = attempts_started(path)
                 if job is not None and used >= job.get("max_attempts", 1):
-                    mine = path if owned else self.spool.running_dir(name)
                     if owned or move(path, mine):
                         self._publish(mine, name, "failed", error=JobError(
                             ErrorCode.WORKER_CRASHED, f"attempt {used} of {used} was interrupted ({reason})").to_status())
                 else:
                     self._requeue(path, name, f"{reason}; requeued")
         except OSError as exc:
+            if spool_fault(exc) is not None:
+                raise
             log.error("recovery.failed", path=str(path), error=str(exc))
 
     # -- reload and shutdown -----------------------------------------------------
@@ -555,6 +705,10 @@ class Arbiter:
             listener(doc)
 
     def _status_line(self) -> str:
+        if self.fault:
+            return f"spool unavailable: {self.fault}"
+        if self.paused:
+            return f"not claiming: {self.paused}"
         busy = sum(1 for w in self.workers if w.job is not None)
         alive = sum(1 for w in self.workers if w.alive)
         return f"{len(self.queue)} queued, {busy} running, {alive}/{len(self.workers)} workers, {self.counts['completed']} completed"

@@ -32,6 +32,11 @@ class SpoolConfig(Section):
     input_wait_seconds: float = Field(10.0, ge=0)
     # Spool group for shared installs (vidspool init); empty keeps the user's group.
     group: str = ""
+    # Several daemons on this spool? auto: allowed where the filesystem gives exclusive
+    # claims; on one that does not (rclone), only while no other daemon is seen.
+    shared: Literal["auto"] | bool = "auto"
+    # Another mount of the same spool folder, for doctor to measure how late files show.
+    probe_path: Path | None = None
 
 
 class WorkersConfig(Section):
@@ -40,6 +45,9 @@ class WorkersConfig(Section):
     drain_seconds: float = Field(30.0, ge=0)
     job_timeout_seconds: float = Field(3600.0, gt=0)
     restart_backoff_seconds: float = Field(1.0, ge=0)
+    # Local folder where workers make results before delivering them into the spool;
+    # default: <temp dir>/vidspool-<host>.
+    scratch_dir: Path | None = None
 
     @field_validator("devices")
     @classmethod

@@ -2,66 +2,14 @@
 
 from __future__ import annotations
 
-import errno
 import os
-import secrets
 import shutil
 import subprocess
 from pathlib import Path
 
 from daemon.config import Settings
 from daemon.devices import visible_gpus, worker_devices
-from daemon.fsops import create_exclusive, mkdir_exclusive, move
-
-
-def filesystem_type(path: Path) -> str:
-    """The type of the mount holding `path`, from /proc/mounts (longest matching prefix)."""
-    path = os.path.realpath(path)
-    best, fstype = "", "unknown"
-    try:
-        with open("/proc/mounts") as f:
-            for line in f:
-                parts = line.split()
-                mnt = parts[1].replace("\\040", " ")
-                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-                    best, fstype = mnt, parts[2]
-    except OSError:
-        pass
-    return fstype
-
-
-def check_spool_semantics(root: Path) -> list[tuple[bool, str]]:
-    """Exercises the only primitives vidspool coordinates with: create-new, mkdir, rename."""
-    results = []
-    probe = root / f".doctor-{secrets.token_hex(4)}"
-    try:
-        os.mkdir(probe)
-    except OSError as exc:
-        return [(False, f"cannot create a folder in {root}: {exc}")]
-    try:
-        f = probe / "claim"
-        first, second = create_exclusive(f, b"a"), create_exclusive(f, b"b")
-        results.append((first and not second and f.read_bytes() == b"a",
-                        "create-new is exclusive (second O_EXCL create refused)"))
-        d = probe / "dir"
-        results.append((mkdir_exclusive(d) and not mkdir_exclusive(d), "mkdir is exclusive"))
-        src, dst = probe / "src", probe / "dst"
-        os.mkdir(src)
-        (src / "x").write_bytes(b"x")
-        moved = move(src, dst)
-        again = move(src, probe / "dst2")
-        results.append((moved and not again and (dst / "x").exists() and not src.exists(),
-                        "rename of a folder moves it once; a second rename of the same source finds it gone"))
-        os.mkdir(src)
-        try:
-            os.rename(src, dst)  # dst is a non-empty folder: must fail
-            refused = False
-        except OSError as exc:
-            refused = exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.EPERM)
-        results.append((refused, "rename onto a non-empty folder is refused"))
-    finally:
-        shutil.rmtree(probe, ignore_errors=True)
-    return results
+from daemon.fscheck import check_primitives, classify, visibility_lag
 
 
 def run_doctor(settings: Settings, config_source: str) -> int:
@@ -94,7 +42,16 @@ def run_doctor(settings: Settings, config_source: str) -> int:
         report(False, f"spool {root} does not exist (run: vidspool init)")
         return 1
     report(os.access(root, os.W_OK), f"spool {root.absolute()} is writable")
-    report(True, f"spool filesystem: {filesystem_type(root)}")
-    for good, what in check_spool_semantics(root):
+    fs = classify(root)
+    shared = settings.spool.shared
+    report(fs.shared_ok or shared is False, f"spool filesystem: {fs.fstype} ({fs.note})"
+           + ("" if fs.shared_ok else "; shared (multi-host) use is refused, single-host use works"),
+           warn=not fs.shared_ok and shared == "auto")
+    for good, what in check_primitives(root):
         report(good, what)
+    if settings.spool.probe_path:
+        lag = visibility_lag(root, settings.spool.probe_path)
+        report(lag is not None and lag < settings.spool.lease_seconds / 3,
+               f"a new file shows through {settings.spool.probe_path} after "
+               + (f"{lag * 1000:.0f} ms" if lag is not None else "more than 60 s (never)"))
     return 0 if ok else 1

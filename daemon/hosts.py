@@ -61,6 +61,7 @@ class _Seen:
     counter: object
     changed_at: float
     state: str | None
+    moved: bool = False  # the counter changed while we watched: the host is really alive
 
 
 class LeaseTracker:
@@ -89,7 +90,7 @@ class LeaseTracker:
             counter = (doc.get("boot_id"), doc.get("pid"), doc.get("counter"))
             seen = self.seen.get(host)
             if seen is None or seen.counter != counter:
-                self.seen[host] = seen = _Seen(counter, now, doc.get("state"))
+                self.seen[host] = seen = _Seen(counter, now, doc.get("state"), moved=seen is not None)
             if not self._has_work(host):
                 continue
             if seen.state == "stopped" or now - seen.changed_at >= self.lease_seconds:
@@ -103,5 +104,25 @@ class LeaseTracker:
             return False
 
     def live_hosts(self, now: float | None = None) -> list[str]:
+        """Hosts whose counter moved within the last lease (seen alive, not just present)."""
         now = time.monotonic() if now is None else now
-        return sorted(h for h, s in self.seen.items() if s.state != "stopped" and now - s.changed_at < self.lease_seconds)
+        return sorted(h for h, s in self.seen.items()
+                      if s.moved and s.state != "stopped" and now - s.changed_at < self.lease_seconds)
+
+    def other_hosts_not_stopped(self) -> list[str]:
+        """Hosts whose heartbeat file does not say they stopped (alive, or died uncleanly)."""
+        names = []
+        try:
+            files = os.listdir(self.hosts_dir)
+        except FileNotFoundError:
+            return []
+        for name in sorted(files):
+            if name.endswith(".json") and not name.startswith(".") and name[:-5] != self.me:
+                doc = read_json(self.hosts_dir / name) or {}
+                if doc.get("state") != "stopped":
+                    names.append(name[:-5])
+        return names
+
+    def forget(self) -> None:
+        """Starts every observation afresh (after our own view of the spool was broken)."""
+        self.seen.clear()

@@ -170,12 +170,19 @@ class Transitions:
     def publish(self, job_dir: Path, job_id: str, state: str, **fields) -> bool:
         """Ends a job we own: records the end state, then the commit rename."""
         self._write_final(job_dir, state, **fields)
+        return self.commit(job_dir, job_id)
+
+    def commit(self, job_dir: Path, job_id: str) -> bool:
+        """The commit rename of a job whose end state is recorded; False if it was lost."""
         publish = self.spool.publish_dir(job_id)
         if not move(job_dir, publish):
             log.warning("job.lost", job_id=job_id, reason="another host took the job; not publishing")
             return False
         self.finish_publish(publish)
         return True
+
+    def has_final(self, job_dir: Path) -> bool:
+        return (job_dir / FINAL_DOC).is_file()
 
     def finish_publish(self, publish: Path) -> None:
         """Moves results into outbox/<id>/, writes the final status, keeps the inputs.

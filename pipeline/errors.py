@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 from enum import StrEnum
+
+# The mount itself is broken (a dead sshfs, a stale NFS handle), not a missing file.
+MOUNT_ERRNOS = frozenset({errno.ENOTCONN, errno.EIO, errno.ESTALE, errno.ENODEV, errno.EHOSTDOWN,
+                          errno.ECONNABORTED, errno.ECONNRESET, errno.ETIMEDOUT, errno.ENXIO})
+# The spool cannot be written now (full, read-only, no permission); it may come back.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
 
 
 class ErrorCode(StrEnum):

@@ -14,6 +14,7 @@ import hashlib
 import mimetypes
 import os
 import queue
+import shutil
 import signal
 import threading
 import time
@@ -104,13 +105,16 @@ class Worker:
             self._current = job_id
             self._cancel.clear()
         started = time.monotonic()
-        results_dir = Path(msg["results_dir"])
-        results_dir.mkdir(exist_ok=True)
+        # Results are made in local scratch and delivered into the spool at the end, so a
+        # network spool that drops out mid-job costs a wait, not the job.
+        scratch = Path(msg["scratch_dir"])
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
         ctx = JobContext(
             job_id=job_id,
             job=msg["job"],
             inputs={k: [Path(p) for p in v] for k, v in msg["inputs"].items()},
-            results_dir=results_dir,
+            results_dir=scratch,
             device="cpu" if self.device.startswith("cpu") else "cuda:0",
             send=self.send,
             cancel_event=self._cancel,
@@ -124,7 +128,9 @@ class Worker:
             ctx.check_canceled()
             kind.run(ctx, params)
             ctx.check_canceled()
-            self.send({"op": "done", "job_id": job_id, "result": self._result(ctx, time.monotonic() - started)})
+            result = self._result(ctx, time.monotonic() - started)
+            self._deliver(ctx, Path(msg["results_dir"]))
+            self.send({"op": "done", "job_id": job_id, "result": result})
         except JobCanceled:
             self.send({"op": "canceled", "job_id": job_id})
         except JobError as exc:
@@ -136,8 +142,35 @@ class Worker:
             self.send({"op": "log", "job_id": job_id, "event": "job.exception", "level": "error", "traceback": traceback.format_exc()})
             self.send({"op": "failed", "job_id": job_id, "error": JobError(code, f"{type(exc).__name__}: {exc}").to_status()})
         finally:
+            shutil.rmtree(scratch, ignore_errors=True)
             with self._current_lock:
                 self._current = None
+
+    def _deliver(self, ctx, results_dir: Path) -> None:
+        """Copies the results into the job folder (temp name, fsync, rename), waiting
+        while the spool is unreachable or full; the daemon kills us if the job is lost."""
+        from pipeline.errors import MOUNT_ERRNOS, WRITE_ERRNOS, JobCanceled
+
+        waiting_since = None
+        while True:
+            try:
+                results_dir.mkdir(exist_ok=True)
+                for name in ctx.outputs:
+                    tmp = results_dir / f".{name}.tmp"
+                    shutil.copyfile(ctx.results_dir / name, tmp)
+                    with open(tmp, "rb+") as f:
+                        os.fsync(f.fileno())
+                    os.replace(tmp, results_dir / name)
+                return
+            except OSError as exc:
+                if exc.errno not in MOUNT_ERRNOS | WRITE_ERRNOS:
+                    raise
+                if ctx.canceled:
+                    raise JobCanceled() from None
+                if waiting_since is None:
+                    waiting_since = time.monotonic()
+                    ctx.log("results.waiting", level="warning", reason=f"{exc.strerror} ({results_dir})")
+                time.sleep(1.0)
 
     @staticmethod
     def _result(ctx, seconds: float) -> dict:
