@@ -115,8 +115,8 @@ class Arbiter:
             from daemon.api import start_api
 
             self._api_runner, self.api_url = await start_api(self, self.settings.api.host, self.settings.api.port)
-            self.heartbeat.beat(**self._beat_info())
-        self.refresh_queue()
+        # The first turn (at once: both deadlines are due) lists the queue and beats with the API url.
+        self._next_rescan = self._next_beat = 0.0
         self.notifier.ready(self._status_line())
         log.info("daemon.ready", spool=str(self.spool.root), workers=[w.device for w in self.workers],
                  api=self.api_url, recovery_seconds=round(getattr(self, "recovery_seconds", 0.0), 3),
@@ -672,11 +672,17 @@ class Arbiter:
                 pass
             self._wake.clear()
             now = time.monotonic()
-            if now >= self._next_beat:  # keep our lease while jobs finish
-                self._next_beat = now + self.settings.spool.heartbeat_seconds
-                self.heartbeat.beat(state="draining", **self._beat_info())
-            self.check_running(now)
-            self.statuses.flush()
+            if self.fault is None:
+                try:
+                    if now >= self._next_beat:  # keep our lease while jobs finish
+                        self._next_beat = now + self.settings.spool.heartbeat_seconds
+                        self.heartbeat.beat(state="draining", **self._beat_info())
+                    self.check_running(now)
+                    self.statuses.flush()
+                except OSError as exc:
+                    if spool_fault(exc) is None:
+                        raise
+                    self._enter_fault(spool_fault(exc), now)
         for w in self.workers:
             if w.job is not None:
                 w.kill("shutdown")
@@ -696,7 +702,10 @@ class Arbiter:
             self.watcher.stop()
         if getattr(self, "_api_runner", None) is not None:
             await self._api_runner.cleanup()
-        self.heartbeat.beat(state="stopped", **self._beat_info())
+        try:
+            self.heartbeat.beat(state="stopped", **self._beat_info())
+        except OSError as exc:  # others will see our heartbeat stop and take over
+            log.error("daemon.stop_unrecorded", reason=str(exc))
         log.info("daemon.stopped", **self.counts)
 
     # -- reporting -------------------------------------------------------------

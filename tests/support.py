@@ -26,7 +26,8 @@ def base_env(**extra: str) -> dict[str, str]:
 class Daemon:
     """`vidspool run` as a child process, configured through the environment."""
 
-    def __init__(self, root: Path, host: str = "test-host", workers: list[str] | None = None, **settings: str):
+    def __init__(self, root: Path, host: str = "test-host", workers: list[str] | None = None,
+                 log_dir: Path | None = None, **settings: str):
         self.root = Path(root)
         self.host = host
         self.settings = {
@@ -44,7 +45,7 @@ class Daemon:
         }
         self.settings.update(settings)
         self.proc: subprocess.Popen | None = None
-        self.log_path = self.root.parent / f"daemon-{host}.log"
+        self.log_path = Path(log_dir or self.root.parent) / f"daemon-{host}.log"
 
     def start(self, wait: bool = True, env: dict | None = None) -> "Daemon":
         self.root.mkdir(parents=True, exist_ok=True)
