@@ -18,7 +18,8 @@ from pipeline.kinds.base import KindSpec
 
 
 class JobFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "priority": "0" is a mistake to report, not a value to guess at.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     version: Literal[1] = 1
     id: str | None = None
@@ -50,6 +51,8 @@ def parse_job_bytes(raw: bytes, limit: int, what: str) -> dict:
         raise JobError(ErrorCode.INVALID_JOB, f"{what} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise JobError(ErrorCode.INVALID_JOB, f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise JobError(ErrorCode.INVALID_JOB, f"{what} is nested too deeply") from None
     if not isinstance(doc, dict):
         raise JobError(ErrorCode.INVALID_JOB, f"{what} must hold a JSON object, not {type(doc).__name__}")
     return doc
@@ -91,7 +94,7 @@ def validate_job(
         **job.params,
     }
     try:
-        params_model = kind.params.model_validate(params)
+        params_model = kind.params.model_validate(params, strict=True)
     except ValidationError as exc:
         raise JobError(ErrorCode.INVALID_JOB, format_validation_error(exc, "job", prefix="params.")) from None
 
@@ -157,8 +160,13 @@ def confined_input(key: str, rel: str, job_dir: Path, size_limit: int) -> Path:
     except FileNotFoundError:
         raise JobError(ErrorCode.MISSING_INPUT, f"{key}: {rel!r} was not found beside the job file") from None
     if not stat.S_ISREG(st.st_mode):
-        what = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        kinds = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a folder", stat.S_IFCHR: "a character device",
+                 stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+        what = kinds.get(stat.S_IFMT(st.st_mode), "not a regular file")
         raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} is {what}")
+    if st.st_nlink > 1:
+        # A hard link may be a file from anywhere on the filesystem; no path check can tell.
+        raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} is a hard link ({st.st_nlink} names); drop a copy instead")
     if st.st_size == 0:
         raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} is empty (0 bytes)")
     if st.st_size > size_limit:

@@ -43,7 +43,10 @@ def configure_logging(level: str = "info", fmt: str = "auto", outbox=None) -> No
     ]
     if outbox is not None:
         processors.append(JobLogTee(outbox))
-    processors.append(structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False))
+    if use_json:
+        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=False))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),

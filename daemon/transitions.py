@@ -92,6 +92,9 @@ class Transitions:
                 job = validate_job(doc, payload, self.kinds, self.settings, info.get("preset"))
             except JobError as exc:
                 error = exc
+            except (RecursionError, ValueError, TypeError) as exc:  # never leave a drop without a status
+                log.exception("job.validation_crashed", job_id=job_id)
+                error = JobError(ErrorCode.INTERNAL, f"validating the job failed: {type(exc).__name__}: {exc}")
         job["id"] = job_id
         job["_meta"] = {
             "created_at": utc_now(),
