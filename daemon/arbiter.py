@@ -406,6 +406,7 @@ class Arbiter:
         sent = worker.send({
             "op": "run", "job_id": job_id, "job": {k: v for k, v in job.items() if k != "_meta"},
             "inputs": {k: [str(p) for p in v] for k, v in inputs.items()},
+            "host": self.spool.host, "attempt": attempt,
             "results_dir": str(job_dir / RESULTS_DIR),
             "scratch_dir": str(self.scratch_root / f"{job_id}.{attempt}"),
             "limits": self.settings.limits.model_dump(),
@@ -455,7 +456,10 @@ class Arbiter:
         if rj is None or msg.get("job_id") != rj.job_id:
             return
         if op == "progress":
-            self.statuses.progress(rj.job_id, msg)
+            if not rj.lost and self.statuses.progress_due(rj.job_id) and not rj.job_dir.exists():
+                self._lose(worker, rj)  # never write the status of a job another host now owns
+            elif not rj.lost:
+                self.statuses.progress(rj.job_id, msg)
         elif op == "log":
             fields = {k: v for k, v in msg.items() if k not in ("op", "event", "level")}
             getattr(log, msg.get("level", "info"), log.info)(msg.get("event", "worker.log"), device=worker.device, **fields)
@@ -569,15 +573,18 @@ class Arbiter:
             if rj is None:
                 continue
             if not rj.job_dir.exists():
-                rj.lost = True
-                log.warning("job.lost", job_id=rj.job_id, device=w.device, reason="job folder taken over by another host")
-                w.kill("lost")
+                self._lose(w, rj)
             elif rj.cancel_sent and now - rj.cancel_sent_at > CANCEL_GRACE_SECONDS:
                 w.kill("cancel")
             elif not rj.cancel_sent and self.transitions.cancel_requested(rj.job_id):
                 self._send_cancel(w)
             elif now - rj.started > timeout:
                 w.kill("timeout")
+
+    def _lose(self, worker: WorkerHandle, rj: RunningJob) -> None:
+        rj.lost = True
+        log.warning("job.lost", job_id=rj.job_id, device=worker.device, reason="job folder taken over by another host")
+        worker.kill("lost")
 
     # -- recovery and takeover -------------------------------------------------
     def resume_folders(self, reason: str) -> None:

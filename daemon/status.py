@@ -82,6 +82,10 @@ class StatusWriter:
         if self._on_write:
             self._on_write(doc)
 
+    def progress_due(self, job_id: str) -> bool:
+        """Whether a progress update now would be written (not just kept in memory)."""
+        return time.monotonic() - self._last_write.get(job_id, 0) >= self.progress_interval
+
     def progress(self, job_id: str, update: dict) -> None:
         """Merges a progress update; writes it if the last write is old enough."""
         doc = self._docs.get(job_id)

@@ -38,6 +38,8 @@ class JobContext:
         send: Callable[[dict], None],
         cancel_event: Event,
         limits: dict | None = None,
+        host: str | None = None,
+        attempt: int = 1,
     ):
         self.job_id = job_id
         self.job = job
@@ -47,6 +49,8 @@ class JobContext:
         self._send = send
         self._cancel = cancel_event
         self.limits = limits or {}
+        self.host = host
+        self.attempt = attempt
         self._progress = 0.0
         self._stage: str | None = None
         self._stage_started = time.monotonic()

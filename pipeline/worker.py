@@ -119,6 +119,8 @@ class Worker:
             send=self.send,
             cancel_event=self._cancel,
             limits=msg.get("limits"),
+            host=msg.get("host"),
+            attempt=msg.get("attempt", 1),
         )
         try:
             kind = self.kinds.get(msg["job"]["kind"])

@@ -162,6 +162,14 @@ def wait_all_final(root: Path, ids: list[str], timeout: float = 120, daemon=None
     return done
 
 
+def leftovers(root: Path) -> list[str]:
+    """Job folders still in queue/ or active/ (none once every job is final)."""
+    left = list(os.listdir(Path(root) / "queue"))
+    for host in os.listdir(Path(root) / "active"):
+        left += [f"{host}/{n}" for n in os.listdir(Path(root) / "active" / host)]
+    return left
+
+
 def executions(marker_dir: Path) -> list[str]:
     try:
         return (marker_dir / "executions.log").read_text().split()

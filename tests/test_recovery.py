@@ -5,7 +5,7 @@ import os
 import signal
 import time
 
-from tests.support import Daemon, drop_json, executions, status, wait_all_final, wait_status
+from tests.support import Daemon, drop_json, executions, leftovers, status, wait_all_final, wait_status
 
 
 def _drop_many(inbox, n, prefix, params):
@@ -15,14 +15,6 @@ def _drop_many(inbox, n, prefix, params):
     return ids
 
 
-def _leftovers(root):
-    """Job folders still in queue/ or active/ (there should be none once all are final)."""
-    left = list(os.listdir(root / "queue"))
-    for host in os.listdir(root / "active"):
-        left += [f"{host}/{n}" for n in os.listdir(root / "active" / host)]
-    return left
-
-
 def test_200_jobs_on_2_workers_each_run_once(daemon, spool_root, markers):
     ids = _drop_many(spool_root / "inbox", 200, "many", {"marker_dir": str(markers)})
     docs = wait_all_final(spool_root, ids, timeout=120, daemon=daemon)
@@ -30,7 +22,7 @@ def test_200_jobs_on_2_workers_each_run_once(daemon, spool_root, markers):
     counts = collections.Counter(executions(markers))
     assert set(counts) == set(ids) and set(counts.values()) == {1}
     assert {d["device"] for d in docs.values()} == {"cpu:0", "cpu:1"}
-    assert _leftovers(spool_root) == []
+    assert leftovers(spool_root) == []
 
 
 def test_sigkill_daemon_mid_run_then_restart_completes_every_job_once(spool_root, markers):
@@ -52,7 +44,7 @@ def test_sigkill_daemon_mid_run_then_restart_completes_every_job_once(spool_root
         for job_id in ids:  # published once: one input/ folder, no second one
             assert not (spool_root / "outbox" / job_id / "input.2").exists()
         assert set(executions(markers)) == set(ids)
-        assert _leftovers(spool_root) == []
+        assert leftovers(spool_root) == []
     finally:
         d2.stop()
 
@@ -127,7 +119,7 @@ def test_two_daemons_share_a_spool_each_job_completes_once_and_a_dead_host_is_ta
         for job_id in taken:
             assert docs[job_id]["host"] == "host-a" and docs[job_id]["attempt"] == 2
         assert time.monotonic() - killed_at >= 4  # not before the lease ran out
-        assert _leftovers(spool_root) == []
+        assert leftovers(spool_root) == []
     finally:
         a.stop()
         b.stop()

@@ -4,6 +4,7 @@ tests can count how often each job really ran."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -20,6 +21,7 @@ class ProbeParams(BaseModel):
     marker_dir: str | None = None  # where executions are recorded
     crash: bool = False  # the worker process dies hard mid-job
     fail: str | None = None  # an ErrorCode to fail with
+    journal: str | None = None  # a file that gets a JSON line at start, every step and end
 
 
 def run(ctx, params: ProbeParams) -> None:
@@ -29,11 +31,13 @@ def run(ctx, params: ProbeParams) -> None:
         start = os.path.join(params.marker_dir, f"{ctx.job_id}.start.{os.getpid()}.{time.time_ns()}")
         open(start, "w").close()
     steps = max(1, int(params.seconds / params.step_seconds)) if params.seconds else 1
+    _journal(params, ctx, "start")
     for i in range(steps):
         if params.seconds:
             time.sleep(params.step_seconds)
         if params.crash and i == steps // 2:
             os._exit(17)
+        _journal(params, ctx, "step")
         ctx.progress(100 * (i + 1) / steps, stage="probing", step=i + 1, total_steps=steps)
     if params.fail:
         raise JobError(params.fail, f"asked to fail with {params.fail}")
@@ -43,10 +47,20 @@ def run(ctx, params: ProbeParams) -> None:
         if data is not None:
             f.write(f"data: {data.stat().st_size} bytes\n")
     ctx.publish("probe.txt")
+    _journal(params, ctx, "end")
     if params.marker_dir:
         # One line per finished execution; O_APPEND keeps concurrent writers' lines whole.
         fd = os.open(os.path.join(params.marker_dir, "executions.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         os.write(fd, f"{ctx.job_id}\n".encode())
+        os.close(fd)
+
+
+def _journal(params: ProbeParams, ctx, event: str) -> None:
+    if params.journal:
+        line = json.dumps({"job": ctx.job_id, "event": event, "host": ctx.host, "attempt": ctx.attempt,
+                           "pid": os.getpid(), "t": time.time()})
+        fd = os.open(params.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, (line + "\n").encode())
         os.close(fd)
 
 

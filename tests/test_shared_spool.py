@@ -1,0 +1,138 @@
+"""Many hosts, one spool, over real sshfs mounts: exactly once under random kills."""
+
+import collections
+import json
+import os
+import random
+import signal
+import threading
+import time
+
+from tests.netfs import ssh_export  # noqa: F401 - pytest fixture
+from tests.support import FINAL, Daemon, leftovers, wait_all_final
+
+SHARED = {  # leases well above sshfs's 1 s mtime resolution and its ~12 ms visibility lag
+    "VIDSPOOL_SPOOL__LEASE_SECONDS": "4",
+    "VIDSPOOL_SPOOL__HEARTBEAT_SECONDS": "0.5",
+    "VIDSPOOL_SPOOL__RESCAN_SECONDS": "0.5",
+}
+
+
+def _status_order(doc):
+    """A key that never goes down over a job's life: the attempt a status is about (a queued
+    job waits for attempt+1), then queued < running, then progress; final states on top."""
+    if doc["state"] in FINAL:
+        return (float("inf"), 0, 0)
+    if doc["state"] == "queued":
+        return (doc["attempt"] + 1, 0, 0)
+    return (doc["attempt"], 1, doc["progress"] or 0)
+
+
+class StatusWatcher(threading.Thread):
+    """Reads every status.json over and over; records any that went backwards."""
+
+    def __init__(self, root):
+        super().__init__(daemon=True)
+        self.root, self.last, self.backwards, self.stop_flag = root, {}, [], threading.Event()
+
+    def run(self):
+        outbox = self.root / "outbox"
+        while not self.stop_flag.is_set():
+            for job_id in os.listdir(outbox):
+                try:
+                    doc = json.loads((outbox / job_id / "status.json").read_text())
+                except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
+                    continue
+                key = _status_order(doc)
+                prev = self.last.get(job_id)
+                if prev is not None and key < prev[0]:
+                    self.backwards.append((job_id, prev[1], (doc["state"], doc["attempt"], doc["progress"], doc["host"])))
+                if prev is None or key >= prev[0]:
+                    self.last[job_id] = (key, (doc["state"], doc["attempt"], doc["progress"], doc["host"]))
+            time.sleep(0.05)
+
+
+def _attempt_spans(journal):
+    """job → [(first record, last record, host, attempt, pid)] per execution."""
+    spans = collections.defaultdict(dict)
+    for line in journal.read_text().splitlines():
+        r = json.loads(line)
+        key = (r["host"], r["attempt"], r["pid"])
+        first, last, ended = spans[r["job"]].get(key, (r["t"], r["t"], False))
+        spans[r["job"]][key] = (min(first, r["t"]), max(last, r["t"]), ended or r["event"] == "end")
+    return spans
+
+
+def test_chaos_three_daemons_two_over_sshfs_500_jobs_exactly_once(ssh_export, tmp_path):
+    local_root = ssh_export.path / "spool"
+    mounts = [ssh_export.mount("b"), ssh_export.mount("c")]
+    roots = {"host-a": local_root, "host-b": mounts[0].path / "spool", "host-c": mounts[1].path / "spool"}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    daemons = {h: Daemon(r, host=h, workers=["cpu"], log_dir=logs, **SHARED) for h, r in roots.items()}
+    for d in daemons.values():
+        d.start()
+    journal = ssh_export.path / "journal.jsonl"
+    ids = [f"j{i:03d}" for i in range(500)]
+    inbox = local_root / "inbox"
+    for job_id in ids:
+        tmp = inbox / f".{job_id}.part"
+        tmp.mkdir()
+        (tmp / "job.json").write_text(json.dumps({"kind": "probe", "max_attempts": 100, "params": {
+            "seconds": 0.4, "step_seconds": 0.05, "journal": str(journal)}}))
+        os.rename(tmp, inbox / job_id)
+    watcher = StatusWatcher(local_root)
+    watcher.start()
+    rng = random.Random(20261123)
+    kills = collections.Counter()
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            time.sleep(rng.uniform(0.2, 1.0))
+            host = rng.choice(sorted(daemons))
+            d = daemons[host]
+            if rng.random() < 0.5:
+                d.kill()
+                d.start()
+                kills["daemon"] += 1
+            else:
+                workers = [w["pid"] for w in d.heartbeat.get("workers", []) if w.get("pid")]
+                if workers:
+                    try:
+                        os.kill(rng.choice(workers), signal.SIGKILL)
+                        kills["worker"] += 1
+                    except ProcessLookupError:
+                        pass
+        unfinished = sum(1 for j in ids if not (local_root / "outbox" / j / "input").exists())
+        docs = wait_all_final(local_root, ids, timeout=300, daemon=daemons["host-a"])
+    finally:
+        watcher.stop_flag.set()
+        watcher.join(5)
+        for d in daemons.values():
+            d.stop()
+    assert kills["daemon"] >= 20 and kills["worker"] >= 20, kills
+    assert unfinished > 0, "all jobs ended before the kills stopped: the chaos proved nothing"
+    retried = sum(1 for d in docs.values() if d["attempt"] >= 2)
+    assert retried >= 20, f"only {retried} jobs were interrupted"
+    assert {d["state"] for d in docs.values()} == {"completed"}, collections.Counter(d["state"] for d in docs.values())
+    assert not watcher.backwards, watcher.backwards[:5]
+    assert leftovers(local_root) == []
+    spans = _attempt_spans(journal)
+    assert set(spans) == set(ids)
+    for job_id in ids:
+        # published once: one input folder, at most one job.completed logged (a daemon may
+        # die between the status and the log line), and the result is from an execution
+        # that ran to its end
+        out = local_root / "outbox" / job_id
+        assert not (out / "input.2").exists()
+        events = [json.loads(line)["event"] for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+        assert events.count("job.completed") <= 1, (job_id, events)
+        result_pid = int((out / "probe.txt").read_text().split(" pid ")[1].split()[0])
+        assert any(pid == result_pid and spans[job_id][(h, a, pid)][2] for (h, a, pid) in spans[job_id]), job_id
+        # no two executions of a job overlapped in time
+        runs = sorted(spans[job_id].values())
+        for (s1, e1, _), (s2, e2, _) in zip(runs, runs[1:]):
+            assert e1 < s2, (job_id, runs)
+        assert any(ended for _, _, ended in runs)
+    hosts = collections.Counter(d["host"] for d in docs.values())
+    assert set(hosts) == set(daemons), hosts
