@@ -140,6 +140,7 @@ class Arbiter:
         """Creates the layout, checks who else uses it, recovers what our last run left.
         Returns an exit code if this daemon must not run here."""
         self.spool.create(list(self.settings.presets))
+        self.spool_id = self.spool.ensure_identity()
         self.fs = classify(self.spool.root)
         other = self.heartbeat.other_instance_alive()
         if other:
@@ -211,9 +212,10 @@ class Arbiter:
             try:
                 self._turn(now, hints)
             except OSError as exc:
-                if spool_fault(exc) is None:
+                reason = spool_fault(exc) or self._identity_fault()
+                if reason is None:
                     raise
-                self._enter_fault(spool_fault(exc), now)
+                self._enter_fault(reason, now)
         self._start_due_workers(now)
         self.notifier.status(self._status_line())
         self.notifier.watchdog()
@@ -227,6 +229,10 @@ class Arbiter:
         periodic = now >= self._next_rescan or hints.overflow
         if periodic:
             self._next_rescan = now + self.settings.spool.rescan_seconds
+            problem = self._identity_fault()
+            if problem:  # an empty mount point is not an empty queue
+                self._enter_fault(problem, now)
+                return
         if not self.draining and self.paused is None:
             if periodic:
                 self.refresh_queue()
@@ -261,6 +267,9 @@ class Arbiter:
         self._next_probe = now + SPOOL_PROBE_SECONDS
         try:
             os.listdir(self.spool.root)
+            if self._opened and self._identity_fault():
+                self.fault = self._identity_fault()
+                return
             if not self._opened:
                 refused = self._open_spool()
                 if refused:
@@ -283,6 +292,14 @@ class Arbiter:
             if spool_fault(exc) is None:
                 raise
             self._enter_fault(spool_fault(exc), now)
+
+    def _identity_fault(self) -> str | None:
+        if not self._opened:
+            return None
+        try:
+            return self.spool.identity_problem(self.spool_id)
+        except OSError as exc:
+            return spool_fault(exc) or f"cannot read the spool's identity: {exc}"
 
     def _check_sharing(self) -> None:
         """On a filesystem without exclusive claims, pause while another daemon is alive."""
@@ -583,6 +600,7 @@ class Arbiter:
 
     def _lose(self, worker: WorkerHandle, rj: RunningJob) -> None:
         rj.lost = True
+        self.statuses.forget(rj.job_id)  # its throttled progress must never be written now
         log.warning("job.lost", job_id=rj.job_id, device=worker.device, reason="job folder taken over by another host")
         worker.kill("lost")
 

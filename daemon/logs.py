@@ -23,15 +23,30 @@ class JobLogTee:
         job_id = event_dict.get("job_id")
         if isinstance(job_id, str) and is_valid_job_id(job_id):
             line = json.dumps({"level": method_name, **event_dict}, default=str) + "\n"
-            try:
-                fd = os.open(self.outbox / job_id / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o664)
-            except OSError:
-                return event_dict
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
+            append_line(self.outbox / job_id / LOG, line.encode())
         return event_dict
+
+
+def append_line(path, data: bytes) -> None:
+    """Appends to a job's log; never lets a log line break the daemon. Some network
+    filesystems (rclone) refuse O_APPEND with ESPIPE: then write at the end by hand."""
+    for flags in (os.O_WRONLY | os.O_APPEND | os.O_CREAT, os.O_WRONLY | os.O_CREAT):
+        try:
+            fd = os.open(path, flags, 0o664)
+        except OSError:
+            return
+        try:
+            if not flags & os.O_APPEND:
+                os.lseek(fd, 0, os.SEEK_END)
+            os.write(fd, data)
+            return
+        except OSError:
+            continue
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", outbox=None) -> None:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.fsops import mkdir_exclusive
+from daemon.fsops import create_exclusive, mkdir_exclusive
 
 JOB_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
@@ -30,6 +31,7 @@ RESULTS_DIR = ".results"  # worker outputs, moved into outbox/<id>/ on publish
 ATTEMPT_PREFIX = ".attempt-"  # one empty file per started attempt
 DROP_DOC = ".drop.json"  # in an intake folder: what was dropped and where
 CANCEL_MARK = "cancel.requested"  # in outbox/<id>/: a cancel for whoever runs the job
+SPOOL_ID = ".vidspool-spool"  # in the root: which spool this is (a vanished mount has none)
 STATUS = "status.json"
 LOG = "log.jsonl"
 INPUT_DIR = "input"
@@ -96,6 +98,22 @@ class Spool:
             d.mkdir(mode=0o2775, exist_ok=True)
         for name in presets:
             (self.inbox / name).mkdir(mode=0o2775, exist_ok=True)
+
+    def ensure_identity(self) -> str:
+        """The spool's id, made on first use; it tells a live mount from the bare mount point."""
+        path = self.root / SPOOL_ID
+        create_exclusive(path, uuid.uuid4().hex.encode())
+        return path.read_text().strip()
+
+    def identity_problem(self, expected: str) -> str | None:
+        """Why the root no longer looks like our spool (e.g. its mount went away), if so."""
+        try:
+            found = (self.root / SPOOL_ID).read_text().strip()
+        except FileNotFoundError:
+            return f"{self.root} has lost its {SPOOL_ID} file: the shared filesystem is not mounted there any more"
+        if found != expected:
+            return f"{self.root} is now a different spool ({SPOOL_ID} changed): a different filesystem is mounted there"
+        return None
 
     def active_of(self, host: str) -> Path:
         return self.active_root / host

@@ -159,9 +159,11 @@ class Worker:
                 results_dir.mkdir(exist_ok=True)
                 for name in ctx.outputs:
                     tmp = results_dir / f".{name}.tmp"
-                    shutil.copyfile(ctx.results_dir / name, tmp)
-                    with open(tmp, "rb+") as f:
-                        os.fsync(f.fileno())
+                    # One open, written and fsynced: some mounts (rclone) refuse to reopen it.
+                    with open(ctx.results_dir / name, "rb") as src, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                        dst.flush()
+                        os.fsync(dst.fileno())
                     os.replace(tmp, results_dir / name)
                 return
             except OSError as exc:
