@@ -157,3 +157,19 @@ def test_slow_writer_over_smb_is_not_picked_up_early(smb_export, tmp_path):
         assert "data: 40960 bytes" in (local / "outbox" / "smbjob" / "probe.txt").read_text()
     finally:
         d.stop()
+
+
+def test_doctor_measures_visibility_through_a_second_mount(ssh_export):
+    root = ssh_export.path / "spool"
+    assert _vidspool(root, "init").returncode == 0
+    m = ssh_export.mount("probe")
+    out = _vidspool(root, "doctor", env={"VIDSPOOL_SPOOL__PROBE_PATH": str(m.path / "spool")})
+    assert out.returncode == 0, out.stdout + out.stderr
+    line = next(l for l in out.stdout.splitlines() if "a new file shows through" in l)
+    assert line.startswith("[ok  ]") and " ms" in line
+    # the same check through a mount with sshfs's default directory cache is slow: doctor says so
+    cached = ssh_export.mount("cached", dir_cache=True)
+    os.listdir(cached.path / "spool")  # fill the cache
+    out = _vidspool(root, "doctor", env={"VIDSPOOL_SPOOL__PROBE_PATH": str(cached.path / "spool"),
+                                         "VIDSPOOL_SPOOL__LEASE_SECONDS": "6"})
+    assert out.returncode == 1 and "[FAIL] a new file shows through" in out.stdout, out.stdout
