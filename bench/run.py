@@ -731,7 +731,7 @@ def print_report(R: dict) -> None:
         ]
     T2 = R.get("throughput_hot")
     if T2:
-        rows += [(f"throughput: same again at once after (hot fs)", f"{T2['jobs_per_s']:.0f} jobs/s ({T2['elapsed_s']:.2f} s)",
+        rows += [("throughput: same again at once after (hot fs)", f"{T2['jobs_per_s']:.0f} jobs/s ({T2['elapsed_s']:.2f} s)",
                   ">= 100 jobs/s", verdict(T2["jobs_per_s"], TARGETS["throughput_jobs_per_s"], True))]
     if R.get("queue_listing_ms_1000"):
         rows += [("diag: Spool.queued_names() over 1000 queued", f"{R['queue_listing_ms_1000']:.2f} ms per call", "-", "")]

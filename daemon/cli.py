@@ -14,7 +14,7 @@ from pathlib import Path
 
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.fsops import read_json
-from daemon.spool import STATUS, Spool, is_valid_job_id
+from daemon.spool import Spool, is_valid_job_id
 from daemon.status import FINAL_STATES
 
 

@@ -6,6 +6,9 @@ from tests.support import Daemon
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+# Real network shares (sshd + sshfs, Samba + rclone) as fixtures: ssh_export, smb_export, …
+pytest_plugins = ["tests.netfs"]
+
 
 @pytest.fixture
 def spool_root(tmp_path):

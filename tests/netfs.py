@@ -267,7 +267,31 @@ def force_unmount(path: Path | str, timeout: float = 10) -> None:
 
 # ----------------------------------------------------------------------------- sshd + sshfs
 
-class SshServer:
+class _Server:
+    """What SshServer and SambaServer share: one child process and a state folder."""
+
+    child: "_Child | None"
+    _state: "_StateDir"
+
+    def log(self) -> str:
+        return self.child.log() if self.child else ""
+
+    def stop(self) -> None:
+        if self in _LIVE:
+            _LIVE.remove(self)
+        if self.child:
+            self.child.stop()
+            self.child = None
+        self._state.remove()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class SshServer(_Server):
     """`sshd -D -e` on 127.0.0.1:<free port>, public-key login as root with a generated key.
 
     Serves the whole filesystem (sshfs picks the remote path); config, host key, client key and
@@ -367,22 +391,6 @@ Subsystem sftp internal-sftp
             return 0
         return len(_kill_exact(_descendants(self.child.pid), signal.SIGKILL))
 
-    def log(self) -> str:
-        return self.child.log() if self.child else ""
-
-    def stop(self) -> None:
-        if self in _LIVE:
-            _LIVE.remove(self)
-        if self.child:
-            self.child.stop()
-            self.child = None
-        self._state.remove()
-
-    def __enter__(self) -> "SshServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 class _FuseMount:
@@ -494,7 +502,7 @@ class SshfsMount(_FuseMount):
 
 # ----------------------------------------------------------------------------- Samba + rclone
 
-class SambaServer:
+class SambaServer(_Server):
     """`smbd --foreground` on 127.0.0.1:<free port> with one writable share `[spool]` on SHARE_PATH.
 
     Auth: user `root` with a random password in a tdbsam under the state dir (no system user is
@@ -617,22 +625,6 @@ class SambaServer:
             raise NetfsError(f"smbclient {commands}: exit {done.returncode}\n{out}\n{self.log()}")
         return done
 
-    def log(self) -> str:
-        return self.child.log() if self.child else ""
-
-    def stop(self) -> None:
-        if self in _LIVE:
-            _LIVE.remove(self)
-        if self.child:
-            self.child.stop()
-            self.child = None
-        self._state.remove()
-
-    def __enter__(self) -> "SambaServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 class RcloneSmbMount(_FuseMount):

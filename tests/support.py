@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,6 +162,24 @@ def wait_all_final(root: Path, ids: list[str], timeout: float = 120, daemon=None
     missing = [i for i in ids if i not in done]
     assert not missing, f"{len(missing)} jobs not final, e.g. {missing[:5]}: {[status(root, m) for m in missing[:3]]}\n{daemon.log() if daemon else ''}"
     return done
+
+
+def wait_for(predicate, timeout: float = 20, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def health(api: str) -> tuple[int, dict]:
+    """GET /api/v1/health of a daemon: (HTTP status, body)."""
+    try:
+        with urllib.request.urlopen(api + "/api/v1/health", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def leftovers(root: Path) -> list[str]:

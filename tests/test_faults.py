@@ -5,12 +5,10 @@ import json
 import os
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from tests.support import Daemon, drop_json, status, wait_status
+from tests.support import Daemon, drop_json, health, status, wait_for, wait_status
 
 
 @pytest.fixture
@@ -27,14 +25,6 @@ def small_spool(tmp_path):
 
 def daemon_on(spool, tmp_path) -> Daemon:
     return Daemon(spool, log_dir=tmp_path)
-
-
-def health(daemon) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(daemon.heartbeat_api + "/api/v1/health", timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def fill(root, keep_bytes=0):
@@ -59,18 +49,8 @@ def no_partial_files(root):
                 json.loads(open(os.path.join(dirpath, name)).read())  # parses: never partial
 
 
-def wait_for(predicate, timeout=20, what=""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_full_disk_makes_jobs_wait_then_everything_resumes(small_spool, tmp_path):
     d = daemon_on(small_spool, tmp_path).start()
-    d.heartbeat_api = d.api
     try:
         root = small_spool
         drop_json(root / "inbox", "running", {"kind": "probe", "params": {"seconds": 2}})
@@ -78,7 +58,7 @@ def test_full_disk_makes_jobs_wait_then_everything_resumes(small_spool, tmp_path
         (root / "inbox" / ".late.json.part").write_text(json.dumps({"kind": "probe"}))
         filler = fill(root)
         os.rename(root / "inbox" / ".late.json.part", root / "inbox" / "late.json")
-        wait_for(lambda: health(d)[0] == 503 and "ENOSPC" in health(d)[1]["reason"], what="health 503 ENOSPC")
+        wait_for(lambda: health(d.api)[0] == 503 and "ENOSPC" in health(d.api)[1]["reason"], what="health 503 ENOSPC")
         time.sleep(3)  # the running job has finished its work and is waiting to deliver
         assert status(root, "running")["state"] == "running"
         no_partial_files(root)
@@ -86,7 +66,7 @@ def test_full_disk_makes_jobs_wait_then_everything_resumes(small_spool, tmp_path
         os.unlink(filler)
         assert wait_status(root, "running", daemon=d, timeout=20)["state"] == "completed"
         assert wait_status(root, "late", daemon=d, timeout=20)["state"] == "completed"
-        assert health(d)[0] == 200
+        assert health(d.api)[0] == 200
         events = [e["event"] for e in d.log_events()]
         assert "spool.unavailable" in events and "spool.recovered" in events
         no_partial_files(root)
@@ -96,18 +76,17 @@ def test_full_disk_makes_jobs_wait_then_everything_resumes(small_spool, tmp_path
 
 def test_read_only_spool_waits_and_resumes(small_spool, tmp_path):
     d = daemon_on(small_spool, tmp_path).start()
-    d.heartbeat_api = d.api
     mnt = small_spool.parent
     try:
         drop_json(small_spool / "inbox", "ro", {"kind": "probe", "params": {"seconds": 1.5}})
         wait_status(small_spool, "ro", {"running"}, daemon=d)
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-        wait_for(lambda: health(d)[0] == 503 and "EROFS" in health(d)[1]["reason"], what="health 503 EROFS")
+        wait_for(lambda: health(d.api)[0] == 503 and "EROFS" in health(d.api)[1]["reason"], what="health 503 EROFS")
         time.sleep(2.5)
         assert status(small_spool, "ro")["state"] == "running"
         subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=True)
         assert wait_status(small_spool, "ro", daemon=d, timeout=20)["state"] == "completed"
-        wait_for(lambda: health(d)[0] == 200, what="health back to 200")
+        wait_for(lambda: health(d.api)[0] == 200, what="health back to 200")
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=False)
         d.stop()

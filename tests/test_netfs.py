@@ -44,9 +44,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.netfs import (  # noqa: F401 - the fixtures are used by name
-    NetfsError, PiecewisePut, SmbExport, SshExport, is_mounted, require_tool, samba_server, smb_export,
-    smbclient_put_in_pieces, ssh_export, ssh_server,
+from tests.netfs import (
+    NetfsError, PiecewisePut, SmbExport, SshExport, is_mounted, require_tool, smbclient_put_in_pieces,
 )
 
 

@@ -6,31 +6,11 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
-from tests.netfs import smb_export, ssh_export  # noqa: F401 - pytest fixtures
-from tests.support import REPO, Daemon, base_env, drop_json, status, wait_status
+from tests.support import REPO, Daemon, base_env, drop_json, health, status, wait_for, wait_status
 
 SHARED = {"VIDSPOOL_SPOOL__LEASE_SECONDS": "4", "VIDSPOOL_SPOOL__HEARTBEAT_SECONDS": "0.5",
           "VIDSPOOL_SPOOL__RESCAN_SECONDS": "0.5"}
-
-
-def health(api):
-    try:
-        with urllib.request.urlopen(api + "/api/v1/health", timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out: {what}")
 
 
 def test_a_killed_mount_is_reported_its_jobs_taken_over_never_published_twice(ssh_export, tmp_path):
@@ -106,7 +86,8 @@ def test_rclone_smb_spool_is_refused_for_shared_use_but_works_single_host(smb_ex
     solo = Daemon(root, host="solo", log_dir=tmp_path, VIDSPOOL_SPOOL__STABLE_SECONDS="2", **SHARED).start()
     try:
         drop_json(root / "inbox", "single", {"kind": "probe"})
-        assert wait_status(root, "single", timeout=60, daemon=solo)["state"] == "completed"
+        # read on the server: rclone answers EIO to a reader racing a replace of status.json
+        assert wait_status(smb_export.path / "spool", "single", timeout=60, daemon=solo)["state"] == "completed"
         r2 = smb_export.mount("r2")
         second = subprocess.run([sys.executable, "-m", "daemon", "run"], cwd=REPO, capture_output=True, text=True, timeout=120,
                                 env=base_env(VIDSPOOL_SPOOL__ROOT=str(r2.path / "spool"), VIDSPOOL_SPOOL__HOST="second",

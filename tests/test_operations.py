@@ -1,7 +1,6 @@
 """Running under systemd: sd_notify, drain on SIGTERM, reload on SIGHUP, config errors,
 no torch in the daemon, and a unit file systemd accepts."""
 
-import json
 import os
 import shutil
 import signal

@@ -8,7 +8,6 @@ import signal
 import threading
 import time
 
-from tests.netfs import ssh_export  # noqa: F401 - pytest fixture
 from tests.support import FINAL, Daemon, leftovers, wait_all_final
 
 SHARED = {  # leases well above sshfs's 1 s mtime resolution and its ~12 ms visibility lag
