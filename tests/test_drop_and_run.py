@@ -5,7 +5,7 @@ import os
 import time
 from datetime import datetime
 
-from tests.support import Daemon, drop_folder, drop_json, executions, status, wait_all_final, wait_status
+from tests.support import Daemon, drop_folder, drop_json, executions, status, wait_all_final, wait_for, wait_status
 
 
 def test_json_drop_by_rename_completes_with_status_log_and_inputs(daemon, spool_root, markers):
@@ -23,8 +23,12 @@ def test_json_drop_by_rename_completes_with_status_log_and_inputs(daemon, spool_
     assert files["probe.txt"]["url"] == "/api/v1/jobs/hello/files/probe.txt"
     # the original file is kept; nothing of the daemon's is left in input/
     assert sorted(os.listdir(out / "input")) == ["hello.json"]
-    events = [json.loads(line)["event"] for line in (out / "log.jsonl").read_text().splitlines()]
-    assert "job.queued" in events and "job.started" in events and "job.completed" in events
+    def events():
+        return [json.loads(line)["event"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+    # the job.completed line follows the final status by a moment
+    wait_for(lambda: "job.completed" in events(), 5, "job.completed in log.jsonl")
+    assert "job.queued" in events() and "job.started" in events()
     assert not os.listdir(spool_root / "inbox" / "slideshow")
     assert executions(markers) == ["hello"]
 
