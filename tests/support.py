@@ -64,7 +64,7 @@ class Daemon:
     def heartbeat(self) -> dict:
         try:
             return json.loads((self.root / "hosts" / f"{self.host}.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError):  # rclone: EIO when a read races a replace
             return {}
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -134,7 +134,7 @@ def drop_folder(inbox: Path, name: str, doc: dict, files: dict[str, bytes] | Non
 def status(root: Path, job_id: str) -> dict | None:
     try:
         return json.loads((Path(root) / "outbox" / job_id / "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError):  # polled again; rclone may answer EIO mid-replace
         return None
 
 
