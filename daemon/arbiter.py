@@ -83,7 +83,7 @@ class Arbiter:
         self.fs: FsClass | None = None
         # End states that could not be written while the spool was down: job_id → (state, fields).
         self.unpublished: dict[str, tuple[str, dict]] = {}
-        self.scratch_root = settings.workers.scratch_dir or Path(tempfile.gettempdir()) / f"vidspool-{sc.host}"
+        self.scratch_root: Path | None = None  # set when the spool is opened (it names the spool)
         self.exit_code = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -150,7 +150,10 @@ class Arbiter:
         if refusal:
             log.error("spool.refused", reason=refusal, filesystem=self.fs.fstype)
             return 2
-        shutil.rmtree(self.scratch_root, ignore_errors=True)  # no worker runs yet
+        # Per host and per spool: two daemons of one name on different spools never share it.
+        base = self.settings.workers.scratch_dir or Path(tempfile.gettempdir()) / "vidspool"
+        self.scratch_root = base / f"{self.spool.host}-{self.spool_id[:12]}"
+        shutil.rmtree(self.scratch_root, ignore_errors=True)  # no worker of ours runs yet
         started = time.monotonic()
         self.resume_folders("daemon restarted")
         self.recovery_seconds = time.monotonic() - started
@@ -621,6 +624,7 @@ class Arbiter:
         for job_id in list(self.unpublished):  # their folders were taken while we were blind
             if job_id not in running:
                 del self.unpublished[job_id]
+                self.statuses.forget(job_id)  # and its last progress must not be flushed now
                 log.warning("job.lost", job_id=job_id, reason="taken over while the spool was unavailable; not published")
 
     def take_over_dead_hosts(self) -> None:

@@ -45,8 +45,8 @@ class WorkersConfig(Section):
     drain_seconds: float = Field(30.0, ge=0)
     job_timeout_seconds: float = Field(3600.0, gt=0)
     restart_backoff_seconds: float = Field(1.0, ge=0)
-    # Local folder where workers make results before delivering them into the spool;
-    # default: <temp dir>/vidspool-<host>.
+    # Local folder where workers make results before delivering them into the spool
+    # (in a sub-folder per host and spool); default: <temp dir>/vidspool.
     scratch_dir: Path | None = None
 
     @field_validator("devices")

@@ -154,3 +154,27 @@ def test_doctor_measures_visibility_through_a_second_mount(ssh_export):
     out = _vidspool(root, "doctor", env={"VIDSPOOL_SPOOL__PROBE_PATH": str(cached.path / "spool"),
                                          "VIDSPOOL_SPOOL__LEASE_SECONDS": "6"})
     assert out.returncode == 1 and "[FAIL] a new file shows through" in out.stdout, out.stdout
+
+
+def test_an_attempt_that_ends_while_the_mount_is_dead_is_never_written_after_takeover(ssh_export, tmp_path):
+    local = ssh_export.path / "spool"
+    mount = ssh_export.mount("b")
+    b = Daemon(mount.path / "spool", host="host-b", log_dir=tmp_path, **SHARED).start()
+    a = None
+    try:
+        # fails after 2 s, i.e. while host-b's mount is dead: its end state cannot be written
+        drop_json(local / "inbox", "ends", {"kind": "probe", "params": {"seconds": 2, "fail": "unsupported_input"}})
+        wait_status(local, "ends", {"running"}, daemon=b)
+        a = Daemon(local, host="host-a", log_dir=tmp_path, **SHARED).start()
+        mount.kill()
+        doc = wait_status(local, "ends", timeout=40, daemon=a)
+        assert doc["host"] == "host-a" and doc["state"] == "failed" and doc["attempt"] == 2, doc
+        mount.remount()
+        wait_for(lambda: health(b.api)[0] == 200, 20, "host-b recovers")
+        time.sleep(2)  # several turns of host-b after its recovery
+        after = status(local, "ends")
+        assert (after["host"], after["state"], after["attempt"]) == ("host-a", "failed", 2), after
+    finally:
+        b.stop()
+        if a:
+            a.stop()
