@@ -17,6 +17,7 @@ test: setup
 
 bench: setup
 	$(PY) bench/run.py
+	$(PY) bench/shared.py
 
 clean:
 	rm -rf .venv spool/* .pytest_cache
