@@ -57,7 +57,11 @@ class Daemon:
             env=base_env(**self.settings, **(env or {})), stdout=self._log, stderr=subprocess.STDOUT,
         )
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.kill()  # a daemon that never got ready must not outlive the test
+                raise
         return self
 
     @property
@@ -107,7 +111,8 @@ class Daemon:
             raise AssertionError(f"daemon did not stop in {timeout}s:\n{self.log()}")
 
     def kill(self) -> None:
-        self.proc.kill()
+        if self.proc.poll() is None:
+            self.proc.kill()
         self.proc.wait()
 
 
