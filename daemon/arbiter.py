@@ -246,13 +246,11 @@ class Arbiter:
                 self._next_settle = now + self.settings.spool.stable_seconds / 3
                 self.intake(now)
             self.dispatch()
-        if now >= self._next_beat:
-            self._next_beat = now + self.settings.spool.heartbeat_seconds
-            self.heartbeat.beat(**self._beat_info())
-            if not self.draining:
-                self._check_sharing()
-                if self.paused is None:
-                    self.take_over_dead_hosts()
+        beat = self._beat_if_due()
+        if (beat or periodic) and not self.draining:  # leases are judged on every rescan too
+            self._check_sharing()
+            if self.paused is None:
+                self.take_over_dead_hosts()
         self.check_running(now)
         self.statuses.flush()
 
@@ -331,6 +329,15 @@ class Arbiter:
                 self.scanner.forget(p)
             if staging is not None:
                 self._accept(staging)
+            self._beat_if_due()  # a long burst (slow over sshfs) must not starve our lease
+
+    def _beat_if_due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_beat:
+            return False
+        self._next_beat = now + self.settings.spool.heartbeat_seconds
+        self.heartbeat.beat(**self._beat_info())
+        return True
 
     def _accept(self, staging: Path) -> None:
         try:
