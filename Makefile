@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench tiny-models clean
 
 setup:
 	@bash scripts/setup.sh
@@ -18,6 +18,10 @@ test: setup
 bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/shared.py
+
+# Tiny random-weight models of every family (noise, for trying the video kinds offline).
+tiny-models: setup
+	HF_HUB_OFFLINE=1 $(PY) scripts/tiny_models.py models --prefix tiny-
 
 clean:
 	rm -rf .venv spool/* .pytest_cache

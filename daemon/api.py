@@ -42,6 +42,9 @@ class Api:
             web.delete(f"{API}/jobs/{{id}}", self.cancel_job),
             web.get(f"{API}/jobs/{{id}}/files/{{name}}", self.get_file),
             web.get(f"{API}/jobs/{{id}}/download", self.download),
+            web.get(f"{API}/models", self.list_models),
+            web.post(f"{API}/models/{{name}}/load", self.load_model),
+            web.post(f"{API}/models/{{name}}/unload", self.unload_model),
         ]
 
     async def health(self, request: web.Request) -> web.Response:
@@ -168,6 +171,26 @@ class Api:
         if name is None:
             return error(404, "not_found", f"job {job_id!r} has no result yet")
         return web.FileResponse(self.spool.job_outbox(job_id) / name)
+
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        return web.json_response({"models": self.arbiter.models_view()})
+
+    async def load_model(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            device = self.arbiter.load_model(name)
+        except KeyError:
+            return error(404, "not_found", f"no model {name!r} in the registry")
+        except RuntimeError as exc:
+            return error(503, "unavailable", str(exc))
+        return web.json_response({"model": name, "device": device, "state": "loading"}, status=202)
+
+    async def unload_model(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.arbiter.settings.models:
+            return error(404, "not_found", f"no model {name!r} in the registry")
+        return web.json_response({"model": name, "devices": self.arbiter.unload_model(name), "state": "unloading"}, status=202)
 
 
 @web.middleware

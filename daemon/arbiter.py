@@ -59,7 +59,11 @@ class Arbiter:
         self.scanner = InboxScanner(self.spool.inbox, sc.stable_seconds, sc.input_wait_seconds)
         self.scanner.presets = {name: p.accept for name, p in settings.presets.items()}
         self.queue: list[QueueName] = []
-        self.workers = [WorkerHandle(i, d) for i, d in enumerate(worker_devices(settings.workers.devices, settings.workers.cpu_workers))]
+        self.workers = [
+            WorkerHandle(i, d, settings.workers.model_memory_gb)
+            for i, d in enumerate(worker_devices(settings.workers.devices, settings.workers.cpu_workers))
+        ]
+        self._job_models: dict[str, str | None] = {}  # queued job id → its model (placement)
         self.heartbeat = Heartbeat(self.spool.hosts, sc.host, sc.lease_seconds)
         self.leases = LeaseTracker(self.spool.hosts, self.spool.active_root, sc.host, sc.lease_seconds)
         self.notifier = Notifier()
@@ -391,16 +395,39 @@ class Arbiter:
         return None
 
     def dispatch(self) -> None:
-        for worker in self.workers:
-            while worker.idle and self.queue and not self.draining:
-                qn = self.queue.pop(0)
-                try:
-                    job_dir = self.transitions.claim(qn)
-                except OSError as exc:
-                    log.error("claim.failed", job_id=qn.job_id, error=str(exc))
-                    continue
-                if job_dir is not None:
-                    self.start_job(worker, job_dir, qn.job_id)
+        """Hands the queue, in order, to idle workers: each job to one that already holds its
+        model if there is one, else to the one with the most room for another model."""
+        while self.queue and not self.draining:
+            idle = [w for w in self.workers if w.idle]
+            if not idle:
+                return
+            qn = self.queue.pop(0)
+            worker = self._place(idle, self._queued_model(qn) if len(idle) > 1 else None)
+            try:
+                job_dir = self.transitions.claim(qn)
+            except OSError as exc:
+                log.error("claim.failed", job_id=qn.job_id, error=str(exc))
+                continue
+            finally:
+                self._job_models.pop(qn.job_id, None)
+            if job_dir is not None:
+                self.start_job(worker, job_dir, qn.job_id)
+
+    def _queued_model(self, qn: QueueName) -> str | None:
+        if qn.job_id not in self._job_models:
+            job = read_json(self.spool.queue / str(qn) / JOB_DOC)
+            self._job_models[qn.job_id] = job.get("model") if isinstance(job, dict) else None
+        return self._job_models[qn.job_id]
+
+    @staticmethod
+    def _place(idle: list[WorkerHandle], model: str | None) -> WorkerHandle:
+        if model is not None:
+            for w in idle:
+                if w.holds(model):
+                    return w
+            # No warm copy: the worker with the fewest models keeps the others' models warm.
+            return min(idle, key=lambda w: (len(w.models), w.model_state.get("models_bytes", 0), w.index))
+        return min(idle, key=lambda w: (len(w.models), w.index))
 
     def start_job(self, worker: WorkerHandle, job_dir: Path, job_id: str) -> None:
         job = read_json(job_dir / JOB_DOC)
@@ -423,6 +450,14 @@ class Arbiter:
         except JobError as exc:
             self._publish(job_dir, job_id, "failed", error=exc.to_status())
             return
+        model_config = None
+        if job.get("model"):
+            entry = self.settings.models.get(job["model"])
+            if entry is None:  # taken out of the registry by a reload while queued
+                self._publish(job_dir, job_id, "failed", error=JobError(
+                    ErrorCode.MODEL_NOT_FOUND, f"model {job['model']!r} is no longer in the model registry").to_status())
+                return
+            model_config = entry.model_dump(mode="json")
         attempt = self.transitions.start_attempt(job_dir)
         self.statuses.write(new_status(
             job_id, job, "running", attempt=attempt, host=self.spool.host, device=worker.device,
@@ -437,12 +472,58 @@ class Arbiter:
             "results_dir": str(job_dir / RESULTS_DIR),
             "scratch_dir": str(self.scratch_root / f"{job_id}.{attempt}"),
             "limits": self.settings.limits.model_dump(),
+            "model_config": model_config,
         })
         if not sent:
             worker.kill("crash")  # its exit handler requeues the job
 
+    # -- models ---------------------------------------------------------------------
+    def models_view(self) -> list[dict]:
+        """The registry with where each model is on disk and which workers hold it."""
+        from pipeline.models.locate import model_folder
+
+        out = []
+        for name, entry in sorted(self.settings.models.items()):
+            try:
+                folder, problem = str(model_folder(name, entry.model_dump(mode="json"))), None
+            except JobError as exc:
+                folder, problem = None, exc.message
+            out.append({
+                "name": name, "path": str(entry.path) if entry.path else None, "repo": entry.repo,
+                "kinds": entry.kinds, "pipeline": entry.pipeline, "dtype": entry.dtype, "offload": entry.offload,
+                "defaults": entry.defaults, "folder": folder, "available": problem is None, "problem": problem,
+                "loaded_on": [w.device for w in self.workers if w.holds(name)],
+                "loading_on": [w.device for w in self.workers if name in w.loading],
+            })
+        return out
+
+    def load_model(self, name: str) -> str:
+        """Asks one worker to load `name` (one that holds it already answers at once);
+        returns its device. KeyError: not in the registry; RuntimeError: no worker up."""
+        entry = self.settings.models[name]
+        for w in self.workers:
+            if w.holds(name) or name in w.loading:
+                return w.device
+        up = [w for w in self.workers if w.alive and w.ready]
+        if not up:
+            raise RuntimeError("no worker is running")
+        worker = self._place([w for w in up if w.idle] or up, name)
+        worker.loading.add(name)
+        worker.send({"op": "load", "model": name, "config": entry.model_dump(mode="json")})
+        return worker.device
+
+    def unload_model(self, name: str) -> list[str]:
+        """Asks every worker holding `name` to unload it; returns their devices."""
+        devices = []
+        for w in self.workers:
+            if w.holds(name) and w.alive:
+                w.send({"op": "unload", "model": name})
+                devices.append(w.device)
+        return devices
+
     # -- messages from workers -------------------------------------------------
     def _start_worker(self, worker: WorkerHandle) -> None:
+        worker.warm_imports = bool(self.settings.models)
         worker.start()
         self.loop.add_reader(worker.conn.fileno(), self._on_worker_readable, worker)
         self.loop.add_reader(worker.process.sentinel, self._on_worker_exit, worker)
@@ -474,6 +555,20 @@ class Arbiter:
     def _handle_message(self, worker: WorkerHandle, msg: dict) -> None:
         op = msg.get("op")
         rj = worker.job
+        if isinstance(msg.get("model_state"), dict):  # in "ready", "models" and every job's end
+            worker.model_state = msg["model_state"]
+        if op == "models":
+            worker.loading.clear()
+            return
+        if op == "load_failed":
+            worker.loading.discard(msg.get("model"))
+            log.error("model.load_failed", device=worker.device, model=msg.get("model"), error=msg.get("error"))
+            return
+        if op == "log" and "job_id" not in msg:
+            fields = {k: v for k, v in msg.items() if k not in ("op", "event", "level")}
+            fields.setdefault("device", worker.device)
+            getattr(log, msg.get("level", "info"), log.info)(msg.get("event", "worker.log"), **fields)
+            return
         if op == "ready":
             worker.ready = True
             self._next_beat = 0.0  # tell hosts/<me>.json at once

@@ -37,6 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("cancel", help="cancel a job (drops ID.cancel)")
     p.add_argument("id")
     sub.add_parser("doctor", help="check config, tools, GPUs, models and the spool filesystem")
+    p = sub.add_parser("models", help="the model registry: list, load/unload in the running daemon, import a folder")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="registered models, where they are, which workers hold them")
+    for verb in ("load", "unload"):
+        q = msub.add_parser(verb, help=f"{verb} a model in the running daemon's workers")
+        q.add_argument("name")
+        if verb == "load":
+            q.add_argument("--wait", action="store_true", help="wait until a worker holds it")
+            q.add_argument("--timeout", type=float, default=1800)
+    q = msub.add_parser("import", help="copy a downloaded diffusers model folder into [registry] dir")
+    q.add_argument("folder", type=Path)
+    q.add_argument("--name", help="model name (default: the folder's name)")
     args = parser.parse_args(argv)
 
     try:
@@ -46,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handler = {
         "run": cmd_run, "init": cmd_init, "submit": cmd_submit, "status": cmd_status,
-        "cancel": cmd_cancel, "doctor": cmd_doctor,
+        "cancel": cmd_cancel, "doctor": cmd_doctor, "models": cmd_models,
     }[args.command]
     return handler(settings, args)
 
@@ -189,3 +201,9 @@ def cmd_doctor(settings: Settings, args) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def cmd_models(settings: Settings, args) -> int:
+    from daemon import modelcli
+
+    return modelcli.run(settings, args)

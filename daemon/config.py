@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -48,6 +48,16 @@ class WorkersConfig(Section):
     # Local folder where workers make results before delivering them into the spool
     # (in a sub-folder per host and spool); default: <temp dir>/vidspool.
     scratch_dir: Path | None = None
+    # Loaded models a worker keeps warm, in GiB; least recently used ones are unloaded to
+    # make room. auto: 90 % of the worker's GPU, or a quarter of RAM on a CPU worker.
+    model_memory_gb: Literal["auto"] | float = "auto"
+
+    @field_validator("model_memory_gb")
+    @classmethod
+    def _positive_budget(cls, v):
+        if v != "auto" and v <= 0:
+            raise ValueError("must be > 0 or \"auto\"")
+        return v
 
     @field_validator("devices")
     @classmethod
@@ -99,13 +109,33 @@ class KindConfig(Section):
 
 
 class ModelConfig(Section):
+    # Exactly one of: a local folder, or a hub id resolved from the local cache only.
     path: Path | None = None
-    repo: str | None = None
+    repo: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+    revision: str = "main"
+    # The kinds it serves; empty: every kind its pipeline family can do.
     kinds: list[str] = []
+    # A diffusers class name ("WanPipeline") or "module:Class"; default: model_index.json's.
     pipeline: str | None = None
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     offload: Literal["none", "model", "sequential"] = "none"
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    # frames × width × height this model may be asked for (refused before loading).
+    max_frame_pixels: int | None = Field(None, gt=0)
     defaults: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.repo is None):
+            raise ValueError("set exactly one of path (a local folder) or repo (a hub id in the local cache)")
+        return self
+
+
+class RegistryConfig(Section):
+    # Every sub-folder holding a model_index.json is a model named after the folder
+    # (`vidspool models import` copies downloads here); [models.NAME] entries win.
+    dir: Path = Path("models")
 
 
 class LogConfig(Section):
@@ -127,6 +157,7 @@ class Settings(BaseSettings):
     presets: dict[str, PresetConfig] = {}
     kinds: dict[str, KindConfig] = {}
     models: dict[str, ModelConfig] = {}
+    registry: RegistryConfig = RegistryConfig()
 
     @field_validator("presets")
     @classmethod
@@ -157,11 +188,15 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if config_file and not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        return Settings(_toml_file=path if path.is_file() else None, **overrides)
+        settings = Settings(_toml_file=path if path.is_file() else None, **overrides)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, f"config {path}")) from None
     except ValueError as exc:  # a TOML syntax error
         raise ConfigError(f"config {path}: {exc}") from None
+    from daemon.registry import discover_models
+
+    settings.models = {**discover_models(settings.registry.dir), **settings.models}
+    return settings
 
 
 def format_validation_error(exc: ValidationError, what: str, prefix: str = "") -> str:

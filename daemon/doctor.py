@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 from daemon.config import Settings
 from daemon.devices import visible_gpus, worker_devices
@@ -33,10 +32,16 @@ def run_doctor(settings: Settings, config_source: str) -> int:
     gpus = visible_gpus()
     report(True, f"GPUs: {', '.join(g['name'] + ' (' + str(g['memory_total_mb']) + ' MB)' for g in gpus) or 'none (CPU workers)'}")
     report(True, f"workers: {', '.join(worker_devices(settings.workers.devices, settings.workers.cpu_workers))}")
-    for name, model in settings.models.items():
-        where = model.path or model.repo
-        present = bool(model.path and Path(model.path).is_dir())
-        report(present or model.repo is not None, f"model {name}: {where}" + ("" if present else " (not on disk)"), warn=True)
+    from pipeline.errors import JobError
+    from pipeline.models.locate import model_folder, read_index
+
+    for name, model in sorted(settings.models.items()):
+        try:
+            folder = model_folder(name, model.model_dump(mode="json"))
+            index = read_index(name, folder)
+            report(True, f"model {name}: {index['_class_name']} in {folder}")
+        except JobError as exc:
+            report(False, f"{exc.code}: {exc.message}", warn=True)
     root = settings.spool.root
     if not root.exists():
         report(False, f"spool {root} does not exist (run: vidspool init)")

@@ -84,14 +84,19 @@ def validate_job(
         raise JobError(ErrorCode.INVALID_JOB, f"kind: unknown kind {job.kind!r} (known: {', '.join(sorted(kinds))})")
 
     kind_cfg = settings.kinds.get(job.kind)
+    job_params = dict(job.params)
+    if kind.needs_model and "model" in job_params:  # SPEC §3 lists `model` among the params too
+        in_params = job_params.pop("model")
+        if not isinstance(in_params, str) or (job.model and job.model != in_params):
+            raise JobError(ErrorCode.INVALID_JOB, "params.model: must be a model name, the same as the job's \"model\" if both are given")
+        job.model = job.model or in_params
     model = job.model or (kind_cfg.model if kind_cfg else None)
-    if model is not None and model not in settings.models:
-        raise JobError(ErrorCode.MODEL_NOT_FOUND, f"model: {model!r} is not in the model registry ([models.*] in config)")
+    model_cfg = check_model(model, job.kind, kind, settings)
     params = {
         **(kind_cfg.defaults if kind_cfg else {}),
-        **(settings.models[model].defaults if model else {}),
+        **(model_cfg.defaults if model_cfg else {}),
         **(preset_cfg.params if preset_cfg else {}),
-        **job.params,
+        **job_params,
     }
     try:
         params_model = kind.params.model_validate(params, strict=True)
@@ -106,9 +111,11 @@ def validate_job(
             raise JobError(ErrorCode.INVALID_JOB, f"job: {exc}") from None
     if kind.frame_pixels is not None:
         frame_pixels = kind.frame_pixels(params_model, inputs)
-        limit = settings.limits.max_frame_pixels
+        limit, where = settings.limits.max_frame_pixels, "[limits] max_frame_pixels"
+        if model_cfg is not None and model_cfg.max_frame_pixels is not None and model_cfg.max_frame_pixels < limit:
+            limit, where = model_cfg.max_frame_pixels, f"[models.{model}] max_frame_pixels"
         if frame_pixels is not None and frame_pixels > limit:
-            raise JobError(ErrorCode.INVALID_JOB, f"job: the video would be {frame_pixels} frame pixels (frames × width × height), over the limit of {limit} ([limits] max_frame_pixels)")
+            raise JobError(ErrorCode.INVALID_JOB, f"job: the video would be {frame_pixels} frame pixels (frames × width × height), over the limit of {limit} ({where})")
 
     return {
         "id": job.id,
@@ -121,6 +128,29 @@ def validate_job(
         "labels": job.labels,
         "preset": preset,
     }
+
+
+def check_model(model: str | None, kind_name: str, kind: KindSpec, settings: Settings):
+    """The registry entry of the job's model (None for kinds without one), checked to exist
+    and to serve the kind."""
+    if model is None:
+        if kind.needs_model:
+            known = ", ".join(n for n, m in sorted(settings.models.items()) if not m.kinds or kind_name in m.kinds)
+            raise JobError(ErrorCode.MODEL_NOT_FOUND, (
+                f"model: kind {kind_name} needs a model; name one in the job (\"model\") or set "
+                f"[kinds.{kind_name}] model in config (registered for this kind: {known or 'none'})"))
+        return None
+    model_cfg = settings.models.get(model)
+    if model_cfg is None:
+        known = ", ".join(sorted(settings.models)) or "none"
+        raise JobError(ErrorCode.MODEL_NOT_FOUND, (
+            f"model: {model!r} is not in the model registry ([models.*] in config, or a folder in "
+            f"{settings.registry.dir}/; registered: {known})"))
+    if not kind.needs_model:
+        raise JobError(ErrorCode.INVALID_JOB, f"model: kind {kind_name} does not use a model")
+    if model_cfg.kinds and kind_name not in model_cfg.kinds:
+        raise JobError(ErrorCode.INVALID_JOB, f"model: {model!r} serves {', '.join(model_cfg.kinds)}, not {kind_name}")
+    return model_cfg
 
 
 def resolve_inputs(

@@ -31,9 +31,14 @@ class RunningJob:
 class WorkerHandle:
     """One worker process on one device, and the job it runs."""
 
-    def __init__(self, index: int, device: str):
+    def __init__(self, index: int, device: str, model_memory_gb: float | str = "auto"):
         self.index = index
         self.device = device
+        self.model_memory_gb = model_memory_gb
+        # What the worker last reported holding (pipeline/models/resident.py describe()).
+        self.model_state: dict = {}
+        self.loading: set[str] = set()  # load requests sent and not yet answered
+        self.warm_imports = False  # import torch and diffusers at start (there are models to serve)
         self.process = None
         self.conn = None
         self.ready = False
@@ -59,7 +64,7 @@ class WorkerHandle:
 
         parent, child = _spawn.Pipe(duplex=True)
         self.process = _spawn.Process(
-            target=worker.main, args=(child, self.device, worker_env(self.device)),
+            target=worker.main, args=(child, self.device, worker_env(self.device), self.model_memory_gb, self.warm_imports),
             name=f"vidspool-worker-{self.device}", daemon=True,
         )
         self.process.start()
@@ -100,7 +105,16 @@ class WorkerHandle:
         self.process = None
         self.conn = None
         self.ready = False
+        self.model_state = {}
+        self.loading = set()
         return code
+
+    @property
+    def models(self) -> list[str]:
+        return [m["name"] for m in self.model_state.get("models", [])]
+
+    def holds(self, model: str | None) -> bool:
+        return model is not None and model in self.models
 
     def describe(self) -> dict:
         return {
@@ -112,4 +126,10 @@ class WorkerHandle:
             "job": self.job.job_id if self.job else None,
             "restarts": self.restarts,
             "jobs_done": self.jobs_done,
+            "models": self.models,
+            "model_loads": self.model_state.get("model_loads", 0),
+            "loading": sorted(self.loading),
+            "memory": self.model_state.get("memory"),
+            "models_bytes": self.model_state.get("models_bytes", 0),
+            "model_budget_bytes": self.model_state.get("budget_bytes"),
         }

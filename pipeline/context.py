@@ -40,6 +40,9 @@ class JobContext:
         limits: dict | None = None,
         host: str | None = None,
         attempt: int = 1,
+        models=None,
+        model_name: str | None = None,
+        model_config: dict | None = None,
     ):
         self.job_id = job_id
         self.job = job
@@ -51,6 +54,10 @@ class JobContext:
         self.limits = limits or {}
         self.host = host
         self.attempt = attempt
+        # The worker's ModelStore (warm pipelines) and the job's registry entry, if any.
+        self.models = models
+        self.model_name = model_name
+        self.model_config = model_config or {}
         self._progress = 0.0
         self._stage: str | None = None
         self._stage_started = time.monotonic()

@@ -394,3 +394,54 @@ def write_thumb(frame: np.ndarray, path: Path, max_side: int = 640) -> None:
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     # format= is explicit because callers write to temporary names such as ".thumb.jpg.tmp".
     image.save(path, format="JPEG", quality=88)
+
+
+def cover_image(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Scale an image to cover width x height, keeping its aspect ratio, and centre-crop it."""
+    scale = max(width / image.width, height / image.height)
+    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    scaled = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    return scaled.crop((left, top, left + width, top + height))
+
+
+# -- video in ---------------------------------------------------------------------------
+
+
+def read_video_frames(path: Path, max_frames: int | None = None) -> tuple[list[Image.Image], float]:
+    """Decode the first max_frames frames of a video as RGB images, and its frame rate.
+
+    Raises JobError(unsupported_input) when the file is not a readable video.
+    """
+    frames: list[Image.Image] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{path.name}: has no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+            for frame in container.decode(stream):
+                frames.append(frame.to_image())
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except av.FFmpegError as e:
+        raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{path.name}: not a readable video ({_reason(e, path)})") from e
+    if not frames:
+        raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{path.name}: contains no video frames")
+    return frames, fps
+
+
+# -- previews ---------------------------------------------------------------------------
+
+
+def write_preview_gif(frames: list[np.ndarray], fps: float, path: Path, max_side: int = 256, max_fps: float = 10) -> None:
+    """A small looping GIF of the frames: at most max_side pixels and max_fps frames a second."""
+    step = max(1, round(fps / max_fps))
+    images = []
+    for frame in frames[::step]:
+        image = Image.fromarray(frame)
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        images.append(image.convert("P", palette=Image.Palette.ADAPTIVE, colors=128))
+    duration_ms = max(20, round(1000 * step / fps))
+    # format= is explicit because callers write to temporary names such as ".preview.gif.tmp".
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0, optimize=True)

@@ -1,10 +1,12 @@
 """The worker process: owns one device, runs one job at a time.
 
 Talks to the daemon over one multiprocessing Connection:
-  in:  {"op": "run", ...job}, {"op": "cancel", "job_id"}, {"op": "stop"}
+  in:  {"op": "run", ...job}, {"op": "cancel", "job_id"}, {"op": "stop"},
+       {"op": "load", "model", "config"}, {"op": "unload", "model"}
   out: {"op": "ready"}, {"op": "progress"|"log", "job_id", ...},
        {"op": "done", "job_id", "result"}, {"op": "failed", "job_id", "error"},
-       {"op": "canceled", "job_id"}
+       {"op": "canceled", "job_id"}, "model_state" (ModelStore.describe()) in "ready", in every
+       job's end and in {"op": "models"} after a load or unload, {"op": "load_failed", "model", "error"}
 """
 
 from __future__ import annotations
@@ -44,18 +46,19 @@ def _die_with_parent() -> None:
         pass
 
 
-def main(conn, device: str, env: dict[str, str]) -> None:
+def main(conn, device: str, env: dict[str, str], model_memory_gb: float | str = "auto", warm_imports: bool = False) -> None:
     _die_with_parent()
     os.environ.update(env)  # CUDA_VISIBLE_DEVICES before anything imports torch
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
     if os.getppid() == 1:
         return
-    Worker(conn, device).serve()
+    Worker(conn, device, model_memory_gb).serve(warm_imports)
 
 
 class Worker:
-    def __init__(self, conn, device: str):
+    def __init__(self, conn, device: str, model_memory_gb: float | str = "auto"):
         from pipeline.kinds import load_kinds
+        from pipeline.models.resident import ModelStore
 
         self.conn = conn
         self.device = device
@@ -65,19 +68,39 @@ class Worker:
         self._cancel = threading.Event()
         self._current: str | None = None
         self._current_lock = threading.Lock()
+        self.models = ModelStore(self.local_device, model_memory_gb)
+
+    @property
+    def local_device(self) -> str:
+        # With CUDA_VISIBLE_DEVICES set to its own GPU, that GPU is cuda:0 inside the worker.
+        return "cpu" if self.device.startswith("cpu") else "cuda:0"
 
     def send(self, msg: dict) -> None:
         with self._send_lock:
             self.conn.send(msg)
 
-    def serve(self) -> None:
+    def serve(self, warm_imports: bool = False) -> None:
         threading.Thread(target=self._read_commands, name="commands", daemon=True).start()
-        self.send({"op": "ready", "pid": os.getpid(), "device": self.device, "kinds": sorted(self.kinds)})
+        warming = None
+        if warm_imports:
+            from pipeline.models.resident import warm_imports as warm
+
+            warming = threading.Thread(target=warm, name="warm-imports", daemon=True)
+            warming.start()
+        self.send({"op": "ready", "pid": os.getpid(), "device": self.device, "kinds": sorted(self.kinds),
+                   "model_state": self.models.describe()})
         while True:
             msg = self._jobs.get()
             if msg is None:
                 return
-            self._run(msg)
+            if warming is not None:
+                warming.join()  # imports racing in two threads can see half-made modules
+                warming = None
+            if msg["op"] == "run":
+                self._run(msg)
+            else:
+                self._manage_model(msg)
+                self.send({"op": "models", "model_state": self.models.describe()})
 
     def _read_commands(self) -> None:
         while True:
@@ -86,7 +109,7 @@ class Worker:
             except (EOFError, OSError):
                 os._exit(0)  # the daemon is gone
             op = msg.get("op")
-            if op == "run":
+            if op in ("run", "load", "unload"):
                 self._jobs.put(msg)
             elif op == "cancel":
                 with self._current_lock:
@@ -115,12 +138,15 @@ class Worker:
             job=msg["job"],
             inputs={k: [Path(p) for p in v] for k, v in msg["inputs"].items()},
             results_dir=scratch,
-            device="cpu" if self.device.startswith("cpu") else "cuda:0",
+            device=self.local_device,
             send=self.send,
             cancel_event=self._cancel,
             limits=msg.get("limits"),
             host=msg.get("host"),
             attempt=msg.get("attempt", 1),
+            models=self.models,
+            model_name=msg["job"].get("model"),
+            model_config=msg.get("model_config"),
         )
         try:
             kind = self.kinds.get(msg["job"]["kind"])
@@ -132,21 +158,46 @@ class Worker:
             ctx.check_canceled()
             result = self._result(ctx, time.monotonic() - started)
             self._deliver(ctx, Path(msg["results_dir"]))
-            self.send({"op": "done", "job_id": job_id, "result": result})
+            self._finish({"op": "done", "job_id": job_id, "result": result})
         except JobCanceled:
-            self.send({"op": "canceled", "job_id": job_id})
+            self._finish({"op": "canceled", "job_id": job_id})
         except JobError as exc:
-            self.send({"op": "failed", "job_id": job_id, "error": exc.to_status()})
+            self._finish({"op": "failed", "job_id": job_id, "error": exc.to_status()})
         except MemoryError as exc:
-            self.send({"op": "failed", "job_id": job_id, "error": JobError(ErrorCode.GPU_OUT_OF_MEMORY if "cuda" in self.device else ErrorCode.INTERNAL, f"out of memory: {exc}").to_status()})
+            self._finish({"op": "failed", "job_id": job_id, "error": JobError(ErrorCode.GPU_OUT_OF_MEMORY if "cuda" in self.device else ErrorCode.INTERNAL, f"out of memory: {exc}").to_status()})
         except Exception as exc:  # noqa: BLE001 - any bug in a kind fails only its job
             code = ErrorCode.GPU_OUT_OF_MEMORY if type(exc).__name__ == "OutOfMemoryError" else ErrorCode.INTERNAL
             self.send({"op": "log", "job_id": job_id, "event": "job.exception", "level": "error", "traceback": traceback.format_exc()})
-            self.send({"op": "failed", "job_id": job_id, "error": JobError(code, f"{type(exc).__name__}: {exc}").to_status()})
+            self._finish({"op": "failed", "job_id": job_id, "error": JobError(code, f"{type(exc).__name__}: {exc}").to_status()})
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
             with self._current_lock:
                 self._current = None
+            if self.models.loaded:
+                self.models.free_cache()  # what a failed or canceled step left on the GPU
+
+    def _finish(self, msg: dict) -> None:
+        """The end of a job, with what the worker now holds (the arbiter places the next job by it)."""
+        self.send({**msg, "model_state": self.models.describe()})
+
+    def _manage_model(self, msg: dict) -> None:
+        from pipeline.errors import ErrorCode, JobError
+
+        name = msg["model"]
+        try:
+            if msg["op"] == "load":
+                started = time.monotonic()
+                _, loaded_now = self.models.ensure(name, msg["config"])
+                self.send({"op": "log", "event": "model.loaded" if loaded_now else "model.already_loaded", "model": name,
+                           "device": self.device, "seconds": round(time.monotonic() - started, 3)})
+            elif self.models.unload(name):
+                self.send({"op": "log", "event": "model.unloaded", "model": name, "device": self.device})
+        except JobError as exc:
+            self.send({"op": "load_failed", "model": name, "error": exc.to_status()})
+        except Exception as exc:  # noqa: BLE001 - a broken model must not take the worker down
+            code = ErrorCode.GPU_OUT_OF_MEMORY if type(exc).__name__ == "OutOfMemoryError" else ErrorCode.MODEL_LOAD_FAILED
+            self.send({"op": "load_failed", "model": name, "error": JobError(code, f"{type(exc).__name__}: {exc}").to_status()})
+            self.models.free_cache()
 
     def _deliver(self, ctx, results_dir: Path) -> None:
         """Copies the results into the job folder (temp name, fsync, rename), waiting

@@ -44,6 +44,8 @@ class Daemon:
             "VIDSPOOL_WORKERS__DRAIN_SECONDS": "5",
             "VIDSPOOL_API__PORT": "0",
             "VIDSPOOL_LOG__FORMAT": "json",
+            # No model folders unless a test names some (not the developer's models/).
+            "VIDSPOOL_REGISTRY__DIR": str(self.root.parent / "no-models"),
         }
         self.settings.update(settings)
         self.proc: subprocess.Popen | None = None

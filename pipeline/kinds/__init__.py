@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 
 from pipeline.kinds.base import KindSpec
 
-BUILTIN_MODULES = ("pipeline.kinds.slideshow",)
+BUILTIN_MODULES = ("pipeline.kinds.slideshow", "pipeline.kinds.video_generation")
 ENTRY_POINT_GROUP = "vidspool.kinds"
 
 
@@ -21,8 +21,9 @@ def load_kinds() -> dict[str, KindSpec]:
     """All kinds, by name. A broken plugin is reported, not fatal to the others."""
     kinds: dict[str, KindSpec] = {}
     for module_name in BUILTIN_MODULES:
-        spec = importlib.import_module(module_name).KIND
-        kinds[spec.name] = spec
+        module = importlib.import_module(module_name)
+        for spec in getattr(module, "KINDS", None) or (module.KIND,):  # a module may define several
+            kinds[spec.name] = spec
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         spec = ep.load()
         if not isinstance(spec, KindSpec):

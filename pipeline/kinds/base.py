@@ -43,6 +43,8 @@ class KindSpec:
     # [limits] max_frame_pixels before any work); kinds check later sizes with the context.
     frame_pixels: Callable[[BaseModel, Mapping[str, list[Path]]], int | None] | None = None
     description: str = ""
+    # Runs a model from the registry: the job must name one (or its kind a default).
+    needs_model: bool = False
     extra: dict = field(default_factory=dict)
 
     def input_spec(self, name: str) -> InputSpec | None:

@@ -1,0 +1,135 @@
+"""`vidspool models list|load|unload|import`: the registry from the command line.
+
+list works without a daemon (it reads the config and looks at the folders); load and
+unload ask the running daemon through its API; import copies a downloaded model folder
+into `[registry] dir`, where the daemon finds it on start or reload.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from daemon.config import Settings
+from pipeline.errors import JobError
+
+
+def run(settings: Settings, args) -> int:
+    return {"list": _list, "load": _load, "unload": _unload, "import": _import}[args.models_command](settings, args)
+
+
+def api_call(settings: Settings, method: str, path: str, timeout: float = 5.0) -> dict:
+    host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::", "") else settings.api.host
+    request = urllib.request.Request(f"http://{host}:{settings.api.port}/api/v1{path}", method=method)
+    if settings.api.tokens:
+        request.add_header("Authorization", f"Bearer {settings.api.tokens[0]}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+        raise SystemExit(f"vidspool: {body.get('error', {}).get('message') or exc}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConnectionError(f"the daemon's API at {host}:{settings.api.port} is not reachable ({exc})") from None
+
+
+def _list(settings: Settings, args) -> int:
+    try:
+        models = api_call(settings, "GET", "/models")["models"]
+    except ConnectionError:
+        models = _local_view(settings)
+    if not models:
+        print(f"no models: add [models.NAME] to the config, or put model folders in {settings.registry.dir}/")
+        return 0
+    for m in models:
+        where = m["folder"] or m["problem"]
+        loaded = ", ".join(m.get("loaded_on") or []) or "-"
+        print(f"{m['name']:<28} {'ok' if m['available'] else 'MISSING':<8} kinds={','.join(m['kinds']) or 'any'} "
+              f"loaded_on={loaded}\n    {where}")
+    return 0 if all(m["available"] for m in models) else 1
+
+
+def _local_view(settings: Settings) -> list[dict]:
+    from pipeline.models.locate import model_folder
+
+    out = []
+    for name, entry in sorted(settings.models.items()):
+        try:
+            folder, problem = str(model_folder(name, entry.model_dump(mode="json"))), None
+        except JobError as exc:
+            folder, problem = None, exc.message
+        out.append({"name": name, "kinds": entry.kinds, "folder": folder, "available": problem is None, "problem": problem})
+    return out
+
+
+def _load(settings: Settings, args) -> int:
+    try:
+        answer = api_call(settings, "POST", f"/models/{args.name}/load")
+        print(f"{args.name}: loading on {answer['device']}")
+        if not args.wait:
+            return 0
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            view = {m["name"]: m for m in api_call(settings, "GET", "/models")["models"]}[args.name]
+            if view["loaded_on"]:
+                print(f"{args.name}: loaded on {', '.join(view['loaded_on'])}")
+                return 0
+            if not view["loading_on"]:
+                print(f"vidspool: {args.name} did not load (see the daemon's log: model.load_failed)", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        print(f"vidspool: {args.name} still loading after {args.timeout:g} s", file=sys.stderr)
+        return 1
+    except ConnectionError as exc:
+        print(f"vidspool: {exc}", file=sys.stderr)
+        return 1
+
+
+def _unload(settings: Settings, args) -> int:
+    try:
+        answer = api_call(settings, "POST", f"/models/{args.name}/unload")
+    except ConnectionError as exc:
+        print(f"vidspool: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: unloading on {', '.join(answer['devices']) or 'no worker (it was not loaded)'}")
+    return 0
+
+
+def _import(settings: Settings, args) -> int:
+    """Copies a model folder into [registry] dir under a temporary name, then renames it."""
+    from pipeline.models.families import kinds_of
+    from pipeline.models.locate import read_index
+
+    src = args.folder.expanduser()
+    name = args.name or src.resolve().name
+    if not src.is_dir():
+        print(f"vidspool: {src} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        index = read_index(name, src)
+    except JobError as exc:
+        print(f"vidspool: {exc.message}", file=sys.stderr)
+        return 2
+    dest_root = Path(settings.registry.dir)
+    dest = dest_root / name
+    if dest.exists() or name in settings.models:
+        print(f"vidspool: a model named {name!r} exists already ({dest}); choose another --name", file=sys.stderr)
+        return 2
+    dest_root.mkdir(parents=True, exist_ok=True)
+    tmp = dest_root / f".import-{name}-{secrets.token_hex(4)}"
+    try:
+        shutil.copytree(src, tmp, symlinks=False)  # hub snapshots are symlinks into blobs: copy the files
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    kinds = kinds_of(index["_class_name"])
+    print(f"imported {name} ({index['_class_name']}) into {dest}; kinds: {', '.join(kinds) or 'name them in [models.' + name + '] kinds'}")
+    print("reload the daemon to serve it: systemctl reload vidspool (or send it SIGHUP)")
+    return 0

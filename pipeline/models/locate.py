@@ -1,0 +1,73 @@
+"""Where a registry entry's model folder is, and what its model_index.json says.
+
+Offline only: `path` is a local folder; `repo` is looked up in the local Hugging Face hub
+cache (`local_files_only=True`), never downloaded. No torch here: the daemon uses this to
+list models, the worker to load them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pipeline.errors import ErrorCode, JobError
+
+INDEX = "model_index.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
+
+
+def hub_cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def model_folder(name: str, config: dict) -> Path:
+    """The local folder of model `name`, or JobError(model_not_found) saying where it looked."""
+    if config.get("path"):
+        folder = Path(config["path"]).expanduser()
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise JobError(ErrorCode.MODEL_NOT_FOUND, f"model {name!r}: {folder} {what} ([models.{name}] path)")
+        return folder.resolve()
+    repo, revision = config["repo"], config.get("revision") or "main"
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        cache = hub_cache_dir() / f"models--{repo.replace('/', '--')}"
+        raise JobError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"model {name!r}: {repo}@{revision} is not in the local hub cache (looked in {cache}); "
+            f"download it on this host first, e.g. `hf download {repo}`",
+        ) from None
+
+
+def read_index(name: str, folder: Path) -> dict:
+    """model_index.json of a diffusers folder, checked to name its pipeline class."""
+    index = folder / INDEX
+    try:
+        doc = json.loads(index.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise JobError(ErrorCode.MODEL_NOT_FOUND, f"model {name!r}: {folder} has no {INDEX} (not a diffusers model folder)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"model {name!r}: {index} is corrupt ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("_class_name"), str):
+        raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"model {name!r}: {index} does not name a pipeline class (_class_name)")
+    return doc
+
+
+def weights_bytes(folder: Path) -> int:
+    """Bytes of weight files under a model folder (an estimate of its memory before loading)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder, followlinks=True):
+        for f in files:
+            if f.endswith(WEIGHT_SUFFIXES):
+                try:
+                    total += os.stat(os.path.join(root, f)).st_size
+                except OSError:
+                    pass
+    return total
