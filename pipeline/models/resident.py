@@ -51,8 +51,7 @@ def quiet_libraries() -> None:
 
 def warm_imports() -> None:
     """Imports torch and diffusers ahead of the first job (seconds a model job need not wait)."""
-    import torch  # noqa: F401
-
+    importlib.import_module("torch")
     quiet_libraries()
 
 
