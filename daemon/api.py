@@ -1,4 +1,4 @@
-"""The HTTP API (SPEC §6), served by aiohttp inside the daemon process.
+"""The HTTP API (SPEC §6), served by aiohttp inside the daemon process (design: docs/api.md).
 
 Status documents come from the outbox (the files are the truth); submissions go through
 the inbox like any dropped file. Files are found by server-side lookup in the job's
@@ -7,32 +7,55 @@ outbox folder only: no path from a request reaches the filesystem.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import secrets
+import shutil
+import time
 from pathlib import Path
 
 from aiohttp import web
 
 from daemon import __version__
+from daemon.auth import find_token, load_tokens, presented_token
+from daemon.events import EventLog
 from daemon.fscheck import spool_fault
 from daemon.fsops import atomic_write_bytes, read_json
-from daemon.spool import STATUS, is_valid_job_id
+from daemon.metrics import Metrics
+from daemon.spool import STATUS, is_valid_job_id, sanitize_job_id
 
 API = "/api/v1"
+WEB_DIR = Path(__file__).resolve().parent / "web"
+STATES = ("queued", "running", "completed", "failed", "canceled")
+KEEPALIVE_SECONDS = 15.0
+UPLOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$")
+# Paths anyone may fetch, tokens or not: health, and the page's static files (no data).
+OPEN_PATHS = ("/", f"{API}/health")
+STATIC_FILES = {"app.js": "application/javascript", "style.css": "text/css", "index.html": "text/html"}
 
 
-def error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def error(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
 class Api:
     def __init__(self, arbiter):
         self.arbiter = arbiter
         self.spool = arbiter.spool
+        self.events = EventLog()
+        self.metrics = Metrics(arbiter)
+        api = arbiter.settings.api
+        self.tokens = load_tokens(api.tokens, api.tokens_file)
+        arbiter.listeners.append(self.events.add)
+        arbiter.listeners.append(self.metrics.on_status)
 
     def routes(self) -> list:
         return [
+            web.get("/", self.page),
+            web.get("/static/{name}", self.static),
+            web.get("/metrics", self.get_metrics),
             web.get(f"{API}/health", self.health),
             web.get(f"{API}/info", self.info),
             web.get(f"{API}/queue", self.queue),
@@ -42,11 +65,61 @@ class Api:
             web.delete(f"{API}/jobs/{{id}}", self.cancel_job),
             web.get(f"{API}/jobs/{{id}}/files/{{name}}", self.get_file),
             web.get(f"{API}/jobs/{{id}}/download", self.download),
+            web.get(f"{API}/events", self.stream_events),
             web.get(f"{API}/models", self.list_models),
             web.post(f"{API}/models/{{name}}/load", self.load_model),
             web.post(f"{API}/models/{{name}}/unload", self.unload_model),
+            web.get(f"{API}/openapi.json", self.openapi),
         ]
 
+    # -- middlewares ------------------------------------------------------------------
+    @web.middleware
+    async def authorize(self, request: web.Request, handler):
+        if not self.tokens or request.path in OPEN_PATHS or request.path.startswith("/static/"):
+            return await handler(request)
+        token = find_token(self.tokens, presented_token(request.headers, request.query))
+        if token is None:
+            return error(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer …)",
+                         headers={"WWW-Authenticate": 'Bearer realm="vidspool"'})
+        scope = "read" if request.method in ("GET", "HEAD") else "submit"
+        if scope not in token.scopes:
+            return error(403, "forbidden", f"this token lacks the {scope!r} scope")
+        return await handler(request)
+
+    @web.middleware
+    async def measure(self, request: web.Request, handler):
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+            self.metrics.observe_request(request.method, route, status, time.perf_counter() - started)
+
+    # -- the page, metrics, the document ------------------------------------------------
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(WEB_DIR / "index.html", headers={"Content-Type": "text/html; charset=utf-8"})
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in STATIC_FILES or not (WEB_DIR / name).is_file():
+            return error(404, "not_found", f"no static file {name!r}")
+        return web.FileResponse(WEB_DIR / name, headers={"Content-Type": f"{STATIC_FILES[name]}; charset=utf-8"})
+
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        from daemon.openapi import openapi_document
+
+        return web.json_response(openapi_document(self.arbiter.kinds, self.arbiter.settings))
+
+    # -- daemon ---------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
         problems = []
         if self.arbiter.fault:
@@ -69,9 +142,11 @@ class Api:
             "spool": str(self.spool.root),
             "devices": [w.device for w in self.arbiter.workers],
             "kinds": sorted(self.arbiter.kinds),
+            "kind_inputs": {name: [i.name for i in k.inputs] for name, k in sorted(self.arbiter.kinds.items())},
             "models": sorted(s.models),
             "presets": {n: {"kind": p.kind, "accept": p.accept} for n, p in s.presets.items()},
             "limits": s.limits.model_dump(),
+            "auth": bool(self.tokens),
         })
 
     async def queue(self, request: web.Request) -> web.Response:
@@ -80,6 +155,7 @@ class Api:
             "queued": [{"id": q.job_id, "priority": q.priority, "position": i + 1} for i, q in enumerate(self.arbiter.queue)],
         })
 
+    # -- jobs -------------------------------------------------------------------------
     def _status(self, job_id: str) -> dict | None:
         if not is_valid_job_id(job_id):
             return None
@@ -95,18 +171,27 @@ class Api:
         return web.json_response(doc)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
-        state = request.query.get("state")
-        kind = request.query.get("kind")
+        q = request.query
+        state, kind, label = q.get("state"), q.get("kind"), q.get("label")
+        if state is not None and state not in STATES:
+            return error(400, "bad_request", f"state must be one of {', '.join(STATES)}")
+        if label is not None and "=" not in label:
+            return error(400, "bad_request", "label must be KEY=VALUE")
         try:
-            limit = max(1, min(int(request.query.get("limit", 50)), 1000))
+            limit = int(q.get("limit", 50))
         except ValueError:
             return error(400, "bad_request", "limit must be an integer")
-        cursor = request.query.get("cursor") or ""
-        names = sorted((n for n in os.listdir(self.spool.outbox) if is_valid_job_id(n) and n > cursor))
+        if not 1 <= limit <= 1000:
+            return error(400, "bad_request", "limit must be 1–1000")
+        cursor = q.get("cursor") or ""
+        label_key, _, label_value = (label or "").partition("=")
+        names = sorted(n for n in os.listdir(self.spool.outbox) if n > cursor and is_valid_job_id(n))
         jobs = []
         for name in names:
-            doc = read_json(self.spool.outbox / name / STATUS)
+            doc = self.arbiter.statuses.current(name)
             if doc is None or (state and doc.get("state") != state) or (kind and doc.get("kind") != kind):
+                continue
+            if label and (doc.get("labels") or {}).get(label_key) != label_value:
                 continue
             jobs.append({k: doc.get(k) for k in ("id", "kind", "state", "progress", "stage", "created_at", "finished_at", "labels")})
             if len(jobs) == limit:
@@ -115,29 +200,92 @@ class Api:
         return web.json_response({"jobs": jobs, "next_cursor": next_cursor})
 
     async def submit(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        if len(raw) > self.arbiter.settings.limits.job_json_bytes:
-            return error(413, "too_large", "job JSON over [limits] job_json_bytes")
+        """A job as JSON, or multipart (`job` + files): staged under a dot-name in the inbox,
+        its id reserved, then renamed in, where the daemon accepts it like any drop."""
+        if len(self.arbiter.queue) >= self.arbiter.settings.api.max_queued_jobs:
+            return error(429, "queue_full", f"{len(self.arbiter.queue)} jobs are waiting ([api] max_queued_jobs); try again later",
+                         headers={"Retry-After": "10"})
+        token = secrets.token_hex(6)
+        staging = self.spool.inbox / f".api-{token}.part"
+        staging.mkdir()
         try:
-            doc = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return error(400, "invalid_job", f"body is not valid JSON: {exc}")
-        if not isinstance(doc, dict):
-            return error(400, "invalid_job", "body must be a JSON object")
-        job_id = doc.get("id") if isinstance(doc.get("id"), str) and is_valid_job_id(doc["id"]) else f"api-{secrets.token_hex(6)}"
-        if self.spool.job_outbox(job_id).exists():
-            job_id = f"{job_id}-{secrets.token_hex(3)}"
-        doc["id"] = job_id
-        name = f"{job_id}.json"
-        tmp = self.spool.inbox / f".{name}.part"
-        atomic_write_bytes(tmp, json.dumps(doc).encode())
-        os.rename(tmp, self.spool.inbox / name)
-        self.arbiter.scanner.note_moved_in(self.spool.inbox / name)
+            if request.content_type == "multipart/form-data":
+                doc = await self._receive_multipart(request, staging)
+            else:
+                doc = self._parse_job(await self._read_limited(request))
+            if isinstance(doc, web.Response):
+                return doc
+            wanted = doc["id"] if isinstance(doc.get("id"), str) and is_valid_job_id(doc["id"]) else f"api-{token}"
+            drop_name = f"{sanitize_job_id(wanted)[:40]}.api-{token}"
+            job_id = self.spool.reserve_for_drop(wanted, drop_name)
+            doc["id"] = job_id
+            atomic_write_bytes(staging / "job.json", json.dumps(doc).encode())
+            os.rename(staging, self.spool.inbox / drop_name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.arbiter.scanner.note_moved_in(self.spool.inbox / drop_name)
         self.arbiter.wake()
         return web.json_response({"id": job_id, "state": "submitted", "status_url": f"{API}/jobs/{job_id}"}, status=202)
 
+    async def _read_limited(self, request: web.Request) -> bytes | web.Response:
+        limit = self.arbiter.settings.limits.job_json_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return error(413, "too_large", f"job JSON is {request.content_length} bytes, over [limits] job_json_bytes ({limit})")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return error(413, "too_large", f"job JSON over [limits] job_json_bytes ({limit})")
+
+    @staticmethod
+    def _parse_job(raw) -> dict | web.Response:
+        if isinstance(raw, web.Response):
+            return raw
+        try:
+            doc = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            return error(400, "invalid_job", f"body is not valid JSON: {exc}")
+        if not isinstance(doc, dict):
+            return error(400, "invalid_job", "body must be a JSON object (the job file)")
+        return doc
+
+    async def _receive_multipart(self, request: web.Request, staging: Path) -> dict | web.Response:
+        limits = self.arbiter.settings.limits
+        reader = await request.multipart()
+        doc = None
+        while (part := await reader.next()) is not None:
+            if part.filename is None:
+                if part.name != "job":
+                    return error(400, "bad_request", f"unknown form field {part.name!r} (send `job` and files)")
+                raw = await part.read(decode=True)
+                if len(raw) > limits.job_json_bytes:
+                    return error(413, "too_large", f"job JSON over [limits] job_json_bytes ({limits.job_json_bytes})")
+                doc = self._parse_job(raw)
+                if isinstance(doc, web.Response):
+                    return doc
+                continue
+            name = os.path.basename(part.filename.replace("\\", "/"))
+            if not UPLOAD_NAME.match(name) or name == "job.json":
+                return error(400, "bad_request", f"file name {part.filename!r}: use letters, digits, '.', '_', '-', space")
+            target = staging / name
+            if target.exists():
+                return error(400, "bad_request", f"file {name!r} sent twice")
+            size = 0
+            with open(target, "wb") as f:
+                while chunk := await part.read_chunk(1 << 20):
+                    size += len(chunk)
+                    if size > limits.input_bytes:
+                        return error(413, "too_large", f"file {name!r} is over [limits] input_bytes ({limits.input_bytes})")
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+        if doc is None:
+            return error(400, "bad_request", "multipart submission needs a `job` field holding the job JSON")
+        return doc
+
     async def cancel_job(self, request: web.Request) -> web.Response:
         job_id = request.match_info["id"]
+        if not is_valid_job_id(job_id):
+            return error(404, "not_found", f"no job {job_id!r}")
         outcome = self.arbiter.cancel(job_id, source="api")
         if outcome == "not_found":
             return error(404, "not_found", f"no job {job_id!r}")
@@ -145,34 +293,66 @@ class Api:
             return error(409, "conflict", f"job {job_id!r} has already ended")
         return web.json_response({"id": job_id, "state": outcome}, status=202)
 
-    def _file(self, job_id: str, name: str) -> Path | None:
+    # -- files --------------------------------------------------------------------------
+    def _result_file(self, job_id: str, name: str | None) -> tuple[Path, str] | None:
+        """A file the job's status lists as a result, looked up in its outbox folder only."""
         if not is_valid_job_id(job_id):
             return None
-        out = self.spool.job_outbox(job_id)
-        doc = read_json(out / STATUS) or {}
-        files = {f["name"] for f in ((doc.get("result") or {}).get("files") or [])}
+        doc = read_json(self.spool.job_outbox(job_id) / STATUS) or {}
+        files = {f["name"]: f for f in ((doc.get("result") or {}).get("files") or []) if isinstance(f, dict)}
+        if name is None:  # the main result
+            kind = self.arbiter.kinds.get(doc.get("kind") or "")
+            name = kind.main_result if kind and kind.main_result in files else next(iter(files), None)
         if name not in files:
             return None
-        return out / name
+        path = self.spool.job_outbox(job_id) / files[name]["name"]
+        return (path, files[name].get("media_type") or "application/octet-stream") if path.is_file() else None
+
+    async def _send_file(self, found: tuple[Path, str] | None, what: str) -> web.StreamResponse:
+        if found is None:
+            return error(404, "not_found", what)
+        path, media_type = found
+        return web.FileResponse(path, headers={"Content-Type": media_type,
+                                               "Content-Disposition": f'inline; filename="{path.name}"'})
 
     async def get_file(self, request: web.Request) -> web.StreamResponse:
-        path = self._file(request.match_info["id"], request.match_info["name"])
-        if path is None or not path.is_file():
-            return error(404, "not_found", "no such result file")
-        return web.FileResponse(path)
+        job_id, name = request.match_info["id"], request.match_info["name"]
+        return await self._send_file(self._result_file(job_id, name), f"job {job_id!r} has no result file {name!r}")
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         job_id = request.match_info["id"]
-        doc = self._status(job_id) or {}
-        files = [f["name"] for f in ((doc.get("result") or {}).get("files") or [])]
-        kind = self.arbiter.kinds.get(doc.get("kind") or "")
-        main = kind.main_result if kind else None
-        name = main if main in files else (files[0] if files else None)
-        if name is None:
-            return error(404, "not_found", f"job {job_id!r} has no result yet")
-        return web.FileResponse(self.spool.job_outbox(job_id) / name)
+        return await self._send_file(self._result_file(job_id, None), f"job {job_id!r} has no result yet")
 
+    # -- events ---------------------------------------------------------------------------
+    async def stream_events(self, request: web.Request) -> web.StreamResponse:
+        job = request.query.get("job")
+        if job is not None and not is_valid_job_id(job):
+            return error(400, "bad_request", f"job {job!r} is not a job id")
+        after = self.events.since(request.headers.get("Last-Event-ID"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        if after is None:  # that id is gone (older than the ring, or an earlier daemon run)
+            await response.write(f"id: {self.events.event_id(self.events.last)}\nevent: reset\ndata: {{}}\n\n".encode())
+            after = self.events.last
+        else:
+            await response.write(b": connected\n\n")
+        try:
+            while True:
+                for n, doc in self.events.after(after, job):
+                    await response.write(f"id: {self.events.event_id(n)}\nevent: status\ndata: {json.dumps(doc)}\n\n".encode())
+                after = self.events.last
+                if self.arbiter.stop_requested:
+                    break
+                before = self.events.last
+                await self.events.wait(KEEPALIVE_SECONDS)
+                if self.events.last == before:
+                    await response.write(b": keepalive\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
 
+    # -- models ---------------------------------------------------------------------------
     async def list_models(self, request: web.Request) -> web.Response:
         return web.json_response({"models": self.arbiter.models_view()})
 
@@ -195,7 +375,7 @@ class Api:
 
 @web.middleware
 async def spool_errors(request: web.Request, handler):
-    """A request that meets a broken spool (dead mount, full disk) gets 503, not 500."""
+    """A request that meets a broken spool (dead mount, full disk) gets 503/507, not 500."""
     try:
         return await handler(request)
     except OSError as exc:
@@ -206,10 +386,24 @@ async def spool_errors(request: web.Request, handler):
         return error(status, code, f"spool unavailable: {reason}")
 
 
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """aiohttp's own 404/405/413 answers in the API's error shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "bad_request")
+        return error(exc.status, code, exc.reason)
+
+
 async def start_api(arbiter, host: str, port: int):
-    app = web.Application(client_max_size=arbiter.settings.limits.job_json_bytes + 1024, middlewares=[spool_errors])
-    app.add_routes(Api(arbiter).routes())
-    runner = web.AppRunner(app, access_log=None)
+    api = Api(arbiter)
+    app = web.Application(client_max_size=arbiter.settings.limits.job_json_bytes + 1024,
+                          middlewares=[json_errors, api.measure, spool_errors, api.authorize])
+    app.add_routes(api.routes())
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # open event streams end at once
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -84,11 +84,34 @@ class StatusConfig(Section):
     progress_interval_seconds: float = Field(0.5, ge=0)
 
 
+class TokenConfig(Section):
+    token: str = Field(min_length=16)
+    scopes: list[Literal["read", "submit"]] = ["read", "submit"]
+
+
 class ApiConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    tokens: list[str] = []
+    # Bearer tokens: a string has every scope; {token, scopes} limits one to read or submit.
+    tokens: list[str | TokenConfig] = []
+    # One token per line, optional scopes after it ("t0ken read"); # comments.
+    tokens_file: Path | None = None
+    # Serve a non-loopback address without tokens (anyone who reaches it may submit).
+    allow_unauthenticated: bool = False
+    # POST /jobs answers 429 while this many jobs wait in the queue.
+    max_queued_jobs: int = Field(100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _remote_needs_tokens(self):
+        loopback = self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+        if self.enabled and not loopback and not (self.tokens or self.tokens_file) and not self.allow_unauthenticated:
+            raise ValueError(
+                f"binding {self.host} (not loopback) needs [api] tokens or tokens_file; "
+                "set allow_unauthenticated = true to serve it without")
+        if self.tokens_file is not None and not Path(self.tokens_file).is_file():
+            raise ValueError(f"tokens_file {self.tokens_file} does not exist")
+        return self
 
 
 class PresetConfig(Section):

@@ -139,6 +139,22 @@ class Spool:
                 return candidate
             n += 1
 
+    # An id the API handed out before the drop was accepted: outbox/<id>/ holds a marker
+    # named after the drop, which accept removes to take the id (unlink succeeds once).
+    RESERVED_PREFIX = ".reserved-"
+
+    def reserve_for_drop(self, wanted: str, drop_name: str) -> str:
+        job_id = self.reserve_job_id(wanted)
+        create_exclusive(self.outbox / job_id / f"{self.RESERVED_PREFIX}{drop_name}")
+        return job_id
+
+    def take_reservation(self, job_id: str, drop_name: str) -> bool:
+        try:
+            os.unlink(self.outbox / job_id / f"{self.RESERVED_PREFIX}{drop_name}")
+            return True
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
     def queued_names(self) -> list[QueueName]:
         names = []
         with os.scandir(self.queue) as it:

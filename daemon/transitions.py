@@ -82,7 +82,10 @@ class Transitions:
         job_id = read_id_marker(staging)
         if job_id is None:
             wanted = doc.get("id") if isinstance(doc.get("id"), str) else None
-            job_id = self.spool.reserve_job_id(wanted if wanted and is_valid_job_id(wanted) else default_id)
+            if wanted and is_valid_job_id(wanted) and self.spool.take_reservation(wanted, info["name"]):
+                job_id = wanted  # reserved by the API when it answered the POST
+            else:
+                job_id = self.spool.reserve_job_id(wanted if wanted and is_valid_job_id(wanted) else default_id)
             write_id_marker(staging, job_id)
 
         job: dict = {"id": job_id, "kind": doc.get("kind") if isinstance(doc.get("kind"), str) else None,

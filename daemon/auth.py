@@ -1,0 +1,61 @@
+"""API tokens and scopes: `[api] tokens` and `[api] tokens_file`, checked in constant time.
+
+A token is a plain string (every scope) or `{token = "…", scopes = ["read"]}`; a tokens
+file holds one token per line with optional comma-separated scopes after it. `read` covers
+GETs, events, files and metrics; `submit` covers submitting, canceling and model loading.
+Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from pathlib import Path
+
+SCOPES = ("read", "submit")
+
+
+@dataclass(frozen=True)
+class Token:
+    secret: bytes
+    scopes: frozenset[str]
+
+
+def load_tokens(entries: list, tokens_file: Path | None) -> list[Token]:
+    tokens = []
+    for entry in entries:
+        if isinstance(entry, str):
+            tokens.append(Token(entry.encode(), frozenset(SCOPES)))
+        else:
+            tokens.append(Token(entry.token.encode(), frozenset(entry.scopes)))
+    if tokens_file is not None:
+        for number, line in enumerate(Path(tokens_file).read_text().splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            secret, _, scopes = line.partition(" ")
+            names = frozenset(s.strip() for s in scopes.split(",") if s.strip()) or frozenset(SCOPES)
+            unknown = names - set(SCOPES)
+            if unknown:
+                raise ValueError(f"{tokens_file} line {number}: unknown scope {sorted(unknown)[0]!r} (known: read, submit)")
+            tokens.append(Token(secret.encode(), names))
+    return tokens
+
+
+def find_token(tokens: list[Token], presented: str | None) -> Token | None:
+    """The configured token equal to `presented`, comparing with every one in constant time."""
+    if not presented:
+        return None
+    given = presented.encode()
+    found = None
+    for token in tokens:
+        if hmac.compare_digest(token.secret, given):
+            found = token
+    return found
+
+
+def presented_token(headers, query) -> str | None:
+    auth = headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return query.get("access_token")

@@ -1,0 +1,88 @@
+"""Prometheus metrics (GET /metrics) with prometheus_client, in a registry of the daemon's own.
+
+Counters and histograms are fed as things happen (the arbiter's status listener, the API
+middleware); gauges that describe the present (queue, workers, memory) are read at scrape.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+disable_created_metrics()  # no *_created series: they double the output and say nothing here
+
+DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
+API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, float("inf"))
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
+    return max(0.0, (parse(end) - parse(start)).total_seconds())
+
+
+class Metrics:
+    def __init__(self, arbiter):
+        self.arbiter = arbiter
+        self.registry = CollectorRegistry()
+        self.jobs_total = Counter("vidspool_jobs", "Jobs that ended, by kind and end state", ["kind", "state"], registry=self.registry)
+        self.job_seconds = Histogram("vidspool_job_duration_seconds", "Run time of ended jobs (start to end)", ["kind"],
+                                     buckets=DURATION_BUCKETS, registry=self.registry)
+        self.queue_wait = Histogram("vidspool_queue_wait_seconds", "Time from queued to started", ["kind"],
+                                    buckets=DURATION_BUCKETS, registry=self.registry)
+        self.requests = Counter("vidspool_api_requests", "API requests", ["method", "route", "status"], registry=self.registry)
+        self.request_seconds = Histogram("vidspool_api_request_seconds", "API request time", ["route"],
+                                         buckets=API_BUCKETS, registry=self.registry)
+        self.registry.register(_PresentState(arbiter))
+
+    def on_status(self, doc: dict) -> None:
+        """Called with every status this daemon writes."""
+        kind, state = doc.get("kind") or "unknown", doc.get("state")
+        if state == "running" and doc.get("stage") == "starting":
+            waited = _seconds_between(doc.get("created_at"), doc.get("started_at"))
+            if waited is not None:
+                self.queue_wait.labels(kind).observe(waited)
+        elif state in ("completed", "failed", "canceled"):
+            self.jobs_total.labels(kind, state).inc()
+            ran = _seconds_between(doc.get("started_at"), doc.get("finished_at"))
+            if ran is not None:
+                self.job_seconds.labels(kind).observe(ran)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.request_seconds.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _PresentState:
+    """Gauges read from the arbiter at scrape time."""
+
+    def __init__(self, arbiter):
+        self.arbiter = arbiter
+
+    def collect(self):
+        a = self.arbiter
+        jobs = GaugeMetricFamily("vidspool_jobs_now", "Jobs queued (whole spool) and running (this daemon)", labels=["state"])
+        jobs.add_metric(["queued"], len(a.queue))
+        jobs.add_metric(["running"], sum(1 for w in a.workers if w.job is not None))
+        yield jobs
+        restarts = GaugeMetricFamily("vidspool_worker_restarts", "Worker process restarts since the daemon started", labels=["device"])
+        memory = GaugeMetricFamily("vidspool_device_memory_bytes", "Device memory (GPU; RAM of the worker on CPU)", labels=["device", "type"])
+        models = GaugeMetricFamily("vidspool_models_loaded", "Models a worker holds", labels=["device"])
+        loads = GaugeMetricFamily("vidspool_model_loads", "Model loads since the worker started", labels=["device"])
+        busy = GaugeMetricFamily("vidspool_worker_busy", "1 while a worker runs a job", labels=["device"])
+        for w in a.workers:
+            restarts.add_metric([w.device], w.restarts)
+            mem = w.model_state.get("memory") or {}
+            for key in ("used", "total"):
+                if key in mem:
+                    memory.add_metric([w.device, key], mem[key])
+            models.add_metric([w.device], len(w.models))
+            loads.add_metric([w.device], w.model_state.get("model_loads", 0))
+            busy.add_metric([w.device], 1 if w.job is not None else 0)
+        yield from (restarts, memory, models, loads, busy)

@@ -1,0 +1,463 @@
+"""The OpenAPI 3.1 document of the HTTP API (SPEC §6, docs/api.md), served at
+GET /api/v1/openapi.json.
+
+Built from the installed kinds (each kind's params schema comes from its pydantic model)
+and the settings (limits, model defaults), so it describes this daemon as it runs.
+Every GET route also answers HEAD (aiohttp does it for us); HEAD is not listed.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from daemon import __version__
+
+API = "/api/v1"
+REF = "#/components/schemas/"
+STATES = ["queued", "running", "completed", "failed", "canceled"]
+ERROR_CODES = ["invalid_job", "missing_input", "unsupported_input", "model_not_found", "model_load_failed",
+               "gpu_out_of_memory", "worker_crashed", "timeout", "canceled", "internal"]
+# Written without a lookahead (not starting with '.'), so that every generator understands it.
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
+STATIC_FILES = {"app.js": "application/javascript", "style.css": "text/css", "index.html": "text/html"}
+NO_AUTH: list = []  # an operation's `security: []`: no token needed
+
+Schema = dict[str, Any]
+
+
+def openapi_document(kinds: dict, settings) -> dict:
+    """The complete document: paths of every route, components, bearer security."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "vidspool",
+            "version": __version__,
+            "description": (
+                "Video jobs from a spool folder, over HTTP. Submitting goes through the inbox like a "
+                "dropped file: the answer (202) comes before validation, and an invalid job ends as a "
+                "`failed` status with error code `invalid_job`. Errors are `{\"error\": {\"code\", "
+                "\"message\"}}`. Every GET also answers HEAD."),
+        },
+        "security": [{"bearerAuth": []}, {"accessToken": []}],
+        "tags": [{"name": n} for n in ("daemon", "jobs", "files", "events", "models", "page")],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": _security_schemes(),
+            "schemas": {**_schemas(), **_job_schemas(kinds, settings)},
+            "responses": _error_responses(settings),
+            "parameters": _parameters(),
+        },
+    }
+
+
+# -- small builders -------------------------------------------------------------------
+def ref(name: str) -> Schema:
+    return {"$ref": REF + name}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(properties: dict[str, Schema], required: list[str] | None = None, *, closed: bool = False, **extra) -> Schema:
+    """An object schema; `required` defaults to every property."""
+    schema = {"type": "object", "properties": properties,
+              "required": list(properties) if required is None else required, **extra}
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+STR = {"type": "string"}
+INT = {"type": "integer"}
+NUM = {"type": "number"}
+BOOL = {"type": "boolean"}
+TIME = {"type": "string", "format": "date-time"}
+STR_LIST = array(STR)
+
+
+def json_content(schema: Schema) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def ok(description: str, schema: Schema, status: str = "200") -> dict:
+    return {status: {"description": description, "content": json_content(schema)}}
+
+
+def errors(*statuses: int) -> dict:
+    return {str(s): {"$ref": f"#/components/responses/{ERROR_RESPONSES[s][0]}"} for s in statuses}
+
+
+def operation(op_id: str, summary: str, tag: str, responses: dict, *, auth: bool = True,
+              scope: str = "read", parameters: list | None = None, body: dict | None = None,
+              description: str | None = None) -> dict:
+    """One operation. `auth`: behind the tokens (adds 401/403); `scope`: the token scope it needs."""
+    op: dict = {"operationId": op_id, "summary": summary, "tags": [tag]}
+    if description or auth:
+        scope_note = f"Needs a token with the `{scope}` scope when tokens are configured." if auth else ""
+        op["description"] = " ".join(x for x in (description, scope_note) if x)
+    if parameters:
+        op["parameters"] = parameters
+    if body:
+        op["requestBody"] = body
+    op["responses"] = {**responses, **(errors(401, 403) if auth else {})}
+    if not auth:
+        op["security"] = NO_AUTH
+    return op
+
+
+def param(name: str, where: str, schema: Schema, description: str, required: bool = False) -> dict:
+    return {"name": name, "in": where, "required": required or where == "path",
+            "schema": schema, "description": description}
+
+
+def pref(name: str) -> dict:
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
+# -- paths ----------------------------------------------------------------------------
+def _paths() -> dict:
+    spool_errors = (503, 507)  # a broken spool (dead mount: 503, full disk: 507)
+    return {
+        "/": {"get": operation("page", "The dashboard page", "page", _file_responses("text/html"), auth=False)},
+        "/static/{name}": {"get": operation(
+            "static", "A static file of the page", "page",
+            {**_file_responses(*STATIC_FILES.values()), **errors(404)}, auth=False,
+            parameters=[param("name", "path", {"type": "string", "enum": list(STATIC_FILES)}, "file name")])},
+        "/metrics": {"get": operation(
+            "metrics", "Prometheus metrics", "daemon",
+            {"200": {"description": "Prometheus text exposition format 0.0.4",
+                     "content": {"text/plain": {"schema": STR}}}})},
+        f"{API}/health": {"get": operation(
+            "health", "Health: spool writable and a live worker", "daemon",
+            {**ok("healthy", ref("Health")),
+             "503": {"description": "unhealthy: the reason says why", "content": json_content(ref("Health"))}},
+            auth=False)},
+        f"{API}/info": {"get": operation("info", "Version, host, devices, kinds, models, presets, limits",
+                                         "daemon", ok("the daemon", ref("Info")))},
+        f"{API}/queue": {"get": operation("queue", "Devices (busy, job, models, memory) and queued jobs in order",
+                                          "daemon", ok("devices and the queue", ref("Queue")))},
+        f"{API}/jobs": {
+            "get": operation("listJobs", "List jobs (by id), filtered, paginated", "jobs",
+                             {**ok("a page of jobs", ref("JobList")), **errors(400, *spool_errors)},
+                             parameters=[pref(n) for n in ("state", "kind", "label", "limit", "cursor")]),
+            "post": operation(
+                "submitJob", "Submit a job (JSON, or multipart with input files)", "jobs",
+                {**ok("accepted: the id is reserved; validation follows (an invalid job ends `failed`)",
+                      ref("Submitted"), "202"),
+                 **errors(400, 413, 429, *spool_errors)},
+                scope="submit", body=_submit_body()),
+        },
+        f"{API}/jobs/{{id}}": {
+            "parameters": [pref("jobId")],
+            "get": operation("getJob", "The status document (SPEC §4)", "jobs",
+                             {**ok("the status", ref("Status")), **errors(404, *spool_errors)}),
+            "delete": operation(
+                "cancelJob", "Cancel: a queued job at once, a running one at its next step", "jobs",
+                {**ok("canceled, or cancel requested", ref("Canceled"), "202"), **errors(404, 409, *spool_errors)},
+                scope="submit"),
+        },
+        f"{API}/jobs/{{id}}/files/{{name}}": {"get": operation(
+            "getFile", "A result file (Range requests)", "files",
+            {**_file_responses("*/*"), **errors(404, *spool_errors)},
+            parameters=[pref("jobId"), param("name", "path", {"type": "string", "minLength": 1},
+                                             "a file name listed in the status's result.files"), pref("range")])},
+        f"{API}/jobs/{{id}}/download": {"get": operation(
+            "download", "The main result (the kind's main file, e.g. video.mp4)", "files",
+            {**_file_responses("*/*"), **errors(404, *spool_errors)}, parameters=[pref("jobId"), pref("range")])},
+        f"{API}/events": {"get": operation(
+            "events", "Server-Sent Events of status changes", "events",
+            {"200": {"description": _EVENTS_DOC, "content": {"text/event-stream": {"schema": ref("Event")}}},
+             **errors(400)},
+            parameters=[param("job", "query", {"type": "string", "pattern": JOB_ID_PATTERN}, "only this job's events"),
+                        param("Last-Event-ID", "header", STR, "resume after this event id (`<run>-<n>`)")])},
+        f"{API}/models": {"get": operation("listModels", "The model registry and where models are loaded", "models",
+                                           ok("the models", obj({"models": array(ref("Model"))})))},
+        f"{API}/models/{{name}}/load": {"post": operation(
+            "loadModel", "Load a model on one worker (one that holds it already answers at once)", "models",
+            {**ok("loading", ref("ModelLoading"), "202"), **errors(404, 503)},
+            scope="submit", parameters=[pref("modelName")])},
+        f"{API}/models/{{name}}/unload": {"post": operation(
+            "unloadModel", "Unload a model from every worker holding it", "models",
+            {**ok("unloading", ref("ModelUnloading"), "202"), **errors(404)},
+            scope="submit", parameters=[pref("modelName")])},
+        f"{API}/openapi.json": {"get": operation("openapi", "This document", "daemon",
+                                                 ok("OpenAPI 3.1", {"type": "object"}))},
+    }
+
+
+_EVENTS_DOC = (
+    "An endless stream. Every status write is `event: status`, `id: <run>-<n>`, `data: <status JSON>`. "
+    "Reconnecting with Last-Event-ID replays the kept events after it (the last 10,000); an id the "
+    "daemon no longer has gives `event: reset` (data `{}`): refetch /api/v1/jobs. `: keepalive` every 15 s.")
+
+
+def _file_responses(*media_types: str) -> dict:
+    """What aiohttp's file responses can answer: the file, a range, and conditional answers."""
+    binary = {m: {} for m in media_types}  # binary content: no JSON schema (OpenAPI 3.1)
+    range_header = {"Content-Range": {"schema": STR, "description": "bytes start-end/size"}}
+    return {
+        "200": {"description": "the file (Content-Type: its media type)", "content": binary},
+        "206": {"description": "the requested byte range", "headers": range_header, "content": binary},
+        "304": {"description": "not modified (If-None-Match / If-Modified-Since)"},
+        "412": {"description": "precondition failed (If-Match / If-Unmodified-Since)"},
+        "416": {"description": "range not satisfiable (no body)",
+                "headers": {"Content-Range": {"schema": STR, "description": "bytes */size"}}},
+    }
+
+
+def _submit_body() -> dict:
+    return {
+        "required": True,
+        "description": (
+            "The job file (SPEC §3) as JSON; or multipart/form-data with a `job` field holding it "
+            "and the input files as file fields (their file names are what `inputs` names)."),
+        "content": {
+            "application/json": {"schema": ref("Job")},
+            "multipart/form-data": {
+                "schema": obj({"job": {**ref("Job"), "description": "the job file, as a JSON part"}},
+                              additionalProperties={"type": "string", "contentMediaType": "application/octet-stream",
+                                                    "description": "an input file"}),
+                "encoding": {"job": {"contentType": "application/json"}},
+            },
+        },
+    }
+
+
+def _parameters() -> dict:
+    return {
+        "jobId": param("id", "path", {"type": "string", "pattern": JOB_ID_PATTERN}, "the job id"),
+        "modelName": param("name", "path", {"type": "string", "minLength": 1}, "a model of the registry"),
+        "state": param("state", "query", {"type": "string", "enum": STATES}, "only jobs in this state"),
+        "kind": param("kind", "query", STR, "only jobs of this kind"),
+        "label": param("label", "query", {"type": "string", "pattern": "="}, "only jobs with this label: KEY=VALUE"),
+        "limit": param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                       "page size"),
+        "cursor": param("cursor", "query", STR, "the previous page's next_cursor: jobs after this id"),
+        "range": param("Range", "header", STR, "a byte range, e.g. `bytes=0-1023`"),
+    }
+
+
+def _security_schemes() -> dict:
+    return {
+        "bearerAuth": {"type": "http", "scheme": "bearer",
+                       "description": "`[api] tokens` / `tokens_file`; with none configured, no auth. Scopes: "
+                                      "`read` (GETs, events, files, metrics), `submit` (POST, DELETE)."},
+        "accessToken": {"type": "apiKey", "in": "query", "name": "access_token",
+                        "description": "the same token as a query parameter, for EventSource and <video src>"},
+    }
+
+
+# -- errors ---------------------------------------------------------------------------
+# status: (component name, codes, description)
+ERROR_RESPONSES: dict[int, tuple[str, list[str], str]] = {
+    400: ("BadRequest", ["bad_request", "invalid_job"], "the body is not a JSON object, or a bad query value"),
+    401: ("Unauthorized", ["unauthorized"], "a token is missing or unknown"),
+    403: ("Forbidden", ["forbidden"], "the token lacks the scope"),
+    404: ("NotFound", ["not_found"], "no such job, file or model"),
+    409: ("Conflict", ["conflict"], "the job has already ended"),
+    413: ("TooLarge", ["too_large"], "the job JSON is over [limits] job_json_bytes, or an upload over input_bytes"),
+    429: ("QueueFull", ["queue_full"], "[api] max_queued_jobs jobs are waiting; try again later"),
+    503: ("Unavailable", ["spool_unavailable", "unavailable"], "the spool is unavailable, or no worker is running"),
+    507: ("InsufficientStorage", ["insufficient_storage"], "the spool is full"),
+}
+
+
+def _error_responses(settings) -> dict:
+    out = {}
+    for status, (name, codes, description) in ERROR_RESPONSES.items():
+        if status == 413:
+            description += (f" ({settings.limits.job_json_bytes} and {settings.limits.input_bytes} bytes here)")
+        schema = {"allOf": [ref("Error")],
+                  "properties": {"error": {"properties": {"code": {"enum": codes}}}}}
+        response: dict = {"description": description, "content": json_content(schema)}
+        if status == 401:
+            response["headers"] = {"WWW-Authenticate": {"schema": STR, "description": 'Bearer realm="vidspool"'}}
+        if status == 429:
+            response["headers"] = {"Retry-After": {"schema": INT, "description": "seconds"}}
+        out[name] = response
+    return out
+
+
+# -- schemas --------------------------------------------------------------------------
+def _schemas() -> dict:
+    return {
+        "Error": obj({"error": obj({"code": STR, "message": STR}, closed=True)}, closed=True),
+        "Health": obj({"status": {"type": "string", "enum": ["ok", "unavailable"]},
+                       "reason": {"type": "string", "description": "why not ok (503 only)"}}, ["status"]),
+        "Status": _status_schema(),
+        "StatusError": obj({"code": {"type": "string", "enum": ERROR_CODES}, "message": STR, "retryable": BOOL}),
+        "Result": _result_schema(),
+        "File": obj({"name": STR, "size": {"type": "integer", "minimum": 0},
+                     "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                     "media_type": STR, "url": {"type": "string", "description": "GET it (relative to the API)"}}),
+        "JobSummary": _job_summary_schema(),
+        "JobList": obj({"jobs": array(ref("JobSummary")),
+                        "next_cursor": {**nullable(STR), "description": "pass as `cursor` for the next page"}}),
+        "Submitted": obj({"id": STR, "state": {"const": "submitted"}, "status_url": STR}),
+        "Canceled": obj({"id": STR, "state": {"type": "string", "enum": ["canceling", "canceled"]}}),
+        "Device": _device_schema(),
+        "Queue": obj({"devices": array(ref("Device")),
+                      "queued": array(obj({"id": STR, "priority": INT, "position": {"type": "integer", "minimum": 1}}))}),
+        "Info": _info_schema(),
+        "Model": _model_schema(),
+        "ModelLoading": obj({"model": STR, "device": STR, "state": {"const": "loading"}}),
+        "ModelUnloading": obj({"model": STR, "devices": STR_LIST, "state": {"const": "unloading"}}),
+        "Event": obj({"event": {"type": "string", "enum": ["status", "reset"]},
+                      "id": {"type": "string", "description": "`<run>-<n>`"},
+                      "data": {"type": "string", "contentMediaType": "application/json",
+                               "description": "the status document (Status) as JSON; `{}` for reset"}},
+                     ["event", "data"], description="one event of the stream"),
+    }
+
+
+def _status_schema() -> Schema:
+    s_or_null, i_or_null = nullable(STR), nullable(INT)
+    return obj({
+        "id": STR,
+        "kind": {**nullable(STR), "description": "null when the job file had none"},
+        "state": {"type": "string", "enum": STATES},
+        "progress": {"type": "number", "minimum": 0, "maximum": 100, "description": "never decreases in an attempt"},
+        "stage": s_or_null, "message": s_or_null,
+        "step": i_or_null, "total_steps": i_or_null, "eta_seconds": nullable(NUM),
+        "queue_position": {**nullable({"type": "integer", "minimum": 1}), "description": "queued jobs: 1 is next"},
+        "attempt": {"type": "integer", "minimum": 0},
+        "max_attempts": i_or_null,
+        "host": s_or_null, "device": s_or_null, "model": s_or_null,
+        "created_at": nullable(TIME), "started_at": nullable(TIME), "finished_at": nullable(TIME),
+        "updated_at": nullable(TIME),
+        "error": nullable(ref("StatusError")),
+        "result": nullable(ref("Result")),
+        "labels": {"type": "object", "description": "string values (an invalid job keeps what it was given)"},
+        "job": {"type": "object", "description": "the validated job, defaults filled in (an invalid job: id, kind, labels)"},
+        "drop": {**nullable(STR), "description": "where the job came from, e.g. inbox/fox.json"},
+    }, description="status.json (SPEC §4)")
+
+
+def _result_schema() -> Schema:
+    return obj({
+        "files": array(ref("File")),
+        "video": {"type": "object", "description": "duration, fps, width, height, codec, frames"},
+        "audio": nullable({"type": "object"}),
+        "seconds": {"type": "object", "description": "time spent per stage"},
+    }, ["files"], description="what the kind made; kinds may add keys")
+
+
+def _job_summary_schema() -> Schema:
+    s_or_null = nullable(STR)
+    return obj({
+        "id": STR, "kind": s_or_null, "state": {"type": "string", "enum": STATES},
+        "progress": {"type": "number", "minimum": 0, "maximum": 100},
+        "stage": s_or_null, "created_at": nullable(TIME), "finished_at": nullable(TIME), "labels": {"type": "object"},
+    })
+
+
+def _device_schema() -> Schema:
+    memory = obj({"used": INT, "total": INT, "peak_allocated": INT}, ["used", "total"])
+    return obj({
+        "device": STR, "pid": nullable(INT), "alive": BOOL, "ready": BOOL, "busy": BOOL, "job": nullable(STR),
+        "restarts": INT, "jobs_done": INT, "models": {**STR_LIST, "description": "loaded, most recently used first"},
+        "model_loads": INT, "loading": STR_LIST,
+        "memory": {**nullable(memory), "description": "GPU memory, or RAM (used: this worker); null until measured"},
+        "models_bytes": INT, "model_budget_bytes": nullable(INT),
+    })
+
+
+def _info_schema() -> Schema:
+    return obj({
+        "version": STR, "host": STR, "spool": STR, "devices": STR_LIST, "kinds": STR_LIST,
+        "kind_inputs": {"type": "object", "additionalProperties": STR_LIST, "description": "input names per kind"},
+        "models": STR_LIST,
+        "presets": {"type": "object", "additionalProperties": obj({"kind": STR, "accept": STR_LIST})},
+        "limits": obj({"job_json_bytes": INT, "input_bytes": INT, "max_attempts": INT, "max_frame_pixels": INT}),
+        "auth": {"type": "boolean", "description": "whether tokens are required"},
+    })
+
+
+def _model_schema() -> Schema:
+    s_or_null = nullable(STR)
+    return obj({
+        "name": STR, "path": s_or_null, "repo": s_or_null, "kinds": STR_LIST, "pipeline": s_or_null,
+        "dtype": {"type": "string", "enum": ["auto", "float32", "float16", "bfloat16"]},
+        "offload": {"type": "string", "enum": ["none", "model", "sequential"]},
+        "defaults": {"type": "object"}, "folder": s_or_null, "available": BOOL,
+        "problem": {**s_or_null, "description": "why it is not available"},
+        "loaded_on": STR_LIST, "loading_on": STR_LIST,
+    })
+
+
+# -- the job file and the kinds -------------------------------------------------------
+def _job_schemas(kinds: dict, settings) -> dict:
+    """`Job` (the job file, SPEC §3) with one variant per kind, picked by `kind`; each kind's
+    params schema comes from its pydantic model (`Params.<kind>`, nested models under it)."""
+    schemas: dict = {"Job": _job_schema(kinds)}
+    for name, kind in sorted(kinds.items()):
+        params, defs = _params_schema(name, kind, settings)
+        schemas.update(defs)
+        schemas[f"Params.{name}"] = params
+        schemas[f"Job.{name}"] = obj({
+            "kind": {"const": name},
+            "params": ref(f"Params.{name}"),
+            "inputs": _inputs_schema(kind),
+        }, ["kind"], description=kind.description or f"a {name} job")
+    return schemas
+
+
+def _job_schema(kinds: dict) -> Schema:
+    names = sorted(kinds)
+    schema = obj({
+        "version": {"const": 1},
+        "id": {**nullable({"type": "string", "pattern": JOB_ID_PATTERN}),
+               "description": "default: from the file name (API: a fresh one); taken ids get a suffix"},
+        "kind": {"type": "string", "enum": names},
+        "model": {**nullable({"type": "string", "minLength": 1}), "description": "a model of the registry"},
+        "priority": {"type": "integer", "minimum": -100, "maximum": 100, "default": 0},
+        "params": {"type": "object", "description": "the kind's params (Params.<kind>)"},
+        "inputs": {"type": "object", "additionalProperties": {"anyOf": [STR, STR_LIST]},
+                   "description": "input name → file name(s) beside the job file"},
+        "max_attempts": nullable({"type": "integer", "minimum": 1, "maximum": 100}),
+        "labels": {"type": "object", "additionalProperties": STR},
+    }, ["kind"], closed=True, description="the job file (SPEC §3)")
+    if names:
+        schema["oneOf"] = [ref(f"Job.{n}") for n in names]
+        schema["discriminator"] = {"propertyName": "kind", "mapping": {n: REF + f"Job.{n}" for n in names}}
+    return schema
+
+
+def _inputs_schema(kind) -> Schema:
+    return obj({i.name: (STR if not i.many else {"anyOf": [STR, STR_LIST]}) for i in kind.inputs},
+               [i.name for i in kind.inputs if i.required], closed=True)
+
+
+def _params_schema(name: str, kind, settings) -> tuple[Schema, dict]:
+    """The kind's pydantic params schema as a job may give it: keys the config fills in
+    ([kinds.KIND] or model defaults) are not required, and kinds with a model take
+    `params.model` too. Returns (schema, nested definitions renamed under Params.<kind>.)."""
+    prefix = f"Params.{name}."
+    schema = copy.deepcopy(kind.params.model_json_schema(ref_template=REF + prefix + "{model}"))
+    defs = {prefix + k: v for k, v in schema.pop("$defs", {}).items()}
+    supplied = set(_configured_defaults(name, settings))
+    if "required" in schema:
+        schema["required"] = [k for k in schema["required"] if k not in supplied]
+        if not schema["required"]:
+            del schema["required"]
+    if kind.needs_model:
+        schema.setdefault("properties", {})["model"] = {"type": "string", "description": "the same as the job's model"}
+    schema["description"] = " ".join(x for x in (
+        schema.get("description"), "Config defaults and the model's defaults fill in what is left out.") if x)
+    return schema, defs
+
+
+def _configured_defaults(kind_name: str, settings) -> dict:
+    kind_cfg = settings.kinds.get(kind_name)
+    out = dict(kind_cfg.defaults) if kind_cfg else {}
+    for model in settings.models.values():
+        if not model.kinds or kind_name in model.kinds:
+            out.update(model.defaults)
+    return out
+
