@@ -29,6 +29,7 @@ from daemon.spool import STATUS, is_valid_job_id, sanitize_job_id
 API = "/api/v1"
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATES = ("queued", "running", "completed", "failed", "canceled")
+LIST_FIELDS = ("id", "kind", "state", "progress", "stage", "message", "error", "created_at", "finished_at", "labels")
 KEEPALIVE_SECONDS = 15.0
 UPLOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$")
 # Paths anyone may fetch, tokens or not: health, and the page's static files (no data).
@@ -193,7 +194,7 @@ class Api:
                 continue
             if label and (doc.get("labels") or {}).get(label_key) != label_value:
                 continue
-            jobs.append({k: doc.get(k) for k in ("id", "kind", "state", "progress", "stage", "created_at", "finished_at", "labels")})
+            jobs.append({k: doc.get(k) for k in LIST_FIELDS})
             if len(jobs) == limit:
                 break
         next_cursor = jobs[-1]["id"] if len(jobs) == limit else None

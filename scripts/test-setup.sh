@@ -36,3 +36,4 @@ if ((${#need[@]})); then
 fi
 # sshd's privilege separation directory (normally made by systemd's RuntimeDirectory).
 if [ "$(id -u)" = 0 ]; then mkdir -p /run/sshd && chmod 0755 /run/sshd; fi
+bash "$(dirname "$0")/browser-setup.sh"
