@@ -148,6 +148,7 @@ class Worker:
             model_name=msg["job"].get("model"),
             model_config=msg.get("model_config"),
         )
+        succeeded = False
         try:
             kind = self.kinds.get(msg["job"]["kind"])
             if kind is None:
@@ -159,6 +160,7 @@ class Worker:
             result = self._result(ctx, time.monotonic() - started)
             self._deliver(ctx, Path(msg["results_dir"]))
             self._finish({"op": "done", "job_id": job_id, "result": result})
+            succeeded = True
         except JobCanceled:
             self._finish({"op": "canceled", "job_id": job_id})
         except JobError as exc:
@@ -173,8 +175,10 @@ class Worker:
             shutil.rmtree(scratch, ignore_errors=True)
             with self._current_lock:
                 self._current = None
-            if self.models.loaded:
-                self.models.free_cache()  # what a failed or canceled step left on the GPU
+            if self.models.loaded and not succeeded:
+                # What a failed or canceled step left behind; after a success the next job
+                # should not wait for a gc pass.
+                self.models.free_cache()
 
     def _finish(self, msg: dict) -> None:
         """The end of a job, with what the worker now holds (the arbiter places the next job by it)."""
