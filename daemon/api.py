@@ -16,7 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon import __version__
 from daemon.auth import find_token, load_tokens, presented_token
@@ -211,7 +212,10 @@ class Api:
         staging.mkdir()
         try:
             if request.content_type == "multipart/form-data":
-                doc = await self._receive_multipart(request, staging)
+                try:
+                    doc = await self._receive_multipart(request, staging)
+                except (ValueError, RuntimeError, HttpProcessingError) as exc:
+                    return error(400, "bad_request", f"malformed multipart body: {exc}")
             else:
                 doc = self._parse_job(await self._read_limited(request))
             if isinstance(doc, web.Response):
@@ -254,6 +258,8 @@ class Api:
         reader = await request.multipart()
         doc = None
         while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                return error(400, "bad_request", "nested multipart parts are not accepted; send `job` and files")
             if part.filename is None:
                 if part.name != "job":
                     return error(400, "bad_request", f"unknown form field {part.name!r} (send `job` and files)")

@@ -9,24 +9,27 @@ Every GET route also answers HEAD (aiohttp does it for us); HEAD is not listed.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
+from daemon.api import API, LIST_FIELDS, STATIC_FILES
+from daemon.status import STATES
+from pipeline.errors import ErrorCode
 
-API = "/api/v1"
+if TYPE_CHECKING:
+    from daemon.config import Settings
+    from pipeline.kinds.base import KindSpec
+
 REF = "#/components/schemas/"
-STATES = ["queued", "running", "completed", "failed", "canceled"]
-ERROR_CODES = ["invalid_job", "missing_input", "unsupported_input", "model_not_found", "model_load_failed",
-               "gpu_out_of_memory", "worker_crashed", "timeout", "canceled", "internal"]
+ERROR_CODES = [str(code) for code in ErrorCode]
 # Written without a lookahead (not starting with '.'), so that every generator understands it.
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
-STATIC_FILES = {"app.js": "application/javascript", "style.css": "text/css", "index.html": "text/html"}
 NO_AUTH: list = []  # an operation's `security: []`: no token needed
 
 Schema = dict[str, Any]
 
 
-def openapi_document(kinds: dict, settings) -> dict:
+def openapi_document(kinds: dict[str, KindSpec], settings: Settings) -> dict:
     """The complete document: paths of every route, components, bearer security."""
     return {
         "openapi": "3.1.0",
@@ -233,7 +236,7 @@ def _parameters() -> dict:
     return {
         "jobId": param("id", "path", {"type": "string", "pattern": JOB_ID_PATTERN}, "the job id"),
         "modelName": param("name", "path", {"type": "string", "minLength": 1}, "a model of the registry"),
-        "state": param("state", "query", {"type": "string", "enum": STATES}, "only jobs in this state"),
+        "state": param("state", "query", {"type": "string", "enum": list(STATES)}, "only jobs in this state"),
         "kind": param("kind", "query", STR, "only jobs of this kind"),
         "label": param("label", "query", {"type": "string", "pattern": "="}, "only jobs with this label: KEY=VALUE"),
         "limit": param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
@@ -321,7 +324,7 @@ def _status_schema() -> Schema:
     return obj({
         "id": STR,
         "kind": {**nullable(STR), "description": "null when the job file had none"},
-        "state": {"type": "string", "enum": STATES},
+        "state": {"type": "string", "enum": list(STATES)},
         "progress": {"type": "number", "minimum": 0, "maximum": 100, "description": "never decreases in an attempt"},
         "stage": s_or_null, "message": s_or_null,
         "step": i_or_null, "total_steps": i_or_null, "eta_seconds": nullable(NUM),
@@ -349,12 +352,9 @@ def _result_schema() -> Schema:
 
 
 def _job_summary_schema() -> Schema:
-    s_or_null = nullable(STR)
-    return obj({
-        "id": STR, "kind": s_or_null, "state": {"type": "string", "enum": STATES},
-        "progress": {"type": "number", "minimum": 0, "maximum": 100},
-        "stage": s_or_null, "created_at": nullable(TIME), "finished_at": nullable(TIME), "labels": {"type": "object"},
-    })
+    """A job in GET /jobs: the status's LIST_FIELDS, described as in Status."""
+    status = _status_schema()["properties"]
+    return obj({name: status[name] for name in LIST_FIELDS}, description="the status, shortened")
 
 
 def _device_schema() -> Schema:
@@ -400,11 +400,13 @@ def _job_schemas(kinds: dict, settings) -> dict:
         params, defs = _params_schema(name, kind, settings)
         schemas.update(defs)
         schemas[f"Params.{name}"] = params
+        inputs = _inputs_schema(kind)
+        required = ["kind"] + (["params"] if params.get("required") else []) + (["inputs"] if inputs["required"] else [])
         schemas[f"Job.{name}"] = obj({
             "kind": {"const": name},
             "params": ref(f"Params.{name}"),
-            "inputs": _inputs_schema(kind),
-        }, ["kind"], description=kind.description or f"a {name} job")
+            "inputs": inputs,
+        }, required, description=kind.description or f"a {name} job")
     return schemas
 
 
