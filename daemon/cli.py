@@ -49,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     q = msub.add_parser("import", help="copy a downloaded diffusers model folder into [registry] dir")
     q.add_argument("folder", type=Path)
     q.add_argument("--name", help="model name (default: the folder's name)")
+    p = sub.add_parser("normalize", help="print the spoken form of a text (numbers, units, math, LaTeX → words)")
+    p.add_argument("text")
+    p.add_argument("--language", default="en", help="e.g. en, de, fr (default: en)")
     args = parser.parse_args(argv)
+    if args.command == "normalize":  # needs no config
+        return cmd_normalize(args)
 
     try:
         settings = load_settings(args.config)
@@ -207,3 +212,14 @@ def cmd_models(settings: Settings, args) -> int:
     from daemon import modelcli
 
     return modelcli.run(settings, args)
+
+
+def cmd_normalize(args) -> int:
+    from pipeline.speech.normalize import normalize
+
+    try:
+        print(normalize(args.text, args.language))
+    except ValueError as exc:
+        print(f"vidspool: {exc}", file=sys.stderr)
+        return 2
+    return 0
