@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 
 from pipeline.kinds.base import KindSpec
 
-BUILTIN_MODULES = ("pipeline.kinds.slideshow", "pipeline.kinds.video_generation")
+BUILTIN_MODULES = ("pipeline.kinds.slideshow", "pipeline.kinds.video_generation", "pipeline.kinds.tts")
 ENTRY_POINT_GROUP = "vidspool.kinds"
 
 

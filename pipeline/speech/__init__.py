@@ -1,0 +1,1 @@
+"""Speech helpers shared by the kinds that speak (text normalization, …)."""
