@@ -69,6 +69,8 @@ class Api:
             web.get(f"{API}/jobs/{{id}}/download", self.download),
             web.get(f"{API}/events", self.stream_events),
             web.get(f"{API}/models", self.list_models),
+            web.get(f"{API}/voices", self.list_voices),
+            web.get(f"{API}/languages", self.list_languages),
             web.post(f"{API}/models/{{name}}/load", self.load_model),
             web.post(f"{API}/models/{{name}}/unload", self.unload_model),
             web.get(f"{API}/openapi.json", self.openapi),
@@ -358,6 +360,17 @@ class Api:
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         return response
+
+    # -- voices ---------------------------------------------------------------------------
+    async def list_voices(self, request: web.Request) -> web.Response:
+        from pipeline.speech.voices import catalog
+
+        return web.json_response({"voices": catalog(request.query.get("language"))})
+
+    async def list_languages(self, request: web.Request) -> web.Response:
+        from pipeline.speech.voices import language_counts
+
+        return web.json_response({"languages": language_counts()})
 
     # -- models ---------------------------------------------------------------------------
     async def list_models(self, request: web.Request) -> web.Response:

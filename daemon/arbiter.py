@@ -64,6 +64,7 @@ class Arbiter:
             for i, d in enumerate(worker_devices(settings.workers.devices, settings.workers.cpu_workers))
         ]
         self._job_models: dict[str, str | None] = {}  # queued job id → its model (placement)
+        self._configure_voices()
         self.heartbeat = Heartbeat(self.spool.hosts, sc.host, sc.lease_seconds)
         self.leases = LeaseTracker(self.spool.hosts, self.spool.active_root, sc.host, sc.lease_seconds)
         self.notifier = Notifier()
@@ -473,6 +474,7 @@ class Arbiter:
             "scratch_dir": str(self.scratch_root / f"{job_id}.{attempt}"),
             "limits": self.settings.limits.model_dump(),
             "model_config": model_config,
+            "voices": self.voice_configs(),
         })
         if not sent:
             worker.kill("crash")  # its exit handler requeues the job
@@ -770,6 +772,14 @@ class Arbiter:
             log.error("recovery.failed", path=str(path), error=str(exc))
 
     # -- reload and shutdown -----------------------------------------------------
+    def _configure_voices(self) -> None:
+        from pipeline.speech.voices import configure
+
+        configure(self.voice_configs())
+
+    def voice_configs(self) -> dict[str, dict]:
+        return {name: v.model_dump(mode="json") for name, v in self.settings.voices.items()}
+
     def reload(self) -> None:
         self.notifier.reloading()
         try:
@@ -784,6 +794,7 @@ class Arbiter:
             setattr(new, section, getattr(self.settings, section))
         self.settings = new
         self.transitions.settings = new
+        self._configure_voices()
         self.scanner.presets = {name: p.accept for name, p in new.presets.items()}
         self.spool.create(list(new.presets))
         self._watch_folders()

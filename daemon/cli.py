@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     q = msub.add_parser("import", help="copy a downloaded diffusers model folder into [registry] dir")
     q.add_argument("folder", type=Path)
     q.add_argument("--name", help="model name (default: the folder's name)")
+    p = sub.add_parser("voices", help="the voices jobs may name ([voices.*] and espeak-ng's), or languages")
+    p.add_argument("--language", help="only voices of this language, e.g. de")
+    p.add_argument("--languages", action="store_true", help="list languages with their voice counts")
     p = sub.add_parser("normalize", help="print the spoken form of a text (numbers, units, math, LaTeX → words)")
     p.add_argument("text")
     p.add_argument("--language", default="en", help="e.g. en, de, fr (default: en)")
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handler = {
         "run": cmd_run, "init": cmd_init, "submit": cmd_submit, "status": cmd_status,
-        "cancel": cmd_cancel, "doctor": cmd_doctor, "models": cmd_models,
+        "cancel": cmd_cancel, "doctor": cmd_doctor, "models": cmd_models, "voices": cmd_voices,
     }[args.command]
     return handler(settings, args)
 
@@ -222,4 +225,18 @@ def cmd_normalize(args) -> int:
     except ValueError as exc:
         print(f"vidspool: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_voices(settings: Settings, args) -> int:
+    from pipeline.speech.voices import catalog, configure, language_counts
+
+    configure({name: v.model_dump(mode="json") for name, v in settings.voices.items()})
+    if args.languages:
+        for lang in language_counts():
+            print(f"{lang['code']:<12} {lang['voices']} voice{'s' if lang['voices'] != 1 else ''}")
+        return 0
+    for v in catalog(args.language):
+        tag = f"[{v['engine']}{', cloning' if v['cloning'] else ''}{', config' if v['configured'] else ''}]"
+        print(f"{v['id']:<20} {v['language']:<10} {v['name']:<28} {tag}")
     return 0

@@ -155,6 +155,26 @@ class ModelConfig(Section):
         return self
 
 
+class VoiceConfig(Section):
+    # espeak: `voice` is an espeak-ng voice ("en-us", "de+f3"); coqui: `model` is a coqui
+    # model folder (config.json + checkpoint), `speaker` one of its speakers, and
+    # `reference_audio` a recording to clone (cloning-capable models).
+    engine: Literal["espeak", "coqui"] = "espeak"
+    voice: str | None = None
+    model: Path | None = None
+    speaker: str | None = None
+    language: str = "en"
+    reference_audio: Path | None = None
+    speed: float = Field(1.0, gt=0.25 - 1e-9, le=4)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _engine_needs(self):
+        if self.engine == "coqui" and self.model is None:
+            raise ValueError("a coqui voice needs model (the model folder)")
+        return self
+
+
 class RegistryConfig(Section):
     # Every sub-folder holding a model_index.json is a model named after the folder
     # (`vidspool models import` copies downloads here); [models.NAME] entries win.
@@ -181,6 +201,7 @@ class Settings(BaseSettings):
     kinds: dict[str, KindConfig] = {}
     models: dict[str, ModelConfig] = {}
     registry: RegistryConfig = RegistryConfig()
+    voices: dict[str, VoiceConfig] = {}
 
     @field_validator("presets")
     @classmethod

@@ -43,7 +43,7 @@ def openapi_document(kinds: dict[str, KindSpec], settings: Settings) -> dict:
                 "\"message\"}}`. Every GET also answers HEAD."),
         },
         "security": [{"bearerAuth": []}, {"accessToken": []}],
-        "tags": [{"name": n} for n in ("daemon", "jobs", "files", "events", "models", "page")],
+        "tags": [{"name": n} for n in ("daemon", "jobs", "files", "events", "models", "speech", "page")],
         "paths": _paths(),
         "components": {
             "securitySchemes": _security_schemes(),
@@ -189,6 +189,13 @@ def _paths() -> dict:
             "unloadModel", "Unload a model from every worker holding it", "models",
             {**ok("unloading", ref("ModelUnloading"), "202"), **errors(404)},
             scope="submit", parameters=[pref("modelName")])},
+        f"{API}/voices": {"get": operation(
+            "listVoices", "Voices a job may name: [voices.*] from config, then espeak-ng's", "speech",
+            ok("the voices", obj({"voices": array(ref("Voice"))})),
+            parameters=[param("language", "query", STR, "only voices of this language (e.g. de, en-us)")])},
+        f"{API}/languages": {"get": operation(
+            "listLanguages", "Languages, sorted by code, with how many voices speak each", "speech",
+            ok("the languages", obj({"languages": array(obj({"code": STR, "voices": INT}))})))},
         f"{API}/openapi.json": {"get": operation("openapi", "This document", "daemon",
                                                  ok("OpenAPI 3.1", {"type": "object"}))},
     }
@@ -309,6 +316,7 @@ def _schemas() -> dict:
                       "queued": array(obj({"id": STR, "priority": INT, "position": {"type": "integer", "minimum": 1}}))}),
         "Info": _info_schema(),
         "Model": _model_schema(),
+        "Voice": _voice_schema(),
         "ModelLoading": obj({"model": STR, "device": STR, "state": {"const": "loading"}}),
         "ModelUnloading": obj({"model": STR, "devices": STR_LIST, "state": {"const": "unloading"}}),
         "Event": obj({"event": {"type": "string", "enum": ["status", "reset"]},
@@ -376,6 +384,15 @@ def _info_schema() -> Schema:
         "presets": {"type": "object", "additionalProperties": obj({"kind": STR, "accept": STR_LIST})},
         "limits": obj({"job_json_bytes": INT, "input_bytes": INT, "max_attempts": INT, "max_frame_pixels": INT}),
         "auth": {"type": "boolean", "description": "whether tokens are required"},
+    })
+
+
+def _voice_schema() -> Schema:
+    return obj({
+        "id": {**STR, "description": "what a job passes as `voice`"}, "name": STR, "language": STR,
+        "engine": {"type": "string", "enum": ["espeak", "coqui"]}, "gender": nullable(STR),
+        "configured": {**BOOL, "description": "from [voices.*] in config"},
+        "cloning": {**BOOL, "description": "clones a reference recording"},
     })
 
 

@@ -149,6 +149,9 @@ class Worker:
             model_config=msg.get("model_config"),
         )
         succeeded = False
+        from pipeline.speech.voices import configure
+
+        configure(msg.get("voices") or {})
         try:
             kind = self.kinds.get(msg["job"]["kind"])
             if kind is None:
