@@ -13,7 +13,8 @@ from importlib.metadata import entry_points
 
 from pipeline.kinds.base import KindSpec
 
-BUILTIN_MODULES = ("pipeline.kinds.slideshow", "pipeline.kinds.video_generation", "pipeline.kinds.tts")
+BUILTIN_MODULES = ("pipeline.kinds.slideshow", "pipeline.kinds.video_generation", "pipeline.kinds.tts",
+                   "pipeline.kinds.narrated_video")
 ENTRY_POINT_GROUP = "vidspool.kinds"
 
 
