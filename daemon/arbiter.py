@@ -475,6 +475,7 @@ class Arbiter:
             "limits": self.settings.limits.model_dump(),
             "model_config": model_config,
             "voices": self.voice_configs(),
+            "model_roots": [str(self.settings.registry.dir.resolve())],
         })
         if not sent:
             worker.kill("crash")  # its exit handler requeues the job
@@ -775,7 +776,7 @@ class Arbiter:
     def _configure_voices(self) -> None:
         from pipeline.speech.voices import configure
 
-        configure(self.voice_configs())
+        configure(self.voice_configs(), [str(self.settings.registry.dir)])
 
     def voice_configs(self) -> dict[str, dict]:
         return {name: v.model_dump(mode="json") for name, v in self.settings.voices.items()}

@@ -231,7 +231,7 @@ def cmd_normalize(args) -> int:
 def cmd_voices(settings: Settings, args) -> int:
     from pipeline.speech.voices import catalog, configure, language_counts
 
-    configure({name: v.model_dump(mode="json") for name, v in settings.voices.items()})
+    configure({name: v.model_dump(mode="json") for name, v in settings.voices.items()}, [str(settings.registry.dir)])
     if args.languages:
         for lang in language_counts():
             print(f"{lang['code']:<12} {lang['voices']} voice{'s' if lang['voices'] != 1 else ''}")

@@ -151,7 +151,7 @@ class Worker:
         succeeded = False
         from pipeline.speech.voices import configure
 
-        configure(msg.get("voices") or {})
+        configure(msg.get("voices") or {}, msg.get("model_roots") or ())
         try:
             kind = self.kinds.get(msg["job"]["kind"])
             if kind is None:

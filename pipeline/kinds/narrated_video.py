@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.kinds.base import InputSpec, KindSpec
-from pipeline.kinds.tts import MAX_SENTENCE_CHARS, MAX_TEXT_CHARS, SENTENCE_PAUSE_SECONDS
+from pipeline.kinds.tts import MAX_TEXT_CHARS
 from pipeline.kinds.tts import check as tts_check
 
 if TYPE_CHECKING:
@@ -348,37 +348,12 @@ def open_library():
 
 
 def synthesize(ctx: JobContext, params: NarratedVideoParams):
-    """The speech, as the tts kind makes it, with progress 1–29 % in stage speech."""
-    from pipeline.errors import ErrorCode, JobError
-    from pipeline.speech.engine import base_language, get_engine, resolve_voice, speak
+    """The speech, as the tts kind makes it (any voice, cloning included), with progress 1–29 %."""
+    from pipeline.speech.for_jobs import job_speech
 
-    try:
-        choice = resolve_voice(params.voice, params.language)
-    except ValueError as exc:
-        raise JobError(ErrorCode.INVALID_JOB, str(exc)) from None
-    text = params.text.replace("\x00", " ")
-    if params.normalize:
-        from pipeline.speech.normalize import normalize
-
-        text = normalize(text, base_language(choice.language))
-    last_report = 0.0
-
-    def on_progress(done: int, total: int) -> None:
-        nonlocal last_report
-        now = time.monotonic()
-        if done in (0, total) or now - last_report >= PROGRESS_INTERVAL_SECONDS:
-            last_report = now
-            ctx.progress(1 + 28 * done / total, stage="speech", message=f"sentence {done}/{total}",
-                         step=done, total_steps=total)
-        else:
-            ctx.check_canceled()
-
-    try:
-        speech = speak(get_engine(choice.engine), text, choice.language, choice.voice, params.speed,
-                       pause_seconds=SENTENCE_PAUSE_SECONDS, max_chars=MAX_SENTENCE_CHARS, progress=on_progress)
-    except ValueError as exc:
-        raise JobError(ErrorCode.INVALID_JOB, f"params.text: {exc}") from None
-    return speech, choice, text
+    spoken = job_speech(ctx, params.text, params.voice, params.language, params.speed, params.normalize,
+                        None, progress_span=(1, 29))
+    return spoken.speech, spoken.choice, spoken.text
 
 
 def duck_envelope(segments, length: int, rate: int) -> np.ndarray:

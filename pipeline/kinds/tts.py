@@ -9,10 +9,13 @@ codec; `result.speech` has the engine, voice, language, sentence count and the s
 the text as spoken.
 
 Voices: an espeak-ng voice, "LANG" or "LANG+VARIANT" ("en", "en-us", "de+f3", "fr"), or
-"+VARIANT" for a variant of `language`. `language` defaults to the voice's; with neither
-given, English. An unknown voice or language, empty text and a `reference_audio` (voice
-cloning needs a coqui voice, not available yet) fail the job when it is accepted, before
-any work.
+"+VARIANT" for a variant of `language`; or a coqui model folder, "coqui:/path/to/folder"
+or "coqui:/path/to/folder#speaker" (pipeline.speech.coqui). `language` defaults to the
+voice's; with neither given, English. `reference_audio` clones the voice of a recording
+and needs a cloning-capable coqui model (YourTTS layout with a speaker encoder, or XTTS).
+An unknown espeak voice or language, a missing coqui folder (model_not_found), empty text
+and a `reference_audio` without a cloning model fail the job when it is accepted, before
+any work; an unknown coqui speaker or language fails when the model is loaded.
 """
 
 from __future__ import annotations
@@ -25,15 +28,12 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.kinds.base import InputSpec, KindSpec
+from pipeline.speech.for_jobs import MAX_SENTENCE_CHARS
 
 if TYPE_CHECKING:
     from pipeline.context import JobContext
 
 MAX_TEXT_CHARS = 100_000
-SENTENCE_PAUSE_SECONDS = 0.25
-MAX_SENTENCE_CHARS = 400
-# How often the "speech" stage reports; cancel itself is checked after every sentence.
-PROGRESS_INTERVAL_SECONDS = 0.25
 NORMALIZED_TEXT_CHARS = 2000
 CLONING_MESSAGE = (
     'voice cloning needs a coqui voice ([voices.NAME] engine = "coqui" with a cloning model); '
@@ -48,8 +48,9 @@ class TtsParams(BaseModel):
     voice: str | None = Field(
         default=None,
         min_length=1,
-        max_length=200,
-        description='an espeak-ng voice: "en", "en-us", "de+f3", or "+f3" (a variant of language)',
+        max_length=1000,
+        description='an espeak-ng voice: "en", "en-us", "de+f3", or "+f3" (a variant of language); '
+        'or a coqui model folder: "coqui:/path/to/folder" or "coqui:/path/to/folder#speaker"',
     )
     language: str | None = Field(
         default=None,
@@ -72,8 +73,7 @@ def check(params: TtsParams, inputs: Mapping[str, list[Path]]) -> None:
     """At accept time: the voice exists, the text says something, no cloning without coqui."""
     from pipeline.errors import ErrorCode, JobError
 
-    if inputs.get("reference_audio"):
-        raise ValueError(CLONING_MESSAGE)
+    cloning = bool(inputs.get("reference_audio"))
     from pipeline.speech.sentences import split_sentences
 
     if not split_sentences(params.text, params.language or "en", MAX_SENTENCE_CHARS):
@@ -81,7 +81,15 @@ def check(params: TtsParams, inputs: Mapping[str, list[Path]]) -> None:
     from pipeline.speech.engine import resolve_voice
 
     try:
-        resolve_voice(params.voice, params.language)
+        choice = resolve_voice(params.voice, params.language)
+        if cloning and choice.engine != "coqui":
+            raise ValueError(CLONING_MESSAGE)
+        if cloning:
+            from pipeline.speech.coqui import CoquiEngine
+
+            if not CoquiEngine(choice.model).can_clone():  # files only: no torch at accept
+                raise ValueError(f"inputs.reference_audio: the coqui model {choice.model} cannot clone a voice "
+                                 "(it has no speaker encoder: model_se.pth + config_se.json, or XTTS)")
     except (ValueError, JobError):
         raise
     except Exception as exc:  # noqa: BLE001 - the daemon's intake must get a JobError, never a crash
@@ -89,41 +97,12 @@ def check(params: TtsParams, inputs: Mapping[str, list[Path]]) -> None:
 
 
 def run(ctx: JobContext, params: TtsParams) -> None:
-    from pipeline.errors import ErrorCode, JobError
     from pipeline.speech import audio_out, subtitles
-    from pipeline.speech.engine import base_language, get_engine, resolve_voice, speak
+    from pipeline.speech.for_jobs import job_speech
 
-    ctx.progress(0, stage="speech", message="preparing the text")
-    try:
-        choice = resolve_voice(params.voice, params.language)
-    except ValueError as exc:
-        raise JobError(ErrorCode.INVALID_JOB, str(exc)) from None
-    text = params.text.replace("\x00", " ")
-    if params.normalize:
-        from pipeline.speech.normalize import normalize
-
-        text = normalize(text, base_language(choice.language))
-    engine = get_engine(choice.engine)
-
-    last_report = 0.0
-
-    def on_progress(done: int, total: int) -> None:
-        nonlocal last_report
-        now = time.monotonic()
-        if done in (0, total) or now - last_report >= PROGRESS_INTERVAL_SECONDS:
-            last_report = now
-            ctx.progress(1 + 88 * done / total, stage="speech", message=f"sentence {done}/{total}",
-                         step=done, total_steps=total)
-        else:
-            ctx.check_canceled()
-
-    started = time.monotonic()
-    try:
-        speech = speak(engine, text, choice.language, choice.voice, params.speed,
-                       pause_seconds=SENTENCE_PAUSE_SECONDS, max_chars=MAX_SENTENCE_CHARS, progress=on_progress)
-    except ValueError as exc:
-        raise JobError(ErrorCode.INVALID_JOB, f"params.text: {exc}") from None
-    synthesis_seconds = time.monotonic() - started
+    spoken = job_speech(ctx, params.text, params.voice, params.language, params.speed, params.normalize,
+                        ctx.input("reference_audio"), progress_span=(0, 89))
+    speech, choice, text, synthesis_seconds = spoken.speech, spoken.choice, spoken.text, spoken.synthesis_seconds
 
     name = f"speech.{params.format}"
     ctx.progress(90, stage="encoding", message=f"writing {name}")
@@ -139,6 +118,7 @@ def run(ctx: JobContext, params: TtsParams) -> None:
     ctx.meta["speech"] = {
         "engine": choice.engine,
         "voice": choice.voice,
+        **({"model": choice.model} if choice.model else {}),
         "language": choice.language,
         "speed": params.speed,
         "sentences": len(speech.segments),
@@ -159,5 +139,5 @@ KIND = KindSpec(
     run=run,
     check=check,
     main_result="speech.wav",
-    description="Text to speech (espeak-ng), with sentence timings in speech.srt.",
+    description="Text to speech (espeak-ng or coqui model folders; voice cloning with coqui), with sentence timings in speech.srt.",
 )

@@ -81,8 +81,10 @@ class VoiceChoice:
     """A job's voice, resolved: which engine speaks, with which of its voices, in which language."""
 
     engine: str
-    voice: str
+    voice: str | None
     language: str
+    model: str | None = None  # coqui: the model folder
+    reference_audio: str | None = None  # a configured voice that clones this recording
 
 
 @runtime_checkable
@@ -96,13 +98,19 @@ class SpeechEngine(Protocol):
     def synthesize(self, text: str, language: str, voice: str | None, speed: float) -> tuple: ...
 
 
-def get_engine(name: str) -> SpeechEngine:
-    """The engine called `name` (only "espeak" for now)."""
+def get_engine(name: str, model: str | None = None, device: str = "cpu") -> SpeechEngine:
+    """The engine called `name`: "espeak", or "coqui" with `model` (its folder), on `device`."""
     if name == "espeak":
         from pipeline.speech.espeak import EspeakEngine
 
         return EspeakEngine.shared()
-    raise ValueError(f"unknown speech engine {name!r} (available: espeak)")
+    if name == "coqui":
+        if not model:
+            raise ValueError("the coqui engine needs a model folder")
+        from pipeline.speech.coqui import CoquiEngine
+
+        return CoquiEngine.shared(model, device)
+    raise ValueError(f"unknown speech engine {name!r} (available: espeak, coqui)")
 
 
 def resolve_voice(voice: str | None, language: str | None) -> VoiceChoice:
@@ -112,7 +120,33 @@ def resolve_voice(voice: str | None, language: str | None) -> VoiceChoice:
     `language`), or None (the default voice of `language`, else English). Raises ValueError
     with a message for the user when the voice or language is unknown, and JobError
     (internal) when espeak-ng is not installed.
+
+    "coqui:/path/to/model_folder" or "coqui:/path/to/model_folder#speaker" is a coqui
+    model. Only the folder and its config.json are checked here (JobError model_not_found
+    naming the path), without loading torch; the speaker and language are checked when the
+    model is loaded. The language is `language`, else English.
     """
+    from pipeline.speech import voices
+
+    configured = voices.configured(voice)
+    if configured is not None:  # [voices.NAME] in config
+        language = language or configured.get("language")
+        if configured.get("engine") == "coqui":
+            from pipeline.speech.coqui import CoquiEngine
+
+            CoquiEngine(configured["model"]).config()  # model_not_found / model_load_failed
+            return VoiceChoice(engine="coqui", voice=configured.get("speaker"), language=language or DEFAULT_LANGUAGE,
+                               model=configured["model"], reference_audio=configured.get("reference_audio"))
+        voice = configured.get("voice")
+    elif voice is not None and voice.startswith("coqui:"):
+        from pipeline.speech.coqui import CoquiEngine, parse_voice
+
+        folder, speaker = parse_voice(voice)
+        if not folder:
+            raise ValueError('a coqui voice is "coqui:/path/to/model_folder" or "coqui:/path/to/model_folder#speaker"')
+        voices.check_model_folder(folder)
+        CoquiEngine(folder).config()  # model_not_found / model_load_failed
+        return VoiceChoice(engine="coqui", voice=speaker, language=language or DEFAULT_LANGUAGE, model=folder)
     from pipeline.speech.espeak import EspeakEngine
 
     engine = EspeakEngine.shared()

@@ -7,12 +7,27 @@ GET /api/v1/voices, GET /api/v1/languages and `vidspool voices`. No numpy or tor
 
 from __future__ import annotations
 
+import os
+
 CONFIGURED: dict[str, dict] = {}
+# Folders under which a job may name a coqui model by path ("coqui:/…"): [registry] dir.
+MODEL_ROOTS: list[str] = []
 
 
-def configure(voices: dict[str, dict]) -> None:
+def configure(voices: dict[str, dict], model_roots: list[str] | tuple[str, ...] = ()) -> None:
     CONFIGURED.clear()
     CONFIGURED.update(voices)
+    MODEL_ROOTS[:] = [os.path.realpath(r) for r in model_roots]
+
+
+def check_model_folder(folder: str) -> None:
+    """A job may name a coqui folder by path only inside [registry] dir: a job must not make
+    a worker read any folder on the host."""
+    real = os.path.realpath(folder)
+    if not any(real == root or real.startswith(root + os.sep) for root in MODEL_ROOTS):
+        where = ", ".join(MODEL_ROOTS) or "none configured"
+        raise ValueError(f"voice: a coqui model named by path must be inside [registry] dir ({where}); "
+                         "or configure it as [voices.NAME] engine = \"coqui\"")
 
 
 def configured(name: str | None) -> dict | None:
