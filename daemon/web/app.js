@@ -340,7 +340,7 @@
     const job = prev && prev.state === doc.state ? { ...prev, ...doc } : { ...doc };
     job._seen = performance.now();
     state.jobs.set(doc.id, job);
-    if ("result" in doc || "error" in doc) {  // a full status document
+    if ("job" in doc) {  // a full status document (list entries carry no "job")
       if (FINAL.has(doc.state)) state.docs.set(doc.id, doc); else state.docs.delete(doc.id);
     }
     if (state.details === doc.id) detailsUpdate(job);
@@ -572,7 +572,7 @@
     const src = thumb ? authed(fileUrl(job.id, thumb)) : null;
     const img = r.thumbCell.firstElementChild;
     if (src && (!img || img.dataset.src !== src)) {
-      r.thumbCell.replaceChildren(el("img", { class: "thumb", src, "data-src": src, alt: "", loading: "lazy",
+      r.thumbCell.replaceChildren(el("img", { class: "thumb", src, "data-src": src, alt: "",
                                               "data-open": job.id, width: "96", height: "54" }));
     } else if (!src && img) {
       r.thumbCell.replaceChildren();
