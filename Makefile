@@ -18,6 +18,7 @@ test: setup
 bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/shared.py
+	$(PY) bench/api.py
 
 # Tiny random-weight models of every family (noise, for trying the video kinds offline).
 tiny-models: setup

@@ -169,7 +169,16 @@ class Api:
         return doc
 
     async def get_job(self, request: web.Request) -> web.Response:
-        doc = self._status(request.match_info["id"])
+        job_id = request.match_info["id"]
+        if is_valid_job_id(job_id) and self.arbiter.statuses.live(job_id) is None:
+            # An ended job (or another host's): the file's bytes as they are, no parse and re-encode.
+            try:
+                raw = (self.spool.job_outbox(job_id) / STATUS).read_bytes()
+            except (FileNotFoundError, NotADirectoryError):
+                return error(404, "not_found", f"no job {job_id!r}")
+            if b'"state": "queued"' not in raw:  # a queued one gets its queue_position below
+                return web.Response(body=raw, content_type="application/json")
+        doc = self._status(job_id)
         if doc is None:
             return error(404, "not_found", f"no job {request.match_info['id']!r}")
         return web.json_response(doc)

@@ -37,6 +37,7 @@ class Metrics:
         self.request_seconds = Histogram("vidspool_api_request_seconds", "API request time", ["route"],
                                          buckets=API_BUCKETS, registry=self.registry)
         self.registry.register(_PresentState(arbiter))
+        self._request_children: dict[tuple, tuple] = {}
 
     def on_status(self, doc: dict) -> None:
         """Called with every status this daemon writes."""
@@ -52,8 +53,13 @@ class Metrics:
                 self.job_seconds.labels(kind).observe(ran)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.request_seconds.labels(route).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:  # labels() costs a lock and a dict build: once per key
+            children = self._request_children[key] = (self.requests.labels(method, route, str(status)),
+                                                       self.request_seconds.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -65,6 +65,10 @@ class StatusWriter:
         self._pending: set[str] = set()
         self._on_write = on_write  # callback(doc) for live listeners (API events)
 
+    def live(self, job_id: str) -> dict | None:
+        """The in-memory status of a job this daemon has not finished (None otherwise)."""
+        return self._docs.get(job_id)
+
     def current(self, job_id: str) -> dict | None:
         return self._docs.get(job_id) or read_json(self.spool.status_path(job_id))
 
