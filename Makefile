@@ -19,6 +19,7 @@ bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/shared.py
 	$(PY) bench/api.py
+	$(PY) bench/speech.py
 
 # Tiny random-weight models of every family (noise, for trying the video kinds offline).
 tiny-models: setup
