@@ -24,10 +24,11 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import sys
-import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stamped_folder import build_stamped  # noqa: E402  (beside this script)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEST = REPO_ROOT / "models" / "tiny"
@@ -458,13 +459,6 @@ def _stamp_text(family: str, seed: int) -> str:
     return json.dumps(stamp, sort_keys=True) + "\n"
 
 
-def _is_current(folder: Path, stamp: str) -> bool:
-    try:
-        return (folder / STAMP).read_text() == stamp
-    except OSError:
-        return False
-
-
 def build(family: str, dest: Path, seed: int = 0, name: str | None = None) -> Path:
     """Build the tiny ``family`` folder as ``dest/<name or family>`` and return its path.
 
@@ -475,39 +469,12 @@ def build(family: str, dest: Path, seed: int = 0, name: str | None = None) -> Pa
     """
     if family not in _BUILDERS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-    dest = Path(dest)
-    final = dest / (name or family)
-    stamp = _stamp_text(family, seed)
-    if _is_current(final, stamp):
-        return final
 
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / f".{family}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()  # unlike mkdtemp, honours the umask (mkdtemp makes it 0700)
-    try:
+    def make(tmp: Path) -> None:
         with _quiet():
             _BUILDERS[family](seed).save_pretrained(tmp)
-        (tmp / STAMP).write_text(stamp)
-        _move_into_place(tmp, final, stamp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
-
-def _move_into_place(tmp: Path, final: Path, stamp: str) -> None:
-    """Rename tmp to final, replacing an outdated final; keep a current one built meanwhile."""
-    old = None
-    if final.exists() and not _is_current(final, stamp):
-        old = final.with_name(f"{tmp.name}.old")
-        os.rename(final, old)
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if not _is_current(final, stamp):  # not a lost race: a real error
-            raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    return build_stamped(Path(dest) / (name or family), STAMP, _stamp_text(family, seed), make)
 
 
 def build_all(dest: Path = DEFAULT_DEST, prefix: str = "") -> dict[str, Path]:
