@@ -84,6 +84,7 @@ sys.path.insert(1, str(REPO / "scripts"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tests.support import PLUGINS, Daemon, drop_json, status  # noqa: E402
+from pipeline.worker import file_sha256  # noqa: E402  (the hash the daemon puts in result.files)
 
 PROMPT = "A cat walks slowly across a sunny garden while the camera pans to the left."
 SEED = 1
@@ -165,13 +166,6 @@ def rnd(x, n=4):
 def gib(b) -> float | None:
     return None if b is None else round(b / 2**30, 2)
 
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def folder_bytes(folder: Path) -> int:
@@ -502,7 +496,7 @@ def run_direct(args, folder: Path, size: dict) -> dict:
             "seconds_per_step": round((stamps[-1] - stamps[0]) / (len(stamps) - 1), 4) if len(stamps) > 1 else None,
             "step_seconds": [round(b - a, 4) for a, b in zip(stamps, stamps[1:])],
             "video": ctx.meta.get("video"),
-            "video_sha256": sha256(outdir / "video.mp4"),
+            "video_sha256": file_sha256(outdir / "video.mp4"),
         }
         if cuda:
             rec["peak_allocated"] = torch.cuda.max_memory_allocated()
