@@ -11,14 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 if TYPE_CHECKING:
     from pipeline.context import JobContext
 
 MediaType = Literal["image", "audio", "video", "text", "any"]
+
+
+def _even(value: int) -> int:
+    if value % 2:
+        raise ValueError("must be even (H.264 with yuv420p needs even dimensions)")
+    return value
+
+
+# A frame width or height of a kind that writes H.264 (yuv420p).
+EvenSide = Annotated[int, AfterValidator(_even)]
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.kinds.base import InputSpec, KindSpec
-from pipeline.kinds.tts import MAX_TEXT_CHARS
+from pipeline.kinds.base import EvenSide, InputSpec, KindSpec
+from pipeline.kinds.tts import MAX_TEXT_CHARS, SpokenText
 from pipeline.kinds.tts import check as tts_check
 
 if TYPE_CHECKING:
@@ -70,34 +70,20 @@ _HEX = r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})"
 class NarratedVideoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="what to say; one scene per sentence")
+    text: SpokenText = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="what to say; one scene per sentence")
     voice: str | None = Field(default=None, min_length=1, max_length=200, description="as tts")
     language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$",
                                  description="as tts")
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
     normalize: bool = True
-    width: int = Field(default=1280, ge=16, le=3840)
-    height: int = Field(default=720, ge=16, le=3840)
+    width: EvenSide = Field(default=1280, ge=16, le=3840)
+    height: EvenSide = Field(default=720, ge=16, le=3840)
     fps: int = Field(default=30, ge=1, le=60)
     captions: Literal["burn", "srt", "both", "none"] = "both"
     background: Literal["color", "images", "library", "generate"] = "color"
     background_color: str | list[str] = Field(
         default="#1b2838", validate_default=True, description='"#rrggbb", or two colours ("#000 #345" or a list) for a vertical gradient'
     )
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("is only whitespace: there is nothing to speak")
-        return value
-
-    @field_validator("width", "height")
-    @classmethod
-    def _even(cls, value: int) -> int:
-        if value % 2:
-            raise ValueError("must be even (H.264 with yuv420p needs even dimensions)")
-        return value
 
     @field_validator("background_color")
     @classmethod

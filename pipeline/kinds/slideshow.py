@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.kinds.base import InputSpec, KindSpec
+from pipeline.kinds.base import EvenSide, InputSpec, KindSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,18 +52,11 @@ class SlideshowParams(BaseModel):
     )
     transition: Literal["cut", "crossfade"] = "crossfade"
     transition_seconds: float = Field(default=0.5, ge=0, le=10)
-    width: int = Field(default=1280, ge=16, le=3840)
-    height: int = Field(default=720, ge=16, le=3840)
+    width: EvenSide = Field(default=1280, ge=16, le=3840)
+    height: EvenSide = Field(default=720, ge=16, le=3840)
     fps: int = Field(default=25, ge=1, le=60)
     background: str = Field(default="#000000", description="hex colour, #rgb or #rrggbb")
     text_color: str = Field(default="#ffffff", description="hex colour, #rgb or #rrggbb")
-
-    @field_validator("width", "height")
-    @classmethod
-    def _even(cls, value: int) -> int:
-        if value % 2:
-            raise ValueError("must be even (H.264 with yuv420p needs even dimensions)")
-        return value
 
     @field_validator("background", "text_color")
     @classmethod

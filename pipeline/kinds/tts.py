@@ -23,9 +23,9 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pipeline.kinds.base import InputSpec, KindSpec
 from pipeline.speech.for_jobs import MAX_SENTENCE_CHARS
@@ -34,6 +34,16 @@ if TYPE_CHECKING:
     from pipeline.context import JobContext
 
 MAX_TEXT_CHARS = 100_000
+
+
+def _something_to_say(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is only whitespace: there is nothing to speak")
+    return value
+
+
+# The text of every kind that speaks.
+SpokenText = Annotated[str, AfterValidator(_something_to_say)]
 NORMALIZED_TEXT_CHARS = 2000
 CLONING_MESSAGE = (
     'voice cloning needs a coqui voice ([voices.NAME] engine = "coqui" with a cloning model); '
@@ -44,7 +54,7 @@ CLONING_MESSAGE = (
 class TtsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="what to say")
+    text: SpokenText = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="what to say")
     voice: str | None = Field(
         default=None,
         min_length=1,
@@ -60,13 +70,6 @@ class TtsParams(BaseModel):
     speed: float = Field(default=1.0, ge=0.25, le=4.0, description="1 is normal; espeak-ng: 175 words/min × speed, within 80–450")
     normalize: bool = Field(default=True, description="turn numbers, dates, units, math into words first")
     format: Literal["wav", "mp3", "m4a"] = "wav"
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("is only whitespace: there is nothing to speak")
-        return value
 
 
 def check(params: TtsParams, inputs: Mapping[str, list[Path]]) -> None:
