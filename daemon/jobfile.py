@@ -91,10 +91,21 @@ def validate_job(
             raise JobError(ErrorCode.INVALID_JOB, "params.model: must be a model name, the same as the job's \"model\" if both are given")
         job.model = job.model or in_params
     model = job.model or (kind_cfg.model if kind_cfg else None)
+    if kind.model_param:  # e.g. talking-head's lipsync: a model name or "none"
+        given = {**(kind_cfg.defaults if kind_cfg else {}), **(preset_cfg.params if preset_cfg else {}),
+                 **job_params}.get(kind.model_param)
+        if isinstance(given, str):
+            if job.model and given != job.model:
+                raise JobError(ErrorCode.INVALID_JOB, (
+                    f"params.{kind.model_param}: {given!r} differs from the job's model {job.model!r}; give one"))
+            model = given
+        model = choose_model(model, job.kind, kind, settings)
+        job_params[kind.model_param] = model or "none"
     model_cfg = check_model(model, job.kind, kind, settings)
     params = {
         **(kind_cfg.defaults if kind_cfg else {}),
-        **(model_cfg.defaults if model_cfg else {}),
+        # A model's defaults are params of its own kind (not of one that borrows it).
+        **(model_cfg.defaults if model_cfg and not kind.model_kinds else {}),
         **(preset_cfg.params if preset_cfg else {}),
         **job_params,
     }
@@ -130,12 +141,28 @@ def validate_job(
     }
 
 
+def choose_model(model: str | None, kind_name: str, kind: KindSpec, settings: Settings) -> str | None:
+    """The model a kind with a model param runs: None for "none"; a choice is required."""
+    if model == "none":
+        return None
+    if model is None:
+        known = registered_for(kind_name, kind, settings)
+        raise JobError(ErrorCode.MODEL_NOT_FOUND, (
+            f"params.{kind.model_param}: kind {kind_name} needs a model name or \"none\" (or set "
+            f"[kinds.{kind_name}] model in config); registered for this kind: {known or 'none'}"))
+    return model
+
+
+def registered_for(kind_name: str, kind: KindSpec, settings: Settings) -> str:
+    return ", ".join(n for n, m in sorted(settings.models.items()) if kind.serves(m.kinds))
+
+
 def check_model(model: str | None, kind_name: str, kind: KindSpec, settings: Settings):
     """The registry entry of the job's model (None for kinds without one), checked to exist
     and to serve the kind."""
     if model is None:
         if kind.needs_model:
-            known = ", ".join(n for n, m in sorted(settings.models.items()) if not m.kinds or kind_name in m.kinds)
+            known = registered_for(kind_name, kind, settings)
             raise JobError(ErrorCode.MODEL_NOT_FOUND, (
                 f"model: kind {kind_name} needs a model; name one in the job (\"model\") or set "
                 f"[kinds.{kind_name}] model in config (registered for this kind: {known or 'none'})"))
@@ -146,9 +173,9 @@ def check_model(model: str | None, kind_name: str, kind: KindSpec, settings: Set
         raise JobError(ErrorCode.MODEL_NOT_FOUND, (
             f"model: {model!r} is not in the model registry ([models.*] in config, or a folder in "
             f"{settings.registry.dir}/; registered: {known})"))
-    if not kind.needs_model:
+    if not kind.uses_model:
         raise JobError(ErrorCode.INVALID_JOB, f"model: kind {kind_name} does not use a model")
-    if model_cfg.kinds and kind_name not in model_cfg.kinds:
+    if not kind.serves(model_cfg.kinds):
         raise JobError(ErrorCode.INVALID_JOB, f"model: {model!r} serves {', '.join(model_cfg.kinds)}, not {kind_name}")
     return model_cfg
 

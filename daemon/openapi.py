@@ -400,6 +400,7 @@ def _model_schema() -> Schema:
     s_or_null = nullable(STR)
     return obj({
         "name": STR, "path": s_or_null, "repo": s_or_null, "kinds": STR_LIST, "pipeline": s_or_null,
+        "backend": {**s_or_null, "description": "wav2lip or musetalk for a talking-head lip-sync model"},
         "dtype": {"type": "string", "enum": ["auto", "float32", "float16", "bfloat16"]},
         "offload": {"type": "string", "enum": ["none", "model", "sequential"]},
         "defaults": {"type": "object"}, "folder": s_or_null, "available": BOOL,
@@ -465,7 +466,7 @@ def _params_schema(name: str, kind, settings) -> tuple[Schema, dict]:
         schema["required"] = [k for k in schema["required"] if k not in supplied]
         if not schema["required"]:
             del schema["required"]
-    if kind.needs_model:
+    if kind.uses_model:
         schema.setdefault("properties", {})["model"] = {"type": "string", "description": "the same as the job's model"}
     schema["description"] = " ".join(x for x in (
         schema.get("description"), "Config defaults and the model's defaults fill in what is left out.") if x)

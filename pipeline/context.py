@@ -20,6 +20,23 @@ def check_frame_budget(frames: int, width: int, height: int, limit: int | None) 
         )
 
 
+class StageSeconds(dict):
+    """Seconds per stage of a job, for `result.seconds`: `lap(stage)` books the time since
+    the previous lap (or since made, or since `restart()`) to `stage`."""
+
+    def __init__(self):
+        super().__init__()
+        self._clock = time.monotonic()
+
+    def lap(self, stage: str) -> None:
+        now = time.monotonic()
+        self[stage] = round(now - self._clock, 3)
+        self._clock = now
+
+    def restart(self) -> None:
+        self._clock = time.monotonic()
+
+
 class JobContext:
     """Passed to `KindSpec.run`. Progress goes to the daemon; outputs go to `results_dir`.
 

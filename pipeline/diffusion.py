@@ -118,8 +118,11 @@ def plan_call(cls: type, params, kind: str, model: str, video_frames: int | None
     return Plan(cls, family, width, height, frames, fps, steps, seed, kwargs)
 
 
-def denoise(ctx: JobContext, pipe, plan: Plan, **inputs) -> list[np.ndarray]:
-    """Runs the pipeline with per-step progress; returns the frames as uint8 RGB arrays."""
+def denoise(ctx: JobContext, pipe, plan: Plan, on_step=None, **inputs) -> list[np.ndarray]:
+    """Runs the pipeline with per-step progress; returns the frames as uint8 RGB arrays.
+
+    `on_step(step, total, eta_seconds)` replaces the default progress report (the stages
+    denoising and decoding over DENOISING–DECODING) for a caller with its own progress bar."""
     import torch
 
     generator = torch.Generator("cpu").manual_seed(plan.seed)
@@ -132,7 +135,9 @@ def denoise(ctx: JobContext, pipe, plan: Plan, **inputs) -> list[np.ndarray]:
         step = index + 1
         total = getattr(pipeline, "num_timesteps", None) or plan.steps
         per_step = (now - started) / step if len(step_times) < 3 else (now - step_times[0]) / (len(step_times) - 1)
-        if step >= total:
+        if on_step is not None:
+            on_step(step, total, round(per_step * (total - step), 2))
+        elif step >= total:
             ctx.progress(DECODING, stage="decoding", message="decoding latents to frames", step=step, total_steps=total)
         else:
             ctx.progress(DENOISING + (DECODING - DENOISING) * step / total, stage="denoising",
@@ -140,7 +145,8 @@ def denoise(ctx: JobContext, pipe, plan: Plan, **inputs) -> list[np.ndarray]:
                          eta_seconds=round(per_step * (total - step), 2))
         return tensors
 
-    ctx.progress(DENOISING, stage="denoising", message=f"step 0/{plan.steps}", step=0, total_steps=plan.steps)
+    if on_step is None:
+        ctx.progress(DENOISING, stage="denoising", message=f"step 0/{plan.steps}", step=0, total_steps=plan.steps)
     out = pipe(**plan.kwargs, **inputs, generator=generator, output_type="np", callback_on_step_end=on_step_end)
     ctx.meta.setdefault("seconds", {})["denoise_and_decode"] = round(time.monotonic() - started, 3)
     if len(step_times) > 1:
@@ -165,3 +171,11 @@ def to_uint8_frames(frames) -> list[np.ndarray]:
     if video.dtype != np.uint8:
         video = (np.nan_to_num(video.astype(np.float32)).clip(0, 1) * 255 + 0.5).astype(np.uint8)
     return [np.ascontiguousarray(f) for f in video]
+
+
+def out_of_memory(store, name: str, plan: Plan, exc: Exception) -> JobError:
+    """The job's error for a CUDA out-of-memory, after emptying the cache for the next job."""
+    store.free_cache()
+    return JobError(ErrorCode.GPU_OUT_OF_MEMORY, (
+        f"out of GPU memory running {name} at {plan.width}x{plan.height}, {plan.frames} frames: {exc}. "
+        "Try fewer frames or a smaller size, or set offload = \"model\" / vae_tiling = true for this model"))

@@ -109,6 +109,9 @@ def gen(tiny_models, tmp_path_factory):
         "missing": {"path": str(base / "not-here"), "kinds": ["text-to-video"]},
         "corrupt": {"path": str(corrupt), "kinds": ["text-to-video"]},
         "small": {"path": str(tiny_models / "wan-t2v"), "kinds": ["text-to-video"], "max_frame_pixels": 4000},
+        # narrated-video's generated backgrounds take the size and steps from here.
+        "scenes": {"path": str(tiny_models / "wan-t2v"), "kinds": ["text-to-video"],
+                   "defaults": {"width": 32, "height": 32, "num_frames": 5, "num_inference_steps": 2}},
         # The names examples/ use (`make tiny-models` builds them into models/).
         **{f"tiny-{f}": {"path": str(tiny_models / f)} for f in FAMILIES},
     }
@@ -172,6 +175,39 @@ def test_each_kind_and_family_end_to_end(gen, tmp_path):
     assert docs["v2v-wan"]["result"]["model"]["pipeline"] == "WanVideoToVideoPipeline"
     assert docs["i2v-ltx"]["result"]["model"]["pipeline"] == "LTXImageToVideoPipeline"
     assert docs["i2v-svd"]["result"]["model"]["pipeline"] == "StableVideoDiffusionPipeline"
+
+
+def test_narrated_video_generates_one_clip_per_scene(gen):
+    """background 'generate': a text-to-video clip per sentence from the registry, played
+    behind the speech; refused before any speech when the model is absent or too big."""
+    text = "A red fox runs through the snow. The sea is calm at night."
+    small = {"width": 64, "height": 48, "fps": 12, "captions": "none"}
+    done = run_jobs(gen, {
+        "gen-scenes": ({"kind": "narrated-video", "model": "scenes", "params": {
+            "text": text, "background": "generate", "background_prompt": "watercolor", "seed": 7, **small}}, {}),
+        "gen-none": ({"kind": "narrated-video", "params": {"text": text, "background": "generate", **small}}, {}),
+        "gen-missing": ({"kind": "narrated-video", "model": "missing", "params": {
+            "text": text, "background": "generate", **small}}, {}),
+        "gen-too-big": ({"kind": "narrated-video", "model": "small", "params": {
+            "text": text, "background": "generate", **small}}, {}),
+    })
+    st = done["gen-scenes"]
+    assert st["state"] == "completed", st.get("error")
+    scenes = st["result"]["scenes"]
+    assert [s["background"] for s in scenes] == ["generated", "generated"]
+    assert st["result"]["model"]["name"] == "scenes" and st["result"]["model"]["seed"] == 7
+    video = gen.root / "outbox" / "gen-scenes" / "video.mp4"
+    pixels = decoded_frames(video).astype(np.int16)
+    assert pixels.shape[1:3] == (48, 64)
+    # Random weights give noise, not the flat colour card: the frames vary within a frame.
+    assert pixels[len(pixels) // 2].std() > 5
+    assert abs(len(pixels) / 12 - st["result"]["video"]["duration"]) < 0.2
+    for name, code, words in (("gen-none", "model_not_found", "text-to-video model"),
+                              ("gen-missing", "model_not_found", "not-here"),
+                              ("gen-too-big", "invalid_job", "max_frame_pixels")):
+        error = done[name]["error"]
+        assert done[name]["state"] == "failed" and error["code"] == code and words in error["message"], (name, error)
+        assert done[name]["stage"] == "speech" and done[name]["progress"] < 5, done[name]  # before any speech
 
 
 def test_examples_run_on_the_tiny_models(gen):

@@ -55,7 +55,21 @@ class KindSpec:
     description: str = ""
     # Runs a model from the registry: the job must name one (or its kind a default).
     needs_model: bool = False
+    # May run a model without needing one (e.g. narrated-video for generated backgrounds).
+    takes_model: bool = False
+    # A params field that names the model, "none" meaning no model (talking-head: lipsync).
+    model_param: str | None = None
+    # The kinds whose registry models it runs (default: its own).
+    model_kinds: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
+
+    @property
+    def uses_model(self) -> bool:
+        return self.needs_model or self.takes_model or self.model_param is not None
+
+    def serves(self, model_kinds: list[str]) -> bool:
+        """Whether a model registered for `model_kinds` (empty: any) can run this kind."""
+        return not model_kinds or bool(set(self.model_kinds or (self.name,)) & set(model_kinds))
 
     def input_spec(self, name: str) -> InputSpec | None:
         return next((i for i in self.inputs if i.name == name), None)

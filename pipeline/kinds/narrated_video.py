@@ -22,8 +22,10 @@ Backgrounds (`background`):
   (set by the operator, never by the job): clips (mp4, webm, mov, mkv) and images, picked
   per sentence by the words of their file names and of optional NAME.tags sidecar files;
   clips loop or are trimmed to the scene; a sentence matching nothing gets the colour card;
-- `generate`: a text-to-video clip per scene from the model registry; not implemented yet:
-  the job fails with model_not_found (no text-to-video model configured for this kind).
+- `generate`: a text-to-video clip per scene from the model registry (pipeline/scene_clips.py):
+  the job's `model` or `[kinds.narrated-video] model`, a model that serves text-to-video;
+  the scene's prompt is `background_prompt` plus its sentence, scene i seeded `seed` + i;
+  each clip plays ping-pong over its scene. No such model → model_not_found at once.
 
 Input `music` (any audio FFmpeg reads) is looped to the video and mixed under the voice at
 MUSIC_GAIN, ducked to DUCKED_GAIN while a sentence is spoken (DUCK_RAMP_SECONDS ramps); the
@@ -81,6 +83,9 @@ class NarratedVideoParams(BaseModel):
     fps: int = Field(default=30, ge=1, le=60)
     captions: Literal["burn", "srt", "both", "none"] = "both"
     background: Literal["color", "images", "library", "generate"] = "color"
+    background_prompt: str | None = Field(None, max_length=2000,
+                                          description="generate: a style put before each scene's sentence")
+    seed: int | None = Field(None, ge=0, lt=2**31, description="generate: scene i uses seed + i; default random")
     background_color: str | list[str] = Field(
         default="#1b2838", validate_default=True, description='"#rrggbb", or two colours ("#000 #345" or a list) for a vertical gradient'
     )
@@ -110,18 +115,18 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
     from pipeline import media
     from pipeline.errors import ErrorCode, JobError
 
-    seconds: dict[str, float] = {}
-    clock = time.monotonic()
+    from pipeline.context import StageSeconds
 
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        seconds[stage] = round(now - clock, 3)
-        clock = now
-
+    seconds = StageSeconds()
     ctx.progress(0, stage="speech", message="preparing")
-    if params.background == "generate":
-        refuse_generate(ctx)
+    scene_clips = None
+    if params.background == "generate":  # checked before any synthesis: the model, its sizes
+        import random
+
+        from pipeline.scene_clips import SceneClips
+
+        seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**31)
+        scene_clips = SceneClips(ctx, params.background_prompt, seed)
     library = None
     if params.background == "library":
         library = open_library()
@@ -135,7 +140,7 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
     duration = speech.duration + TAIL_SECONDS
     total_frames = max(1, round(duration * params.fps))
     ctx.check_frame_budget(total_frames, params.width, params.height)
-    lap("speech")
+    seconds.lap("speech")
 
     # -- captions ----------------------------------------------------------------------
     ctx.progress(30, stage="captions", message="timing captions")
@@ -153,7 +158,7 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
     if files:
         subtitles.write_vtt(cues, ctx.output_path("captions.vtt"), width=style.chars_per_line)
     rendered = [render_caption(cue.text, style) for cue in cues] if burn else []
-    lap("captions")
+    seconds.lap("captions")
 
     # -- backgrounds -------------------------------------------------------------------
     ctx.progress(32, stage="backgrounds", message="preparing backgrounds")
@@ -170,6 +175,8 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
     for index, segment in enumerate(segments):
         if params.background == "images":
             scene_plan.append(("image", images[index % len(images)]))
+        elif params.background == "generate":
+            scene_plan.append(("generated", None))
         elif params.background == "library":
             pick = library.pick(segment.text, avoid=previous_pick)
             previous_pick = pick
@@ -187,16 +194,29 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
         for path in images:
             media.load_image(path, draft_size=(params.width, params.height))
 
+    clips: dict[int, tuple[list, float]] = {}
+    render_from = 35.0
+    if scene_clips is not None:
+        render_from = 75.0
+        span = (render_from - 33.0) / len(segments)
+        for index, segment in enumerate(segments):
+            clips[index] = scene_clips.generate(ctx, index, len(segments), segment.text,
+                                                (33.0 + span * index, 33.0 + span * (index + 1)))
+        ctx.meta["model"] = scene_clips.describe()
+
     def make_source(index: int):
         source_kind, path = scene_plan[index]
         frames = starts[index + 1] - starts[index]
+        if source_kind == "generated":
+            clip, clip_fps = clips.pop(index)
+            return backgrounds.FramesLoop(clip, clip_fps, params.width, params.height, params.fps)
         if source_kind == "image":
             image = media.load_image(path, draft_size=(params.width, params.height))
             return backgrounds.KenBurns(image, params.width, params.height, frames, variant=index)
         if source_kind == "clip":
             return backgrounds.ClipLoop(path, params.width, params.height, params.fps)
         return backgrounds.ColorCard(card)
-    lap("backgrounds")
+    seconds.lap("backgrounds")
 
     # -- audio mix -----------------------------------------------------------------------
     voice = media.resample_audio(speech.samples, speech.sample_rate)
@@ -210,7 +230,7 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
     thumb_frame: np.ndarray | None = None
     thumb_at = min(total_frames - 1, (starts[0] + starts[1]) // 2)
     cached: tuple[object, int, np.ndarray] | None = None  # (static source, cue, frame)
-    ctx.progress(35, stage="rendering", message=f"{total_frames} frames")
+    ctx.progress(render_from, stage="rendering", message=f"{total_frames} frames")
     with ReusingMp4Writer(raw_tmp, params.width, params.height, params.fps, audio=mix,
                          fade_out_seconds=FADE_OUT_SECONDS) as writer:
         for scene in range(len(scene_plan)):
@@ -237,14 +257,14 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
                     now = time.monotonic()
                     if now - last_report >= PROGRESS_INTERVAL_SECONDS or done == total_frames:
                         last_report = now
-                        ctx.progress(35 + 58 * done / total_frames, stage="rendering",
+                        ctx.progress(render_from + (93 - render_from) * done / total_frames, stage="rendering",
                                      message=f"frame {done}/{total_frames}", step=done, total_steps=total_frames)
                     else:
                         ctx.check_canceled()
             finally:
                 source.close()
         ctx.progress(93, stage="encoding", message="finishing video.mp4")
-    lap("rendering")
+    seconds.lap("rendering")
 
     if track:
         add_subtitle_track(raw_tmp, srt_tmp, ctx.output_path("video.mp4"))
@@ -253,7 +273,7 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
     info = media.probe(ctx.output_path("video.mp4"))
     if info["video"] is None:
         raise JobError(ErrorCode.INTERNAL, "the written video.mp4 has no video stream")
-    lap("encoding")
+    seconds.lap("encoding")
 
     ctx.meta["video"] = info["video"]
     ctx.meta["audio"] = info["audio"]
@@ -262,7 +282,7 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
                           "normalized": params.normalize, "normalized_text": spoken_text[:2000]}
     ctx.meta["captions"] = {"mode": params.captions, "cues": len(cues), "chars_per_line": style.chars_per_line}
     ctx.meta["scenes"] = scene_info
-    ctx.meta["seconds"] = seconds
+    ctx.meta["seconds"] = dict(seconds)
     ctx.publish("video.mp4")
     ctx.publish("speech.wav")
     ctx.publish("thumb.jpg")
@@ -306,17 +326,6 @@ def _reusing_writer_class():
 
 def ReusingMp4Writer(*args, **kwargs):  # noqa: N802 - used like a class
     return _reusing_writer_class()(*args, **kwargs)
-
-
-def refuse_generate(ctx: JobContext) -> None:
-    from pipeline.errors import ErrorCode, JobError
-
-    if ctx.model_name is None:
-        raise JobError(ErrorCode.MODEL_NOT_FOUND,
-                       "background 'generate' needs a text-to-video model, and this host has none configured "
-                       "for narrated-video; use background 'color', 'images' or 'library'")
-    raise JobError(ErrorCode.INVALID_JOB,
-                   "background 'generate' is not implemented yet; use background 'color', 'images' or 'library'")
 
 
 def open_library():
@@ -419,5 +428,7 @@ KIND = KindSpec(
     run=run,
     check=check,
     main_result="video.mp4",
-    description="A text spoken over colour cards, images or library clips, one scene per sentence, with captions.",
+    takes_model=True,  # background 'generate' runs a text-to-video model
+    model_kinds=("text-to-video",),
+    description="A text spoken over colour cards, images, library clips or generated clips, one scene per sentence, with captions.",
 )

@@ -96,12 +96,7 @@ def run(ctx: JobContext, params: VideoParams) -> None:
     except Exception as exc:
         if type(exc).__name__ != "OutOfMemoryError":
             raise
-        store.free_cache()
-        from pipeline.errors import ErrorCode, JobError
-
-        raise JobError(ErrorCode.GPU_OUT_OF_MEMORY, (
-            f"out of GPU memory running {name} at {plan.width}x{plan.height}, {plan.frames} frames: {exc}. "
-            "Try fewer frames or a smaller size, or set offload = \"model\" / vae_tiling = true for this model")) from None
+        raise diffusion.out_of_memory(store, name, plan, exc) from None
 
     encode_started = time.monotonic()
     ctx.progress(diffusion.ENCODING, stage="encoding", message="writing video.mp4")
