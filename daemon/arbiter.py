@@ -493,7 +493,7 @@ class Arbiter:
                 folder, problem = None, exc.message
             out.append({
                 "name": name, "path": str(entry.path) if entry.path else None, "repo": entry.repo,
-                "kinds": entry.kinds, "pipeline": entry.pipeline, "dtype": entry.dtype, "offload": entry.offload,
+                "kinds": entry.kinds, "pipeline": entry.pipeline, "backend": entry.backend, "dtype": entry.dtype, "offload": entry.offload,
                 "defaults": entry.defaults, "folder": folder, "available": problem is None, "problem": problem,
                 "loaded_on": [w.device for w in self.workers if w.holds(name)],
                 "loading_on": [w.device for w in self.workers if name in w.loading],

@@ -140,6 +140,9 @@ class ModelConfig(Section):
     kinds: list[str] = []
     # A diffusers class name ("WanPipeline") or "module:Class"; default: model_index.json's.
     pipeline: str | None = None
+    # A lip-sync model for talking-head instead of a diffusers folder; default: told by the
+    # folder's layout (pipeline/lipsync/layout.py).
+    backend: Literal["wav2lip", "musetalk"] | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     offload: Literal["none", "model", "sequential"] = "none"
     vae_tiling: bool = False

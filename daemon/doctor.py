@@ -33,13 +33,13 @@ def run_doctor(settings: Settings, config_source: str) -> int:
     report(True, f"GPUs: {', '.join(g['name'] + ' (' + str(g['memory_total_mb']) + ' MB)' for g in gpus) or 'none (CPU workers)'}")
     report(True, f"workers: {', '.join(worker_devices(settings.workers.devices, settings.workers.cpu_workers))}")
     from pipeline.errors import JobError
-    from pipeline.models.locate import model_folder, read_index
+    from pipeline.models.locate import describe_folder, model_folder
 
     for name, model in sorted(settings.models.items()):
         try:
-            folder = model_folder(name, model.model_dump(mode="json"))
-            index = read_index(name, folder)
-            report(True, f"model {name}: {index['_class_name']} in {folder}")
+            config = model.model_dump(mode="json")
+            folder = model_folder(name, config)
+            report(True, f"model {name}: {describe_folder(name, folder, config)} in {folder}")
         except JobError as exc:
             report(False, f"{exc.code}: {exc.message}", warn=True)
     root = settings.spool.root

@@ -1,7 +1,8 @@
 """The model registry as the daemon sees it: [models.*] plus folders found in [registry] dir.
 
-Reads only model_index.json files (no torch). A folder `models/NAME/` holding a diffusers
-model_index.json becomes model NAME, serving the kinds its pipeline family can do.
+Reads only model_index.json files and file names (no torch). A folder `models/NAME/`
+holding a diffusers model_index.json becomes model NAME, serving the kinds its pipeline
+family can do; one in a lip-sync layout (Wav2Lip, MuseTalk 1.5) serves talking-head.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import structlog
 
+from pipeline.lipsync.layout import backend_of
 from pipeline.models.families import kinds_of
 from pipeline.models.locate import INDEX
 
@@ -26,7 +28,13 @@ def discover_models(folder: Path) -> dict:
     except OSError:
         return found
     for entry in entries:
-        if entry.name.startswith(".") or not (entry / INDEX).is_file():
+        if entry.name.startswith("."):
+            continue
+        backend = backend_of(entry) if entry.is_dir() else None
+        if backend is not None:
+            found[entry.name] = ModelConfig(path=entry.resolve(), kinds=["talking-head"], backend=backend)
+            continue
+        if not (entry / INDEX).is_file():
             continue
         try:
             class_name = json.loads((entry / INDEX).read_text(encoding="utf-8")).get("_class_name", "")

@@ -288,21 +288,21 @@ def _as_stereo(samples: np.ndarray) -> np.ndarray:
     return np.repeat(samples, 2, axis=0) if samples.shape[0] == 1 else samples
 
 
-def resample_audio(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Float audio, mono (n,) or (channels, n) with 1 or 2 channels, to (2, n) at AUDIO_RATE."""
+def resample_audio(samples: np.ndarray, sample_rate: int, to_rate: int = AUDIO_RATE) -> np.ndarray:
+    """Float audio, mono (n,) or (channels, n) with 1 or 2 channels, to (2, n) at `to_rate`."""
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim == 1:
         samples = samples[np.newaxis, :]
     channels = samples.shape[0]
     if samples.ndim != 2 or channels not in (1, 2):
         raise ValueError(f"audio must be shaped (n,) or (1|2, n), got {samples.shape}")
-    if sample_rate == AUDIO_RATE or samples.shape[1] == 0:
+    if sample_rate == to_rate or samples.shape[1] == 0:
         return _as_stereo(samples.copy())
     layout = _mono_or_stereo(channels)
     frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="fltp", layout=layout)
     frame.sample_rate = sample_rate
     frame.pts = 0
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=AUDIO_RATE)
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=to_rate)
     outs = resampler.resample(frame) + resampler.resample(None)
     resampled = np.concatenate([out.to_ndarray() for out in outs], axis=1)
     return _as_stereo(resampled.astype(np.float32, copy=False))

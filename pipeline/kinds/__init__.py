@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from pipeline.kinds.base import KindSpec
 
 BUILTIN_MODULES = ("pipeline.kinds.slideshow", "pipeline.kinds.video_generation", "pipeline.kinds.tts",
-                   "pipeline.kinds.narrated_video")
+                   "pipeline.kinds.narrated_video", "pipeline.kinds.talking_head")
 ENTRY_POINT_GROUP = "vidspool.kinds"
 
 

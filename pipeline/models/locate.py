@@ -46,6 +46,24 @@ def model_folder(name: str, config: dict) -> Path:
         ) from None
 
 
+def lipsync_backend(name: str, folder: Path, config: dict) -> str | None:
+    """The lip-sync backend of a talking-head model folder (checked complete), or None for
+    a diffusers folder."""
+    from pipeline.lipsync.layout import backend_of, check_folder
+
+    if not (config.get("backend") or backend_of(folder)):
+        return None
+    return check_folder(name, folder, config.get("backend"))
+
+
+def describe_folder(name: str, folder: Path, config: dict) -> str:
+    """What loads from `folder`: a diffusers pipeline class or a lip-sync backend (checked)."""
+    from pipeline.lipsync.layout import BACKEND_CLASS
+
+    backend = lipsync_backend(name, folder, config)
+    return BACKEND_CLASS[backend] if backend else read_index(name, folder)["_class_name"]
+
+
 def read_index(name: str, folder: Path) -> dict:
     """model_index.json of a diffusers folder, checked to name its pipeline class."""
     index = folder / INDEX

@@ -1,4 +1,5 @@
-"""The models a worker keeps loaded: an LRU of diffusers pipelines under a memory budget.
+"""The models a worker keeps loaded: an LRU of diffusers pipelines (and lip-sync models,
+pipeline/lipsync/) under a memory budget.
 
 One entry per registry name. Its key includes the registry entry itself, so a model whose
 config changed (SIGHUP) loads afresh. A kind whose class differs from the loaded one (e.g.
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import ErrorCode, JobError
+from pipeline.lipsync.layout import BACKEND_CLASS
 from pipeline.models.families import class_for
-from pipeline.models.locate import model_folder, read_index, weights_bytes
+from pipeline.models.locate import lipsync_backend, model_folder, read_index, weights_bytes
 
 GIB = 1 << 30
 
@@ -160,26 +162,40 @@ class ModelStore:
         if resident is not None:
             self.unload(name)  # its registry entry changed
         folder = model_folder(name, config)
-        index = read_index(name, folder)
-        class_name = config.get("pipeline") or index["_class_name"]
-        cls = pipeline_class(name, class_name)
-        quiet_libraries()
-        dtype = torch_dtype(config.get("dtype", "auto"), self.device)
+        backend = lipsync_backend(name, folder, config)
+        if backend is not None:  # a talking-head lip-sync model, not a diffusers folder
+            from pipeline.lipsync.base import load as load_lipsync
+
+            class_name = BACKEND_CLASS[backend]
+            dtype = None if config.get("dtype", "auto") == "auto" else torch_dtype(config["dtype"], self.device)
+
+            def load():
+                return load_lipsync(backend, folder, self.device, dtype)
+        else:
+            index = read_index(name, folder)
+            cls = pipeline_class(name, config.get("pipeline") or index["_class_name"])
+            class_name = cls.__name__
+            quiet_libraries()
+            dtype = torch_dtype(config.get("dtype", "auto"), self.device)
+
+            def load():
+                pipe = cls.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+                self._place(pipe, config)
+                return pipe
         self._make_room(weights_bytes(folder), keep=None)
         if on_load:
-            on_load(f"loading {name} ({cls.__name__}) from {folder}")
+            on_load(f"loading {name} ({class_name}) from {folder}")
         started = time.monotonic()
         try:
-            pipe = cls.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
-            self._place(pipe, config)
+            pipe = load()
         except JobError:
             raise
         except Exception as exc:
             if type(exc).__name__ == "OutOfMemoryError":
                 raise
             raise JobError(ErrorCode.MODEL_LOAD_FAILED,
-                           f"model {name!r}: loading {folder} as {cls.__name__} failed: {type(exc).__name__}: {exc}") from exc
-        resident = Resident(name, key, folder, type(pipe).__name__, pipe, module_bytes(pipe),
+                           f"model {name!r}: loading {folder} as {class_name} failed: {type(exc).__name__}: {exc}") from exc
+        resident = Resident(name, key, folder, class_name if backend else type(pipe).__name__, pipe, module_bytes(pipe),
                             time.monotonic() - started, config)
         self.loaded[name] = resident
         self.loads += 1

@@ -1,0 +1,57 @@
+"""Which lip-sync backend a model folder holds, from its files alone (no torch).
+
+- wav2lip: `wav2lip_gan.pth` or `wav2lip.pth` at the top of the folder;
+- musetalk (MuseTalk 1.5): `musetalkV15/musetalk.json` + `musetalkV15/unet.pth`,
+  `sd-vae/config.json`, `whisper/config.json` and `whisper/preprocessor_config.json`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import ErrorCode, JobError
+
+BACKENDS = ("wav2lip", "musetalk")
+WAV2LIP_CHECKPOINTS = ("wav2lip_gan.pth", "wav2lip.pth")
+MUSETALK_FILES = ("musetalkV15/musetalk.json", "musetalkV15/unet.pth", "sd-vae/config.json", "whisper/config.json",
+                  "whisper/preprocessor_config.json")
+BACKEND_CLASS = {"wav2lip": "Wav2Lip", "musetalk": "MuseTalk"}
+
+
+def backend_of(folder: Path) -> str | None:
+    """The backend whose layout `folder` has, or None (e.g. a diffusers folder)."""
+    folder = Path(folder)
+    if any((folder / name).is_file() for name in WAV2LIP_CHECKPOINTS):
+        return "wav2lip"
+    if (folder / "musetalkV15").is_dir():
+        return "musetalk"
+    return None
+
+
+def wav2lip_checkpoint(name: str, folder: Path) -> Path:
+    for candidate in WAV2LIP_CHECKPOINTS:
+        if (folder / candidate).is_file():
+            return folder / candidate
+    raise JobError(ErrorCode.MODEL_NOT_FOUND, (
+        f"model {name!r}: {folder} holds no Wav2Lip checkpoint (looked for {' or '.join(WAV2LIP_CHECKPOINTS)})"))
+
+
+def check_musetalk(name: str, folder: Path) -> None:
+    missing = [f for f in MUSETALK_FILES if not (folder / f).is_file()]
+    if missing:
+        raise JobError(ErrorCode.MODEL_NOT_FOUND, (
+            f"model {name!r}: {folder} is not a complete MuseTalk 1.5 folder; missing {', '.join(missing)}"))
+
+
+def check_folder(name: str, folder: Path, backend: str | None) -> str:
+    """The backend to load `folder` with (`backend` as configured, else from the layout)."""
+    found = backend or backend_of(folder)
+    if found is None:
+        raise JobError(ErrorCode.MODEL_NOT_FOUND, (
+            f"model {name!r}: {folder} is neither a Wav2Lip folder ({' or '.join(WAV2LIP_CHECKPOINTS)}) "
+            f"nor a MuseTalk 1.5 folder ({', '.join(MUSETALK_FILES)})"))
+    if found == "wav2lip":
+        wav2lip_checkpoint(name, folder)
+    else:
+        check_musetalk(name, folder)
+    return found

@@ -1,0 +1,226 @@
+"""talking-head through a real daemon: each backend (wav2lip, musetalk, none) with a photo
+and text and with a video and a recording, on tiny random-weight checkpoints in the
+published layouts (scripts/tiny_wav2lip.py, scripts/tiny_musetalk.py) found in the
+registry folder and loaded by the worker; errors; the warm model loads once.
+
+The face is scikit-image's public-domain astronaut portrait (a real photo).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from io import BytesIO
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.support import REPO, Daemon, drop_folder, wait_all_final
+
+sys.path.insert(0, str(REPO / "scripts"))
+import tiny_musetalk  # noqa: E402
+import tiny_wav2lip  # noqa: E402
+
+from pipeline.faces.blend import face_region  # noqa: E402
+from pipeline.kinds.talking_head import REGION  # noqa: E402
+
+FPS = 25
+VIDEO_FPS = 10
+SAY = "Hello there, nice to meet you."
+MARGIN = 6  # pixels around the redrawn region that H.264's blocks may smear into
+
+
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def face_video(path: Path, frames: int = 16) -> np.ndarray:
+    """A 320×320 video of the astronaut's head drifting right and back; returns its frames."""
+    photo = astronaut()
+    out = []
+    for i in range(frames):
+        dx = 3 * min(i, frames - i)
+        out.append(np.ascontiguousarray(photo[20:340, 100 + dx:420 + dx]))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=VIDEO_FPS)
+        stream.width, stream.height, stream.pix_fmt = 320, 320, "yuv420p"
+        stream.options = {"crf": "12"}
+        for frame in out:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return np.stack(out)
+
+
+def tone_wav(path: Path, seconds: float) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"sine=frequency=220:duration={seconds}", "-ac", "1", str(path)], check=True)
+
+
+def ffprobe(path: Path) -> dict:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True)
+    return {s["codec_type"]: s for s in json.loads(out.stdout)["streams"]}
+
+
+def decoded(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def api(d: Daemon, path: str) -> dict:
+    with urllib.request.urlopen(d.api + "/api/v1" + path, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def model_loads(d: Daemon) -> int:
+    return sum(w["model_loads"] for w in api(d, "/queue")["devices"])
+
+
+@pytest.fixture(scope="module")
+def heads(tmp_path_factory):
+    registry = tmp_path_factory.mktemp("registry")
+    tiny_wav2lip.build(registry / "wav2lip-tiny")
+    tiny_musetalk.build(registry / "musetalk-tiny")
+    scratch = tmp_path_factory.mktemp("inputs")
+    video_frames = face_video(scratch / "face.mp4")
+    tone_wav(scratch / "voice.wav", 1.6)
+    models = {"gone": {"path": str(scratch / "not-here"), "kinds": ["talking-head"]}}
+    d = Daemon(tmp_path_factory.mktemp("talking") / "spool", workers=["cpu"],
+               VIDSPOOL_REGISTRY__DIR=str(registry), VIDSPOOL_MODELS=json.dumps(models)).start()
+    files = {"face.png": png(astronaut()), "face.mp4": (scratch / "face.mp4").read_bytes(),
+             "voice.wav": (scratch / "voice.wav").read_bytes()}
+    inbox = d.root / "inbox"
+    jobs = {}
+    for lipsync in ("wav2lip-tiny", "musetalk-tiny", "none"):
+        short = lipsync.split("-")[0]
+        jobs[f"{short}-photo"] = ({"kind": "talking-head", "inputs": {"face": "face.png"},
+                                   "params": {"text": SAY, "lipsync": lipsync, "fps": FPS}}, ["face.png"])
+        jobs[f"{short}-video"] = ({"kind": "talking-head", "inputs": {"face": "face.mp4", "audio": "voice.wav"},
+                                   "params": {"lipsync": lipsync, "width": 160, "height": 160}}, ["face.mp4", "voice.wav"])
+    for name, (doc, names) in jobs.items():
+        drop_folder(inbox, name, doc, {n: files[n] for n in names})
+    done = wait_all_final(d.root, list(jobs), timeout=600, daemon=d)
+    yield d, done, video_frames
+    d.stop()
+
+
+@pytest.mark.parametrize("backend", ["wav2lip", "musetalk", "none"])
+def test_photo_and_text(heads, backend):
+    d, done, _ = heads
+    st = done[f"{backend}-photo"]
+    assert st["state"] == "completed", st.get("error")
+    result = st["result"]
+    assert result["lipsync"] == backend
+    assert st["job"]["params"]["lipsync"] == ("none" if backend == "none" else f"{backend}-tiny")
+    video = d.root / "outbox" / f"{backend}-photo" / "video.mp4"
+    streams = ffprobe(video)
+    assert streams["video"]["codec_name"] == "h264" and streams["audio"]["codec_name"] == "aac"
+    assert (int(streams["video"]["width"]), int(streams["video"]["height"])) == (512, 512)  # the photo's size
+    assert streams["video"]["r_frame_rate"] == f"{FPS}/1"
+    speech = result["speech"]["duration"]
+    assert abs(float(streams["video"]["duration"]) - speech) <= 1 / FPS + 1e-3
+    assert abs(float(streams["audio"]["duration"]) - speech) <= 1 / FPS + 0.03  # AAC frames of 1024 samples
+    for name in ("thumb.jpg", "speech.wav"):
+        assert (d.root / "outbox" / f"{backend}-photo" / name).stat().st_size > 0
+
+    # Outside the redrawn face region every frame is the photo; inside, a model changed it.
+    frames = decoded(video).astype(np.int16)
+    photo = astronaut().astype(np.int16)
+    outside = np.ones(photo.shape[:2], bool)
+    if backend != "none":
+        x0, y0, x1, y1 = face_region(result["face"]["box"], 512, 512, *REGION[backend])
+        outside[max(0, y0 - MARGIN):y1 + MARGIN, max(0, x0 - MARGIN):x1 + MARGIN] = False
+    middle = frames[len(frames) // 2]
+    assert np.abs(middle - photo)[outside].mean() < 3.0
+    if backend != "none":
+        inside = np.abs(middle - photo)[y0 + (y1 - y0) * 2 // 3:y1, x0 + (x1 - x0) // 4:x1 - (x1 - x0) // 4]
+        assert inside.mean() > 6.0, "random weights redraw the mouth: it differs from the photo"
+
+
+@pytest.mark.parametrize("backend", ["wav2lip", "musetalk", "none"])
+def test_video_and_recording(heads, backend):
+    d, done, source = heads
+    st = done[f"{backend}-video"]
+    assert st["state"] == "completed", st.get("error")
+    result = st["result"]
+    video = d.root / "outbox" / f"{backend}-video" / "video.mp4"
+    streams = ffprobe(video)
+    assert (int(streams["video"]["width"]), int(streams["video"]["height"])) == (160, 160)
+    assert streams["video"]["r_frame_rate"] == f"{VIDEO_FPS}/1", "a face video keeps its rate by default"
+    assert abs(float(streams["video"]["duration"]) - 1.6) <= 1 / VIDEO_FPS + 1e-3
+    assert result["face"]["source"] == "video" and result["face"]["source_frames"] == len(source)
+    frames = decoded(video)
+    assert len(frames) == 16  # 1.6 s at 10 fps: the 16-frame video once
+    # The video plays: the head moves between the first frame and the middle one.
+    assert np.abs(frames[0].astype(np.int16) - frames[8].astype(np.int16)).mean() > 3
+
+
+def test_errors_name_the_problem_and_the_worker_goes_on(heads, tmp_path):
+    d, _, _ = heads
+    blank = np.full((240, 320, 3), 200, np.uint8)
+    blank[:, :160] = 90
+    ok_face = png(astronaut())
+    jobs = {
+        "noface": ({"inputs": {"face": "wall.png"}, "params": {"text": "Hi.", "lipsync": "none"}},
+                   {"wall.png": png(blank)}, "unsupported_input", ["no face", "frame 0"]),
+        "corrupt": ({"inputs": {"face": "face.png"}, "params": {"text": "Hi.", "lipsync": "none"}},
+                    {"face.png": b"\x89PNG\r\n\x1a\n this is not the rest of a png"}, "unsupported_input", ["face.png"]),
+        "notaudio": ({"inputs": {"face": "face.png", "audio": "voice.wav"}, "params": {"lipsync": "none"}},
+                     {"face.png": ok_face, "voice.wav": b"RIFF but not really a wave file" * 20},
+                     "unsupported_input", ["voice.wav"]),
+        "gone": ({"inputs": {"face": "face.png"}, "params": {"text": "Hi.", "lipsync": "gone"}},
+                 {"face.png": ok_face}, "model_not_found", ["not-here"]),
+        "unknown": ({"inputs": {"face": "face.png"}, "params": {"text": "Hi.", "lipsync": "sadtalker"}},
+                    {"face.png": ok_face}, "model_not_found", ["sadtalker", "wav2lip-tiny"]),
+        "nochoice": ({"inputs": {"face": "face.png"}, "params": {"text": "Hi."}},
+                     {"face.png": ok_face}, "model_not_found", ["lipsync", "none"]),
+        "background": ({"inputs": {"face": "face.png"}, "params": {"text": "Hi.", "lipsync": "none", "background": "color"}},
+                       {"face.png": ok_face}, "unsupported_input", ["segmentation"]),
+        "nospeech": ({"inputs": {"face": "face.png"}, "params": {"lipsync": "none"}},
+                     {"face.png": ok_face}, "invalid_job", ["params.text", "inputs.audio"]),
+    }
+    for name, (doc, files, _, _) in jobs.items():
+        drop_folder(d.root / "inbox", name, {"kind": "talking-head", **doc}, files)
+    done = wait_all_final(d.root, list(jobs), timeout=120, daemon=d)
+    for name, (_, _, code, words) in jobs.items():
+        error = done[name]["error"]
+        assert done[name]["state"] == "failed" and error["code"] == code, (name, error)
+        for word in words:
+            assert word in error["message"], (name, word, error["message"])
+        assert (d.root / "outbox" / name / "input").is_dir(), "the user's files are kept"
+    after = wait_all_final(d.root, [drop_job(d, "after", ok_face)], timeout=120, daemon=d)
+    assert after["after"]["state"] == "completed", after["after"].get("error")
+
+
+def drop_job(d: Daemon, name: str, face: bytes, lipsync: str = "none") -> str:
+    drop_folder(d.root / "inbox", name, {"kind": "talking-head", "inputs": {"face": "face.png"},
+                                         "params": {"text": "Once more.", "lipsync": lipsync, "width": 128, "height": 128}},
+                {"face.png": face})
+    return name
+
+
+def test_the_second_job_with_a_backend_loads_nothing(heads):
+    d, done, _ = heads
+    loads = model_loads(d)
+    assert loads >= 2  # wav2lip and musetalk, once each, on the one worker
+    again = wait_all_final(d.root, [drop_job(d, "w2l-again", png(astronaut()), "wav2lip-tiny")], timeout=120, daemon=d)
+    st = again["w2l-again"]
+    assert st["state"] == "completed", st.get("error")
+    assert st["result"]["model"]["loaded"] is False
+    assert model_loads(d) == loads
+    models = {m["name"]: m for m in api(d, "/models")["models"]}
+    assert models["wav2lip-tiny"]["backend"] == "wav2lip" and models["musetalk-tiny"]["backend"] == "musetalk"
+    assert models["wav2lip-tiny"]["kinds"] == ["talking-head"]
