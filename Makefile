@@ -20,10 +20,13 @@ bench: setup
 	$(PY) bench/shared.py
 	$(PY) bench/api.py
 	$(PY) bench/speech.py
+	$(PY) bench/talking_head.py
 
 # Tiny random-weight models of every family (noise, for trying the video kinds offline).
 tiny-models: setup
 	HF_HUB_OFFLINE=1 $(PY) scripts/tiny_models.py models --prefix tiny-
+	HF_HUB_OFFLINE=1 $(PY) scripts/tiny_wav2lip.py models/tiny-wav2lip
+	HF_HUB_OFFLINE=1 $(PY) scripts/tiny_musetalk.py models/tiny-musetalk
 
 clean:
 	rm -rf .venv spool/* .pytest_cache

@@ -103,8 +103,9 @@ def _unload(settings: Settings, args) -> int:
 
 def _import(settings: Settings, args) -> int:
     """Copies a model folder into [registry] dir under a temporary name, then renames it."""
+    from pipeline.lipsync.layout import BACKEND_CLASS
     from pipeline.models.families import kinds_of
-    from pipeline.models.locate import read_index
+    from pipeline.models.locate import describe_folder
 
     src = args.folder.expanduser()
     name = args.name or src.resolve().name
@@ -112,7 +113,7 @@ def _import(settings: Settings, args) -> int:
         print(f"vidspool: {src} is not a folder", file=sys.stderr)
         return 2
     try:
-        index = read_index(name, src)
+        class_name = describe_folder(name, src, {})  # a diffusers folder or a lip-sync layout
     except JobError as exc:
         print(f"vidspool: {exc.message}", file=sys.stderr)
         return 2
@@ -129,7 +130,7 @@ def _import(settings: Settings, args) -> int:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    kinds = kinds_of(index["_class_name"])
-    print(f"imported {name} ({index['_class_name']}) into {dest}; kinds: {', '.join(kinds) or 'name them in [models.' + name + '] kinds'}")
+    kinds = ["talking-head"] if class_name in BACKEND_CLASS.values() else kinds_of(class_name)
+    print(f"imported {name} ({class_name}) into {dest}; kinds: {', '.join(kinds) or 'name them in [models.' + name + '] kinds'}")
     print("reload the daemon to serve it: systemctl reload vidspool (or send it SIGHUP)")
     return 0

@@ -90,13 +90,24 @@ def model_loads(d: Daemon) -> int:
 
 
 @pytest.fixture(scope="module")
-def heads(tmp_path_factory):
-    registry = tmp_path_factory.mktemp("registry")
-    tiny_wav2lip.build(registry / "wav2lip-tiny")
-    tiny_musetalk.build(registry / "musetalk-tiny")
-    scratch = tmp_path_factory.mktemp("inputs")
-    video_frames = face_video(scratch / "face.mp4")
-    tone_wav(scratch / "voice.wav", 1.6)
+def registry(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("registry")
+    tiny_wav2lip.build(folder / "wav2lip-tiny")
+    tiny_musetalk.build(folder / "musetalk-tiny")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inputs")
+    face_video(folder / "face.mp4")
+    tone_wav(folder / "voice.wav", 1.6)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def heads(tmp_path_factory, registry, scratch):
+    video_frames = decoded(scratch / "face.mp4")
     models = {"gone": {"path": str(scratch / "not-here"), "kinds": ["talking-head"]}}
     d = Daemon(tmp_path_factory.mktemp("talking") / "spool", workers=["cpu"],
                VIDSPOOL_REGISTRY__DIR=str(registry), VIDSPOOL_MODELS=json.dumps(models)).start()
@@ -110,6 +121,9 @@ def heads(tmp_path_factory):
                                    "params": {"text": SAY, "lipsync": lipsync, "fps": FPS}}, ["face.png"])
         jobs[f"{short}-video"] = ({"kind": "talking-head", "inputs": {"face": "face.mp4", "audio": "voice.wav"},
                                    "params": {"lipsync": lipsync, "width": 160, "height": 160}}, ["face.mp4", "voice.wav"])
+    example = REPO / "examples" / "talking-head"
+    files["astronaut.jpg"] = (example / "astronaut.jpg").read_bytes()
+    jobs["example"] = (json.loads((example / "job.json").read_text()), ["astronaut.jpg"])
     for name, (doc, names) in jobs.items():
         drop_folder(inbox, name, doc, {n: files[n] for n in names})
     done = wait_all_final(d.root, list(jobs), timeout=600, daemon=d)
@@ -168,6 +182,41 @@ def test_video_and_recording(heads, backend):
     assert np.abs(frames[0].astype(np.int16) - frames[8].astype(np.int16)).mean() > 3
 
 
+def test_the_example_runs(heads):
+    d, done, _ = heads
+    st = done["example"]
+    assert st["state"] == "completed", st.get("error")
+    assert st["result"]["lipsync"] == "none" and st["result"]["video"]["width"] == 512
+    assert st["result"]["speech"]["duration"] > 2
+
+
+def test_stages_and_progress_of_a_lip_synced_video(registry, scratch, tmp_path):
+    """speech, face_detection, loading_model, lipsync (frame counts) and encoding, in order,
+    with progress that never goes back; the job's worker-side run on its own."""
+    from threading import Event
+
+    from pipeline.context import JobContext
+    from pipeline.kinds.talking_head import KIND
+    from pipeline.models.resident import ModelStore
+
+    sent: list[dict] = []
+    inputs = {"face": [scratch / "face.mp4"], "audio": [scratch / "voice.wav"]}
+    ctx = JobContext("unit", {"kind": "talking-head"}, inputs, tmp_path, "cpu", sent.append, Event(),
+                     models=ModelStore("cpu"), model_name="w", model_config={"path": str(registry / "wav2lip-tiny")})
+    KIND.run(ctx, KIND.params(lipsync="w", width=96, height=96, fps=20))
+    progress = [m for m in sent if m["op"] == "progress"]
+    order = []
+    for m in progress:
+        if not order or order[-1] != m["stage"]:
+            order.append(m["stage"])
+    assert order == ["speech", "face_detection", "loading_model", "lipsync", "encoding"], order
+    assert [m["progress"] for m in progress] == sorted(m["progress"] for m in progress)
+    steps = [(m["step"], m["total_steps"]) for m in progress if m["stage"] == "lipsync"]
+    assert steps[0] == (0, 32) and steps[-1] == (32, 32)  # 1.6 s at 20 fps
+    assert ctx.outputs == ["video.mp4", "speech.wav", "thumb.jpg"]
+    assert ctx.meta["model"]["loaded"] is True and ctx.meta["lipsync"] == "wav2lip"
+
+
 def test_errors_name_the_problem_and_the_worker_goes_on(heads, tmp_path):
     d, _, _ = heads
     blank = np.full((240, 320, 3), 200, np.uint8)
@@ -224,3 +273,17 @@ def test_the_second_job_with_a_backend_loads_nothing(heads):
     models = {m["name"]: m for m in api(d, "/models")["models"]}
     assert models["wav2lip-tiny"]["backend"] == "wav2lip" and models["musetalk-tiny"]["backend"] == "musetalk"
     assert models["wav2lip-tiny"]["kinds"] == ["talking-head"]
+
+
+def test_models_import_takes_a_lip_sync_folder(registry, tmp_path):
+    env = {"VIDSPOOL_REGISTRY__DIR": str(tmp_path / "models"), "VIDSPOOL_API__PORT": "1", "HF_HUB_OFFLINE": "1",
+           "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "daemon", "models", "import", str(registry / "musetalk-tiny"),
+                          "--name", "lips"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "(MuseTalk)" in out.stdout and "kinds: talking-head" in out.stdout
+    assert (tmp_path / "models" / "lips" / "musetalkV15" / "unet.pth").is_file()
+    from daemon.registry import discover_models
+
+    found = discover_models(tmp_path / "models")
+    assert found["lips"].backend == "musetalk" and found["lips"].kinds == ["talking-head"]
