@@ -70,7 +70,7 @@ def main() -> int:
             doc = run(d, f"run-{lipsync}", lipsync, files)
             seconds = doc["result"]["seconds"]
             frames = doc["result"]["video"]["frames"]
-            total = sum(seconds.values())
+            total = seconds["run"]  # the worker's whole run of the job
             results[lipsync] = {"frames": frames, "stage_seconds": seconds,
                                 "lipsync_fps": round(frames / seconds["lipsync"], 1),
                                 "job_speed_x": round(SECONDS / total, 2)}
@@ -91,21 +91,19 @@ def main() -> int:
 
 
 def worker_peak_rss_mb(d: Daemon) -> float | None:
-    """VmHWM of the daemon's worker process (the daemon's children running pipeline.worker)."""
+    """The largest VmHWM among the daemon's child processes: its worker (the others, such
+    as multiprocessing's resource tracker, are small)."""
+    peaks = []
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
             continue
         try:
             status = (pid_dir / "status").read_text()
-            cmdline = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "multiprocessing" in cmdline or "pipeline.worker" in cmdline or "spawn_main" in cmdline:
-            if f"PPid:\t{d.proc.pid}\n" in status:
-                for line in status.splitlines():
-                    if line.startswith("VmHWM:"):
-                        return round(int(line.split()[1]) / 1024, 1)
-    return None
+        if f"PPid:\t{d.proc.pid}\n" in status:
+            peaks += [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")]
+    return round(max(peaks) / 1024, 1) if peaks else None
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 """Profiles the daemon during a throughput burst with py-spy (not a project dependency).
 
     python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip install py-spy
-    .venv/bin/python bench/profile.py --py-spy /tmp/pyspy/bin/py-spy [--jobs 1000]
+    .venv/bin/python bench/profile_daemon.py --py-spy /tmp/pyspy/bin/py-spy [--jobs 1000]
 
 Starts a daemon like bench/run.py does, renames N probe jobs into inbox/ at once, records
 the daemon process (main loop and inotify thread) at 200 Hz until all are final, and prints
