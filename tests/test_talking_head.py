@@ -121,6 +121,8 @@ def heads(tmp_path_factory, registry, scratch):
                                    "params": {"text": SAY, "lipsync": lipsync, "fps": FPS}}, ["face.png"])
         jobs[f"{short}-video"] = ({"kind": "talking-head", "inputs": {"face": "face.mp4", "audio": "voice.wav"},
                                    "params": {"lipsync": lipsync, "width": 160, "height": 160}}, ["face.mp4", "voice.wav"])
+    jobs["crop"] = ({"kind": "talking-head", "inputs": {"face": "face.png"},
+                     "params": {"text": "Hi.", "lipsync": "wav2lip-tiny", "crop": "face", "resolution": "480p"}}, ["face.png"])
     example = REPO / "examples" / "talking-head"
     files["astronaut.jpg"] = (example / "astronaut.jpg").read_bytes()
     jobs["example"] = (json.loads((example / "job.json").read_text()), ["astronaut.jpg"])
@@ -188,6 +190,22 @@ def test_the_example_runs(heads):
     assert st["state"] == "completed", st.get("error")
     assert st["result"]["lipsync"] == "none" and st["result"]["video"]["width"] == 512
     assert st["result"]["speech"]["duration"] > 2
+
+
+def test_face_crop_frames_the_head_at_the_preset_size(heads):
+    d, done, _ = heads
+    st = done["crop"]
+    assert st["state"] == "completed", st.get("error")
+    video = st["result"]["video"]
+    assert (video["width"], video["height"]) == (480, 480)  # the 480p short side, square by default
+    x0, y0, x1, y1 = st["result"]["face"]["view"]
+    bx, by, bw, bh = st["result"]["face"]["box"]
+    assert x0 <= bx and y0 <= by and bx + bw <= x1 and by + bh <= y1, "the view holds the face"
+    assert (x1 - x0) < 512 and (x1 - x0) == (y1 - y0), "a square view smaller than the photo"
+    frame = decoded(d.root / "outbox" / "crop" / "video.mp4")[0].astype(np.int16)
+    photo = astronaut()[y0:y1, x0:x1]
+    expected = np.asarray(Image.fromarray(photo).resize((480, 480), Image.Resampling.BILINEAR), np.int16)
+    assert np.abs(frame - expected)[:120].mean() < 8, "the top of the view is the photo's, scaled"
 
 
 def test_stages_and_progress_of_a_lip_synced_video(registry, scratch, tmp_path):
