@@ -116,7 +116,7 @@ def test_loads_with_and_without_the_module_prefix(folders, checkpoint, model):
     assert model.source == folders["prefixed"] / "wav2lip.pth"
     assert not model.net.training  # batch norm must use its running statistics
 
-    gan = base.load("wav2lip", folders["gan"], "cpu")
+    gan = base.load("wav2lip", folders["gan"], "cpu", torch.float32)  # as stored: compare exactly
     assert isinstance(gan, Wav2LipModel) and gan.source.name == "wav2lip_gan.pth"
     loaded = gan.components["wav2lip"].state_dict()
     for key in KNOWN_SHAPES:
@@ -248,3 +248,19 @@ def test_sync_feeds_the_network_bgr_with_the_lower_half_blanked():
     # The masked copy, flipped back to RGB: the upper half comes back exactly, the lower is black.
     assert np.array_equal(out[:, :48], crops[:, :48])
     assert not out[:, 48:].any()
+
+
+def test_cpu_default_precision_and_its_cost_in_accuracy(folders):
+    """Default: bfloat16 where the CPU has native bfloat16 (2.7–3× the frames/s), else
+    float32; float16 on a CPU means float32. bfloat16 stays within a few levels of float32."""
+    from pipeline.lipsync.wav2lip import run_dtype
+
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert run_dtype(None, "cpu") == (torch.bfloat16 if native else torch.float32)
+    assert run_dtype(None, "cuda:0") == torch.float16 and run_dtype(torch.float16, "cpu") == torch.float32
+    full = load_wav2lip(folders["prefixed"], "cpu", torch.float32)
+    bf16 = load_wav2lip(folders["prefixed"], "cpu", torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16 and next(bf16.net.parameters()).dtype == torch.bfloat16
+    faces, windows = np.random.default_rng(3).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8), np.zeros((4, 80, 16), np.float32)
+    a, b = full.sync(faces, windows).astype(np.int16), bf16.sync(faces, windows).astype(np.int16)
+    assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 0.5
