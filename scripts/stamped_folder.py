@@ -1,17 +1,33 @@
 """Build a folder once: in a temporary sibling, stamped, then renamed into place.
 
-Shared by scripts/tiny_models.py and scripts/tiny_tts_models.py. A folder whose stamp file
+Shared by the tiny model scripts (scripts/tiny_*.py), with `stamp_text` for their stamps. A folder whose stamp file
 holds the same text is current and returned as is; an outdated one is replaced; of
 concurrent builders, the one that loses the rename keeps the winner's folder.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+
+
+def stamp_text(builder: str | Path, packages: Iterable[str] = (), sources: Mapping[str, Path] | None = None,
+               **options) -> str:
+    """A stamp of what a built folder depends on: the builder script's source (and other
+    `sources`, by key) hashed, the build options, and the installed `packages`' versions."""
+    from importlib.metadata import version
+
+    def digest(path) -> str:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+    stamp = {"builder": digest(builder), **{k: digest(p) for k, p in (sources or {}).items()}, **options,
+             **{p: version(p) for p in packages}}
+    return json.dumps(stamp, sort_keys=True) + "\n"
 
 
 def is_current(folder: Path, stamp_name: str, stamp: str) -> bool:

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stamped_folder import build_stamped  # noqa: E402  (beside this script)
+from stamped_folder import build_stamped, stamp_text  # noqa: E402  (beside this script)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEST = REPO_ROOT / "models" / "tiny"
@@ -443,22 +443,6 @@ _BUILDERS = {
 # --------------------------------------------------------------------------------------------
 
 
-def _stamp_text(family: str, seed: int) -> str:
-    import hashlib
-
-    import diffusers
-    import transformers
-
-    stamp = {
-        "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16],
-        "family": family,
-        "seed": seed,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-    }
-    return json.dumps(stamp, sort_keys=True) + "\n"
-
-
 def build(family: str, dest: Path, seed: int = 0, name: str | None = None) -> Path:
     """Build the tiny ``family`` folder as ``dest/<name or family>`` and return its path.
 
@@ -474,7 +458,7 @@ def build(family: str, dest: Path, seed: int = 0, name: str | None = None) -> Pa
         with _quiet():
             _BUILDERS[family](seed).save_pretrained(tmp)
 
-    return build_stamped(Path(dest) / (name or family), STAMP, _stamp_text(family, seed), make)
+    return build_stamped(Path(dest) / (name or family), STAMP, stamp_text(__file__, ("diffusers", "transformers"), family=family, seed=seed), make)
 
 
 def build_all(dest: Path = DEFAULT_DEST, prefix: str = "") -> dict[str, Path]:

@@ -23,13 +23,12 @@ API: ``build(dest, seed=0, real_size=False) -> Path`` (``dest`` becomes the mode
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stamped_folder import build_stamped  # noqa: E402  (beside this script)
+from stamped_folder import build_stamped, stamp_text  # noqa: E402  (beside this script)
 
 STAMP = ".tiny-musetalk-version"
 
@@ -142,27 +141,13 @@ def _build(dest: Path, seed: int, real_size: bool) -> None:
     WhisperFeatureExtractor(feature_size=whisper.config.num_mel_bins).save_pretrained(folder)
 
 
-def _stamp_text(seed: int, real_size: bool) -> str:
-    from importlib.metadata import version
-
-    stamp = {
-        "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16],
-        "seed": seed,
-        "real_size": real_size,
-        "diffusers": version("diffusers"),
-        "transformers": version("transformers"),
-        "torch": version("torch"),
-    }
-    return json.dumps(stamp, sort_keys=True) + "\n"
-
-
 def build(dest: Path, seed: int = 0, real_size: bool = False) -> Path:
     """Write a MuseTalk 1.5 folder at ``dest`` and return it.
 
     A folder with the same stamp (builder source, seed, size, library versions) is returned as
     is; otherwise it is built in a temporary sibling and renamed into place.
     """
-    return build_stamped(Path(dest), STAMP, _stamp_text(seed, real_size), lambda tmp: _build(tmp, seed, real_size))
+    return build_stamped(Path(dest), STAMP, stamp_text(__file__, ("diffusers", "transformers", "torch"), seed=seed, real_size=real_size), lambda tmp: _build(tmp, seed, real_size))
 
 
 def param_counts(real_size: bool) -> dict[str, int]:

@@ -29,14 +29,13 @@ API: ``build(family, dest, seed=0) -> Path``, ``build_all(dest)``, ``FAMILIES``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stamped_folder import build_stamped  # noqa: E402  (beside this script)
+from stamped_folder import build_stamped, stamp_text  # noqa: E402  (beside this script)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEST = REPO_ROOT / "models" / "tiny-tts"
@@ -174,19 +173,6 @@ def _absolute(config, folder: Path):
     return config
 
 
-def _stamp_text(family: str, seed: int) -> str:
-    from importlib.metadata import version
-
-    stamp = {
-        "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16],
-        "family": family,
-        "seed": seed,
-        "coqui-tts": version("coqui-tts"),
-        "torch": version("torch"),
-    }
-    return json.dumps(stamp, sort_keys=True) + "\n"
-
-
 def build(family: str, dest: Path, seed: int = 0, name: str | None = None) -> Path:
     """Build the tiny ``family`` folder as ``dest/<name or family>`` and return its path.
 
@@ -195,7 +181,7 @@ def build(family: str, dest: Path, seed: int = 0, name: str | None = None) -> Pa
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-    return build_stamped(Path(dest) / (name or family), STAMP, _stamp_text(family, seed),
+    return build_stamped(Path(dest) / (name or family), STAMP, stamp_text(__file__, ("coqui-tts", "torch"), family=family, seed=seed),
                          lambda tmp: _build(family, seed, tmp))
 
 

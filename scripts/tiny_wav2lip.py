@@ -18,15 +18,13 @@ API: ``build(dest, seed=0, gan=False, prefixed=True) -> Path``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(REPO_ROOT))
-from stamped_folder import build_stamped  # noqa: E402  (beside this script)
+from stamped_folder import build_stamped, stamp_text  # noqa: E402  (beside this script)
 
 DEFAULT_DEST = REPO_ROOT / "models" / "tiny-wav2lip"
 STAMP = ".tiny-wav2lip-version"
@@ -47,28 +45,14 @@ def _build(folder: Path, seed: int, gan: bool, prefixed: bool) -> None:
     torch.save(checkpoint, folder / ("wav2lip_gan.pth" if gan else "wav2lip.pth"))
 
 
-def _stamp_text(seed: int, gan: bool, prefixed: bool) -> str:
-    from importlib.metadata import version
-
-    stamp = {
-        "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16],
-        "network": hashlib.sha256(NETWORK_SOURCE.read_bytes()).hexdigest()[:16],
-        "seed": seed,
-        "gan": gan,
-        "prefixed": prefixed,
-        "torch": version("torch"),
-    }
-    return json.dumps(stamp, sort_keys=True) + "\n"
-
-
 def build(dest: Path, seed: int = 0, gan: bool = False, prefixed: bool = True) -> Path:
     """Build the folder `dest` (a Wav2Lip model folder) and return it.
 
     A folder with the same stamp (builder and network source, options, torch version) is
     returned as is; otherwise it is built in a temporary sibling and renamed into place.
     """
-    return build_stamped(Path(dest), STAMP, _stamp_text(seed, gan, prefixed),
-                         lambda tmp: _build(tmp, seed, gan, prefixed))
+    stamp = stamp_text(__file__, ("torch",), {"network": NETWORK_SOURCE}, seed=seed, gan=gan, prefixed=prefixed)
+    return build_stamped(Path(dest), STAMP, stamp, lambda tmp: _build(tmp, seed, gan, prefixed))
 
 
 def main(argv: list[str]) -> int:
