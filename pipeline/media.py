@@ -53,7 +53,7 @@ def _fallback_bit_rate(width: int, height: int, fps: Fraction) -> int:
     return max(1_000_000, int(width * height * float(fps) * 0.1))
 
 
-def _reason(error: Exception, path: Path) -> str:
+def error_reason(error: Exception, path: Path) -> str:
     """The library's message without the file's full path, which is host detail users need not see."""
     if isinstance(error, av.FFmpegError) and error.strerror:
         return error.strerror
@@ -271,7 +271,7 @@ def load_audio(path: Path, max_seconds: float | None = None) -> np.ndarray:
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray())
     except av.FFmpegError as e:
-        message = f"{path.name}: not readable audio ({_reason(e, path)})"
+        message = f"{path.name}: not readable audio ({error_reason(e, path)})"
         raise JobError(ErrorCode.UNSUPPORTED_INPUT, message) from e
     if not chunks:
         raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{path.name}: contains no audio samples")
@@ -342,7 +342,7 @@ def probe(path: Path) -> dict:
                 },
             }
     except av.FFmpegError as e:
-        message = f"{path.name}: not a readable media file ({_reason(e, path)})"
+        message = f"{path.name}: not a readable media file ({error_reason(e, path)})"
         raise JobError(ErrorCode.UNSUPPORTED_INPUT, message) from e
 
 
@@ -371,7 +371,7 @@ def load_image(path: Path, draft_size: tuple[int, int] | None = None) -> Image.I
             has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
             return image.convert("RGBA" if has_alpha else "RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        message = f"{path.name}: not a readable image ({_reason(e, path)})"
+        message = f"{path.name}: not a readable image ({error_reason(e, path)})"
         raise JobError(ErrorCode.UNSUPPORTED_INPUT, message) from e
 
 
@@ -426,7 +426,7 @@ def read_video_frames(path: Path, max_frames: int | None = None) -> tuple[list[I
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except av.FFmpegError as e:
-        raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{path.name}: not a readable video ({_reason(e, path)})") from e
+        raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{path.name}: not a readable video ({error_reason(e, path)})") from e
     if not frames:
         raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{path.name}: contains no video frames")
     return frames, fps

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import ErrorCode, JobError
+from pipeline.media import error_reason
 
 # FFmpeg's text-art demuxers (ANSI, BIN, XBIN, iCE Draw) would render a text file as a
 # "video"; such a file is not a face.
@@ -74,13 +75,6 @@ def _unreadable(path: Path, reason: str) -> JobError:
     )
 
 
-def _reason(error: Exception, path: Path) -> str:
-    """The library's message without the file's full path (host detail users need not see)."""
-    if isinstance(error, av.FFmpegError) and error.strerror:
-        return error.strerror
-    return str(error).replace(str(path), path.name) or type(error).__name__
-
-
 def _read_photo(path: Path, max_side: int | None) -> tuple[np.ndarray | None, str | None]:
     """(frame, None) for an image Pillow reads; (None, reason) for an image format Pillow
     knows but cannot decode (truncated, corrupt); (None, None) when it is not an image."""
@@ -97,11 +91,11 @@ def _read_photo(path: Path, max_side: int | None) -> tuple[np.ndarray | None, st
                     upright = upright.resize(size, Image.Resampling.LANCZOS)
                 return _as_rgb(upright), None
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-                return None, _reason(e, path)
+                return None, error_reason(e, path)
     except UnidentifiedImageError:
         return None, None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        return None, _reason(e, path)
+        return None, error_reason(e, path)
 
 
 def _as_rgb(image: Image.Image) -> np.ndarray:
@@ -138,9 +132,9 @@ def _read_video(path: Path, max_frames: int, max_side: int | None) -> tuple[list
                 if len(frames) >= max_frames:
                     break
     except av.FFmpegError as e:
-        raise _Unreadable(_reason(e, path)) from e
+        raise _Unreadable(error_reason(e, path)) from e
     except ValueError as e:  # PyAV's own checks, e.g. an unknown pixel format
-        raise _Unreadable(_reason(e, path)) from e
+        raise _Unreadable(error_reason(e, path)) from e
     if not frames:
         raise _Unreadable("it holds no frames")
     return frames, fps
