@@ -118,6 +118,14 @@ def plan_call(cls: type, params, kind: str, model: str, video_frames: int | None
     return Plan(cls, family, width, height, frames, fps, steps, seed, kwargs)
 
 
+def check_budget(ctx: JobContext, plan: Plan, config: dict) -> None:
+    """Refuses a call over [limits] max_frame_pixels or the model's own max_frame_pixels."""
+    from pipeline.context import check_frame_budget
+
+    ctx.check_frame_budget(plan.frames, plan.width, plan.height)
+    check_frame_budget(plan.frames, plan.width, plan.height, config.get("max_frame_pixels"))
+
+
 def denoise(ctx: JobContext, pipe, plan: Plan, on_step=None, **inputs) -> list[np.ndarray]:
     """Runs the pipeline with per-step progress; returns the frames as uint8 RGB arrays.
 

@@ -54,13 +54,8 @@ class SceneClips:
         defaults = self.config.get("defaults") or {}
         self.defaults = {k: defaults[k] for k in PLANNED if defaults.get(k) is not None}
         self.cls = self.store.pipeline_class_for(self.name, self.config, MODEL_KIND)
-        check = self.plan(0, "check")  # sizes and frame rules, before any work
-        ctx.check_frame_budget(check.frames, check.width, check.height)
-        limit = self.config.get("max_frame_pixels")
-        if limit:
-            from pipeline.context import check_frame_budget
-
-            check_frame_budget(check.frames, check.width, check.height, limit)
+        # Sizes, frame rules and frame budgets, before any work.
+        diffusion.check_budget(ctx, self.plan(0, "check"), self.config)
         self.loaded_now = False
 
     def plan(self, index: int, sentence: str) -> diffusion.Plan:

@@ -68,12 +68,7 @@ def run(ctx: JobContext, params: VideoParams) -> None:
         frames, _ = media.read_video_frames(ctx.input("video"), max_frames=params.num_frames)
         video_frames, video_size = len(frames), frames[0].size
     plan = diffusion.plan_call(cls, params, kind, name, video_frames, video_size)
-    ctx.check_frame_budget(plan.frames, plan.width, plan.height)
-    model_limit = config.get("max_frame_pixels")
-    if model_limit and plan.frames * plan.width * plan.height > model_limit:
-        from pipeline.context import check_frame_budget
-
-        check_frame_budget(plan.frames, plan.width, plan.height, model_limit)
+    diffusion.check_budget(ctx, plan, config)
     if kind == "image-to-video":
         inputs["image"] = media.cover_image(media.load_image(ctx.input("image")), plan.width, plan.height)
     elif kind == "video-to-video":
