@@ -20,9 +20,30 @@ def check_frame_budget(frames: int, width: int, height: int, limit: int | None) 
         )
 
 
+PROGRESS_INTERVAL_SECONDS = 0.25  # the most often a counted loop reports its progress
+
+
+class StepReporter:
+    """Progress of a counted loop (frames, sentences): sent on the first call, then at most
+    every PROGRESS_INTERVAL_SECONDS and always for the last step; in between, only the
+    cancel check. Make one per loop."""
+
+    def __init__(self, ctx: JobContext):
+        self.ctx = ctx
+        self._last = None
+
+    def __call__(self, percent: float, done: int, total: int, stage: str, message: str) -> None:
+        now = time.monotonic()
+        if self._last is None or now - self._last >= PROGRESS_INTERVAL_SECONDS or done == total:
+            self._last = now
+            self.ctx.progress(percent, stage=stage, message=message, step=done, total_steps=total)
+        else:
+            self.ctx.check_canceled()
+
+
 class StageSeconds(dict):
     """Seconds per stage of a job, for `result.seconds`: `lap(stage)` books the time since
-    the previous lap (or since made, or since `restart()`) to `stage`."""
+    the previous lap (or since made) to `stage`."""
 
     def __init__(self):
         super().__init__()
@@ -32,9 +53,6 @@ class StageSeconds(dict):
         now = time.monotonic()
         self[stage] = round(now - self._clock, 3)
         self._clock = now
-
-    def restart(self) -> None:
-        self._clock = time.monotonic()
 
 
 class JobContext:

@@ -42,7 +42,6 @@ yuv420p + AAC 48 kHz stereo + mov_text subtitles, faststart), speech.wav (the vo
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -65,7 +64,6 @@ MUSIC_GAIN = 0.6
 DUCKED_GAIN = 0.25
 DUCK_RAMP_SECONDS = 0.2
 PEAK_LIMIT = 0.98
-PROGRESS_INTERVAL_SECONDS = 0.25
 _HEX = r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})"
 
 
@@ -115,7 +113,7 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
     from pipeline import media
     from pipeline.errors import ErrorCode, JobError
 
-    from pipeline.context import StageSeconds
+    from pipeline.context import StageSeconds, StepReporter
 
     seconds = StageSeconds()
     ctx.progress(0, stage="speech", message="preparing")
@@ -226,7 +224,7 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
     cue_frames = [(max(0, round(c.start * params.fps)), max(0, round(c.end * params.fps))) for c in cues]
     cue_index = 0
     raw_tmp = ctx.results_dir / ".video.raw.mp4.tmp" if track else ctx.output_path("video.mp4")
-    last_report = 0.0
+    report = StepReporter(ctx)
     thumb_frame: np.ndarray | None = None
     thumb_at = min(total_frames - 1, (starts[0] + starts[1]) // 2)
     cached: tuple[object, int, np.ndarray] | None = None  # (static source, cue, frame)
@@ -254,13 +252,8 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
                     if frame_index == thumb_at:
                         thumb_frame = frame
                     done = frame_index + 1
-                    now = time.monotonic()
-                    if now - last_report >= PROGRESS_INTERVAL_SECONDS or done == total_frames:
-                        last_report = now
-                        ctx.progress(render_from + (93 - render_from) * done / total_frames, stage="rendering",
-                                     message=f"frame {done}/{total_frames}", step=done, total_steps=total_frames)
-                    else:
-                        ctx.check_canceled()
+                    report(render_from + (93 - render_from) * done / total_frames, done, total_frames,
+                           "rendering", f"frame {done}/{total_frames}")
             finally:
                 source.close()
         ctx.progress(93, stage="encoding", message="finishing video.mp4")
@@ -415,10 +408,6 @@ def add_subtitle_track(video: Path, srt: Path, out: Path) -> None:
         out.unlink(missing_ok=True)
         tail = result.stderr.strip().splitlines()[-3:]
         raise JobError(ErrorCode.INTERNAL, f"adding the subtitle track failed: {' / '.join(tail)}")
-
-
-def frame_pixels(params: NarratedVideoParams, inputs: Mapping[str, list[Path]]) -> int | None:
-    return None  # the speech's length sets it: checked in run()
 
 
 KIND = KindSpec(

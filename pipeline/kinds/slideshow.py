@@ -18,7 +18,6 @@ Results: video.mp4 (H.264 + AAC when there is audio) and thumb.jpg (the first sl
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 DEFAULT_SECONDS_PER_SLIDE = 3.0
 FONT_PATH = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 # How often the "rendering" stage reports; cancel itself is checked on every frame.
-PROGRESS_INTERVAL_SECONDS = 0.25
 _HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 
 
@@ -84,6 +82,7 @@ def frame_pixels(params: SlideshowParams, inputs: Mapping[str, list[Path]]) -> i
 
 def run(ctx: JobContext, params: SlideshowParams) -> None:
     from pipeline import media
+    from pipeline.context import StepReporter
 
     images = ctx.input_list("images")
     audio_path = ctx.input("audio")
@@ -128,25 +127,16 @@ def run(ctx: JobContext, params: SlideshowParams) -> None:
         return rendered[index]
 
     video_tmp = ctx.output_path("video.mp4")
-    last_report = 0.0
+    report = StepReporter(ctx)
     with media.Mp4Writer(video_tmp, params.width, params.height, params.fps, audio=audio) as writer:
         for frame_index in range(total_frames):
-            ctx.check_canceled()
             current, following, weight = slides_at(frame_index, frames_per_slide, fade_frames, slide_count)
             frame = slide(current)
             if weight > 0:
                 frame = blend(frame, slide(following), weight)
             writer.write(frame)
             done = frame_index + 1
-            if time.monotonic() - last_report >= PROGRESS_INTERVAL_SECONDS or done == total_frames:
-                last_report = time.monotonic()
-                ctx.progress(
-                    1 + 94 * done / total_frames,
-                    stage="rendering",
-                    message=f"frame {done}/{total_frames}",
-                    step=done,
-                    total_steps=total_frames,
-                )
+            report(1 + 94 * done / total_frames, done, total_frames, "rendering", f"frame {done}/{total_frames}")
         ctx.progress(95, stage="encoding", message="finishing video.mp4")
 
     info = media.probe(video_tmp)

@@ -23,7 +23,6 @@ AAC, faststart), speech.wav, thumb.jpg; in `result`: video, audio, lipsync (the 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -53,7 +52,6 @@ REGION = {"wav2lip": (1.1, 0.06), "musetalk": (1.25, 0.05)}
 # Frames per backend call (CPU, GPU): on 2 CPU cores Wav2Lip runs fastest per frame at 8–16.
 BATCH = {"wav2lip": (16, 128), "musetalk": (8, 32)}
 DETECT_STRIDE = 2  # detect on every other frame of a video, interpolate between
-PROGRESS_INTERVAL_SECONDS = 0.25
 SEGMENTATION_MESSAGE = (
     "background {name!r}: replacing the background needs a person-segmentation model, and none installs "
     "with a package from the registries this project uses (OpenCV ships face detectors only); "
@@ -103,9 +101,8 @@ def run(ctx: JobContext, params: TalkingHeadParams) -> None:
     import numpy as np
 
     from pipeline import media
+    from pipeline.context import StageSeconds, StepReporter
     from pipeline.faces.source import load_face_source
-
-    from pipeline.context import StageSeconds
 
     seconds = StageSeconds()
     # Everything a job can be refused for is checked before any synthesis.
@@ -152,7 +149,7 @@ def run(ctx: JobContext, params: TalkingHeadParams) -> None:
         boxes = np.zeros((len(source.frames), 4), np.float32)
         boxes[used] = used_boxes
     src_h, src_w = source.frames[0].shape[:2]
-    view = output_view(params, boxes[indices] if source.is_video else boxes, src_w, src_h)
+    view = output_view(params, boxes[indices], src_w, src_h)
     width, height = output_size(params, view[2] - view[0], view[3] - view[1])
     ctx.check_frame_budget(total, width, height)
     seconds.lap("face_detection")
@@ -161,19 +158,17 @@ def run(ctx: JobContext, params: TalkingHeadParams) -> None:
     model = None
     if backend is not None:
         ctx.progress(30, stage="loading_model", message=f"model {ctx.model_name}")
-        started = time.monotonic()
         resident, loaded_now = ctx.models.ensure(
             ctx.model_name, ctx.model_config, on_load=lambda message: ctx.progress(30, stage="loading_model", message=message))
         model = resident.pipe
         ctx.meta["model"] = {"name": ctx.model_name, "backend": backend, "loaded": loaded_now,
                              "load_seconds": round(resident.load_seconds, 3) if loaded_now else 0.0}
-        seconds["load_model"] = round(time.monotonic() - started, 3)
-        seconds.restart()
+        seconds.lap("load_model")
 
     mp4_audio = media.resample_audio(voice, rate)
     thumb_at = total // 2
     thumb = None
-    last_report = 0.0
+    report = StepReporter(ctx)
     ctx.progress(30, stage="lipsync", message=f"frame 0/{total}", step=0, total_steps=total)
     with media.Mp4Writer(ctx.output_path("video.mp4"), width, height, fps, audio=mp4_audio,
                          fade_out_seconds=0.05) as writer:
@@ -186,13 +181,7 @@ def run(ctx: JobContext, params: TalkingHeadParams) -> None:
                 if start + offset == thumb_at:
                     thumb = out
             done = start + len(frames)
-            now = time.monotonic()
-            if now - last_report >= PROGRESS_INTERVAL_SECONDS or done == total:
-                last_report = now
-                ctx.progress(30 + 62 * done / total, stage="lipsync", message=f"frame {done}/{total}",
-                             step=done, total_steps=total)
-            else:
-                ctx.check_canceled()
+            report(30 + 62 * done / total, done, total, "lipsync", f"frame {done}/{total}")
     seconds.lap("lipsync")
 
     ctx.progress(92, stage="encoding", message="finishing video.mp4")
@@ -240,20 +229,17 @@ def make_detector():
 
 
 def track(ctx: JobContext, source, frames: list, detector, face_index: int, quiet: bool = False):
+    from pipeline.context import StepReporter
     from pipeline.faces.track import track_faces
 
-    last = 0.0
+    report = StepReporter(ctx)
 
     def progress(done: int, total: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if not quiet and (now - last >= PROGRESS_INTERVAL_SECONDS or done == total):
-            last = now
-            ctx.progress(15 + 15 * done / max(1, total), stage="face_detection",
-                         message=f"frame {done}/{total}", step=done, total_steps=total)
+        report(15 + 15 * done / max(1, total), done, total, "face_detection", f"frame {done}/{total}")
 
     stride = DETECT_STRIDE if len(frames) > 1 else 1
-    return track_faces(frames, detector, face_index=face_index, stride=stride, progress=progress, name=source.name)
+    return track_faces(frames, detector, face_index=face_index, stride=stride, progress=None if quiet else progress,
+                       name=source.name)
 
 
 def lip_synced_frames(model, backend: str | None, frames: list, boxes, indices: list[int], voice, rate: int, fps: float,
@@ -344,10 +330,6 @@ def frame_to_output(frame: np.ndarray, view: tuple[int, int, int, int], width: i
         return part if part.flags.c_contiguous else part.copy()
     shrinking = part.shape[1] > width
     return cv2.resize(part, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
-def frame_pixels(params: TalkingHeadParams, inputs: Mapping[str, list[Path]]) -> int | None:
-    return None  # the speech's length and the face's size set it: checked in run()
 
 
 KIND = KindSpec(

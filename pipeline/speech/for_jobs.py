@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from pipeline.context import JobContext
     from pipeline.speech.engine import Speech, VoiceChoice
 
-PROGRESS_INTERVAL_SECONDS = 0.25
 SENTENCE_PAUSE_SECONDS = 0.25
 MAX_SENTENCE_CHARS = 400
 
@@ -60,17 +59,12 @@ def job_speech(ctx: JobContext, text: str, voice: str | None, language: str | No
         except ValueError as exc:
             raise JobError(ErrorCode.INVALID_JOB, str(exc)) from None
 
-    last_report = 0.0
+    from pipeline.context import StepReporter
+
+    report = StepReporter(ctx)
 
     def on_progress(done: int, total: int) -> None:
-        nonlocal last_report
-        now = time.monotonic()
-        if done in (0, total) or now - last_report >= PROGRESS_INTERVAL_SECONDS:
-            last_report = now
-            ctx.progress(low + (high - low) * done / total, stage="speech", message=f"sentence {done}/{total}",
-                         step=done, total_steps=total)
-        else:
-            ctx.check_canceled()
+        report(low + (high - low) * done / total, done, total, "speech", f"sentence {done}/{total}")
 
     started = time.monotonic()
     try:
