@@ -1,8 +1,9 @@
 # vidspool: `make run` and `make test` set everything up on a fresh Debian machine.
 SHELL := /bin/bash
 PY := .venv/bin/python
+BINDIR ?= /usr/local/bin
 
-.PHONY: setup run test bench tiny-models clean
+.PHONY: setup run test bench tiny-models install-cli clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +28,13 @@ tiny-models: setup
 	HF_HUB_OFFLINE=1 $(PY) scripts/tiny_models.py models --prefix tiny-
 	HF_HUB_OFFLINE=1 $(PY) scripts/tiny_wav2lip.py models/tiny-wav2lip
 	HF_HUB_OFFLINE=1 $(PY) scripts/tiny_musetalk.py models/tiny-musetalk
+
+# `vidspool` on PATH: a link to .venv/bin/vidspool in $(BINDIR); running it again changes nothing.
+install-cli: setup
+	@target="$(CURDIR)/.venv/bin/vidspool"; link="$(BINDIR)/vidspool"; \
+	if [ -e "$$link" ] && [ ! -L "$$link" ]; then \
+	  echo "install-cli: $$link exists and is not a link; remove it or choose BINDIR=..." >&2; exit 1; fi; \
+	mkdir -p "$(BINDIR)" && ln -sfn "$$target" "$$link" && echo "$$link -> $$target"
 
 clean:
 	rm -rf .venv spool/* .pytest_cache

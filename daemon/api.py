@@ -16,30 +16,48 @@ import shutil
 import time
 from pathlib import Path
 
+import structlog
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon import __version__
 from daemon.auth import find_token, load_tokens, presented_token
 from daemon.events import EventLog
+from daemon.fds import connection_budget
 from daemon.fscheck import spool_fault
 from daemon.fsops import atomic_write_bytes, read_json
+from daemon.httpguard import (
+    GuardedSite,
+    HttpPolicy,
+    ReadTimeout,
+    add_security_headers,
+    guard_middleware,
+    json_error,
+    read_body,
+    timeout_response,
+    within,
+)
 from daemon.metrics import Metrics
 from daemon.spool import STATUS, is_valid_job_id, sanitize_job_id
+
+log = structlog.get_logger()
 
 API = "/api/v1"
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATES = ("queued", "running", "completed", "failed", "canceled")
 LIST_FIELDS = ("id", "kind", "state", "progress", "stage", "message", "error", "created_at", "finished_at", "labels")
 KEEPALIVE_SECONDS = 15.0
+DISCONNECT_CHECK_SECONDS = 1.0
 UPLOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$")
 # Paths anyone may fetch, tokens or not: health, and the page's static files (no data).
 OPEN_PATHS = ("/", f"{API}/health")
 STATIC_FILES = {"app.js": "application/javascript", "style.css": "text/css", "index.html": "text/html"}
 
 
-def error(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+error = json_error
+# Files and the page may be kept by a browser, but must be revalidated (a job's files change
+# when it is rerun or purged).
+REVALIDATE = "private, no-cache"
 
 
 class Api:
@@ -50,6 +68,7 @@ class Api:
         self.metrics = Metrics(arbiter)
         api = arbiter.settings.api
         self.tokens = load_tokens(api.tokens, api.tokens_file)
+        self.event_streams = 0
         arbiter.listeners.append(self.events.add)
         arbiter.listeners.append(self.metrics.on_status)
 
@@ -81,7 +100,10 @@ class Api:
     async def authorize(self, request: web.Request, handler):
         if not self.tokens or request.path in OPEN_PATHS or request.path.startswith("/static/"):
             return await handler(request)
-        token = find_token(self.tokens, presented_token(request.headers, request.query))
+        # ?access_token= only for reads: EventSource and <video src> cannot send headers,
+        # and a token in a URL must never be able to change anything.
+        query = request.query if request.method in ("GET", "HEAD") else {}
+        token = find_token(self.tokens, presented_token(request.headers, query))
         if token is None:
             return error(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer …)",
                          headers={"WWW-Authenticate": 'Bearer realm="vidspool"'})
@@ -107,13 +129,15 @@ class Api:
 
     # -- the page, metrics, the document ------------------------------------------------
     async def page(self, request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(WEB_DIR / "index.html", headers={"Content-Type": "text/html; charset=utf-8"})
+        return web.FileResponse(WEB_DIR / "index.html", headers={"Content-Type": "text/html; charset=utf-8",
+                                                                 "Cache-Control": REVALIDATE})
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         if name not in STATIC_FILES or not (WEB_DIR / name).is_file():
             return error(404, "not_found", f"no static file {name!r}")
-        return web.FileResponse(WEB_DIR / name, headers={"Content-Type": f"{STATIC_FILES[name]}; charset=utf-8"})
+        return web.FileResponse(WEB_DIR / name, headers={"Content-Type": f"{STATIC_FILES[name]}; charset=utf-8",
+                                                         "Cache-Control": REVALIDATE})
 
     async def get_metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
@@ -134,6 +158,8 @@ class Api:
             problems.append(f"not claiming: {self.arbiter.paused}")
         if not any(w.alive for w in self.arbiter.workers):
             problems.append("no live worker")
+        if failing := self.arbiter.loop_failures.problem():  # e.g. one bad inbox entry breaking every turn
+            problems.append(failing)
         if problems:
             return web.json_response({"status": "unavailable", "reason": "; ".join(problems)}, status=503)
         return web.json_response({"status": "ok"})
@@ -225,10 +251,14 @@ class Api:
             if request.content_type == "multipart/form-data":
                 try:
                     doc = await self._receive_multipart(request, staging)
+                except ReadTimeout as exc:
+                    return timeout_response(exc)
                 except (ValueError, RuntimeError, HttpProcessingError) as exc:
                     return error(400, "bad_request", f"malformed multipart body: {exc}")
             else:
                 doc = self._parse_job(await self._read_limited(request))
+            if isinstance(doc, ReadTimeout):
+                return timeout_response(doc)
             if isinstance(doc, web.Response):
                 return doc
             wanted = doc["id"] if isinstance(doc.get("id"), str) and is_valid_job_id(doc["id"]) else f"api-{token}"
@@ -243,18 +273,24 @@ class Api:
         self.arbiter.wake()
         return web.json_response({"id": job_id, "state": "submitted", "status_url": f"{API}/jobs/{job_id}"}, status=202)
 
-    async def _read_limited(self, request: web.Request) -> bytes | web.Response:
+    async def _read_limited(self, request: web.Request) -> bytes | web.Response | ReadTimeout:
         limit = self.arbiter.settings.limits.job_json_bytes
         if request.content_length is not None and request.content_length > limit:
             return error(413, "too_large", f"job JSON is {request.content_length} bytes, over [limits] job_json_bytes ({limit})")
         try:
-            return await request.read()
+            return await read_body(request, limit, self.read_timeout)
+        except ReadTimeout as exc:
+            return exc
         except web.HTTPRequestEntityTooLarge:
             return error(413, "too_large", f"job JSON over [limits] job_json_bytes ({limit})")
 
+    @property
+    def read_timeout(self) -> float:
+        return self.arbiter.settings.api.read_timeout_seconds
+
     @staticmethod
-    def _parse_job(raw) -> dict | web.Response:
-        if isinstance(raw, web.Response):
+    def _parse_job(raw) -> dict | web.Response | ReadTimeout:
+        if isinstance(raw, (web.Response, ReadTimeout)):
             return raw
         try:
             doc = json.loads(raw)
@@ -268,13 +304,13 @@ class Api:
         limits = self.arbiter.settings.limits
         reader = await request.multipart()
         doc = None
-        while (part := await reader.next()) is not None:
+        while (part := await within(reader.next(), self.read_timeout)) is not None:
             if not isinstance(part, BodyPartReader):
                 return error(400, "bad_request", "nested multipart parts are not accepted; send `job` and files")
             if part.filename is None:
                 if part.name != "job":
                     return error(400, "bad_request", f"unknown form field {part.name!r} (send `job` and files)")
-                raw = await part.read(decode=True)
+                raw = await within(part.read(decode=True), self.read_timeout)
                 if len(raw) > limits.job_json_bytes:
                     return error(413, "too_large", f"job JSON over [limits] job_json_bytes ({limits.job_json_bytes})")
                 doc = self._parse_job(raw)
@@ -283,13 +319,13 @@ class Api:
                 continue
             name = os.path.basename(part.filename.replace("\\", "/"))
             if not UPLOAD_NAME.match(name) or name == "job.json":
-                return error(400, "bad_request", f"file name {part.filename!r}: use letters, digits, '.', '_', '-', space")
+                return error(400, "bad_request", f"file name {part.filename!r}: job.json is reserved; send the job in the `job` field" if name == "job.json" else f"file name {part.filename!r}: use letters, digits, '.', '_', '-', space")
             target = staging / name
             if target.exists():
                 return error(400, "bad_request", f"file {name!r} sent twice")
             size = 0
             with open(target, "wb") as f:
-                while chunk := await part.read_chunk(1 << 20):
+                while chunk := await within(part.read_chunk(1 << 20), self.read_timeout):
                     size += len(chunk)
                     if size > limits.input_bytes:
                         return error(413, "too_large", f"file {name!r} is over [limits] input_bytes ({limits.input_bytes})")
@@ -330,7 +366,7 @@ class Api:
         if found is None:
             return error(404, "not_found", what)
         path, media_type = found
-        return web.FileResponse(path, headers={"Content-Type": media_type,
+        return web.FileResponse(path, headers={"Content-Type": media_type, "Cache-Control": REVALIDATE,
                                                "Content-Disposition": f'inline; filename="{path.name}"'})
 
     async def get_file(self, request: web.Request) -> web.StreamResponse:
@@ -346,8 +382,19 @@ class Api:
         job = request.query.get("job")
         if job is not None and not is_valid_job_id(job):
             return error(400, "bad_request", f"job {job!r} is not a job id")
+        limit = self.arbiter.settings.api.max_event_streams
+        if self.event_streams >= limit:
+            return error(503, "unavailable", f"{self.event_streams} event streams are open ([api] max_event_streams); "
+                         "poll GET /api/v1/jobs instead or try again later", headers={"Retry-After": "10"})
+        self.event_streams += 1
+        try:
+            return await self._stream_events(request, job)
+        finally:
+            self.event_streams -= 1
+
+    async def _stream_events(self, request: web.Request, job: str | None) -> web.StreamResponse:
         after = self.events.since(request.headers.get("Last-Event-ID"))
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
         if after is None:  # that id is gone (older than the ring, or an earlier daemon run)
@@ -355,17 +402,19 @@ class Api:
             after = self.events.last
         else:
             await response.write(b": connected\n\n")
+        quiet_since = time.monotonic()
         try:
             while True:
                 for n, doc in self.events.after(after, job):
                     await response.write(f"id: {self.events.event_id(n)}\nevent: status\ndata: {json.dumps(doc)}\n\n".encode())
+                    quiet_since = time.monotonic()
                 after = self.events.last
-                if self.arbiter.stop_requested:
-                    break
-                before = self.events.last
-                await self.events.wait(KEEPALIVE_SECONDS)
-                if self.events.last == before:
+                if self.arbiter.stop_requested or request.transport is None or request.transport.is_closing():
+                    break  # a client that went away frees its stream slot now, not at the next write
+                await self.events.wait(DISCONNECT_CHECK_SECONDS)
+                if self.events.last == after and time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
                     await response.write(b": keepalive\n\n")
+                    quiet_since = time.monotonic()
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         return response
@@ -429,12 +478,25 @@ async def json_errors(request: web.Request, handler):
 
 async def start_api(arbiter, host: str, port: int):
     api = Api(arbiter)
+    settings = arbiter.settings.api
+    policy = HttpPolicy.for_listener(host, settings.allowed_hosts, settings.allowed_origins,
+                                     read_timeout=settings.read_timeout_seconds)
     app = web.Application(client_max_size=arbiter.settings.limits.job_json_bytes + 1024,
-                          middlewares=[json_errors, api.measure, spool_errors, api.authorize])
+                          middlewares=[json_errors, api.measure, guard_middleware(policy), spool_errors, api.authorize])
     app.add_routes(api.routes())
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # open event streams end at once
+    app.on_response_prepare.append(add_security_headers)
+    # keepalive_timeout closes a connection whose request head has not arrived in time
+    # (also the first one: aiohttp starts that timer when the connection is made).
+    # lingering_time: how long the unread rest of a refused body is read and dropped (so the
+    # client sees the answer, not a reset); short, as a stalled client holds it that long.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,  # open event streams end at once
+                           keepalive_timeout=settings.read_timeout_seconds, lingering_time=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    max_connections = connection_budget(settings.max_connections)
+    if max_connections < settings.max_connections:
+        log.warning("api.connections_capped", configured=settings.max_connections, max_connections=max_connections,
+                    reason="the file-descriptor limit leaves room for no more beside spool work")
+    site = GuardedSite(runner, host, port, max_connections, on_refuse=api.metrics.connection_refused)
     await site.start()
-    real_port = site._server.sockets[0].getsockname()[1]
-    return runner, f"http://{host}:{real_port}"
+    api.site = site
+    return runner, f"http://{host}:{site.port}"

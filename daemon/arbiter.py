@@ -15,16 +15,18 @@ import shutil
 import signal
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.devices import worker_devices
+from daemon.fds import raise_nofile_limit
 from daemon.fscheck import FsClass, classify, spool_fault
 from daemon.fsops import create_exclusive, move, read_json
 from daemon.hosts import Heartbeat, LeaseTracker
-from daemon.intake import InboxScanner, stage_drop
+from daemon.intake import Drop, InboxScanner, entry_fault, note_accept_failure, printable, stage_drop
 from daemon.jobfile import resolve_inputs
 from daemon.notify import Notifier
 from daemon.spool import CANCEL_MARK, JOB_DOC, RESULTS_DIR, QueueName, Spool, attempts_started, is_valid_job_id
@@ -44,6 +46,35 @@ CANCEL_GRACE_SECONDS = 10.0
 MAX_RESTART_BACKOFF = 30.0
 # A worker that lived this long before exiting starts a new crash streak.
 HEALTHY_WORKER_SECONDS = 60.0
+# Health turns 503 once this many turns of the main loop in a row have failed.
+FAILED_TURNS_UNHEALTHY = 3
+# A staged drop whose accept raised this often (over restarts too) is failed `internal`.
+MAX_ACCEPT_TRIES = 3
+
+
+@dataclass
+class LoopFailures:
+    """Failed turns of the main loop in a row, for health. (Identical failures are logged
+    once per 30 s, with a count, by logs.RepeatFilter.)"""
+
+    in_a_row: int = 0
+    last: str | None = None
+
+    def failed(self, exc: Exception) -> None:
+        self.in_a_row += 1
+        self.last = f"{type(exc).__name__}: {str(exc)[:200]}"
+        log.error("daemon.tick_failed", error=self.last, exc_info=exc)
+
+    def succeeded(self) -> None:
+        if self.in_a_row:
+            log.info("daemon.tick_recovered", failed_turns=self.in_a_row, last=self.last)
+        self.in_a_row, self.last = 0, None
+
+    def problem(self) -> str | None:
+        """Why health is not ok, if the loop keeps failing."""
+        if self.in_a_row < FAILED_TURNS_UNHEALTHY:
+            return None
+        return f"daemon loop failing: {self.in_a_row} turns in a row, last: {self.last}"
 
 
 class Arbiter:
@@ -56,7 +87,7 @@ class Arbiter:
         self.listeners: list = []  # callbacks(doc) for status changes (API events)
         self.statuses = StatusWriter(self.spool, settings.status.progress_interval_seconds, self._status_changed)
         self.transitions = Transitions(self.spool, settings, self.kinds, self.statuses)
-        self.scanner = InboxScanner(self.spool.inbox, sc.stable_seconds, sc.input_wait_seconds)
+        self.scanner = InboxScanner(self.spool.inbox, sc.stable_seconds, sc.input_wait_seconds, settings.limits.job_json_bytes)
         self.scanner.presets = {name: p.accept for name, p in settings.presets.items()}
         self.queue: list[QueueName] = []
         self.workers = [
@@ -75,6 +106,8 @@ class Arbiter:
         self.reload_requested = False
         self.draining = False
         self.counts = {"accepted": 0, "completed": 0, "failed": 0, "canceled": 0, "requeued": 0}
+        self.loop_failures = LoopFailures()
+        self._accept_retry: set[Path] = set()  # staged drops whose accept raised: tried again on rescans
         self._next_rescan = 0.0
         self._next_beat = 0.0
         self._next_settle = 0.0
@@ -99,6 +132,9 @@ class Arbiter:
         self._wake = asyncio.Event()
         structlog.contextvars.bind_contextvars(host=self.spool.host)
         started = time.monotonic()
+        before, after = raise_nofile_limit()  # HTTP clients must not starve spool work of descriptors
+        if after != before:
+            log.info("daemon.fd_limit_raised", soft_before=before, soft=after)
         try:
             refused = self._open_spool()
         except OSError as exc:
@@ -135,9 +171,11 @@ class Arbiter:
             self._wake.clear()
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - the loop must survive a bad turn
-                log.exception("daemon.tick_failed")
+            except Exception as exc:  # noqa: BLE001 - the loop must survive a bad turn
+                self.loop_failures.failed(exc)
                 await asyncio.sleep(0.5)
+            else:
+                self.loop_failures.succeeded()
         await self.drain()
         return self.exit_code
 
@@ -243,6 +281,7 @@ class Arbiter:
                 return
         if not self.draining and self.paused is None:
             if periodic:
+                self._retry_accepts()
                 self.refresh_queue()
             else:
                 self._apply_queue_hints(hints)
@@ -321,20 +360,29 @@ class Arbiter:
     # -- intake ----------------------------------------------------------------
     def intake(self, now: float) -> None:
         for drop in self.scanner.scan(now):
-            if drop.form == "cancel":
-                self._cancel_file(drop.path)
-                continue
-            try:
-                staging = stage_drop(drop, self.spool.active, self.spool.inbox)
-            except OSError as exc:
-                log.error("intake.stage_failed", drop=str(drop.path), error=str(exc))
-                continue
-            self.scanner.forget(drop.path)
-            for p in drop.inputs:
-                self.scanner.forget(p)
+            staging = self._stage(drop, now)
             if staging is not None:
                 self._accept(staging)
             self._beat_if_due()  # a long burst (slow over sshfs) must not starve our lease
+
+    def _stage(self, drop: Drop, now: float) -> Path | None:
+        """Takes a drop out of the inbox (or acts on a cancel file); what goes wrong there
+        concerns that drop only: it stays in the inbox, is tried again each scan, logged once."""
+        try:
+            if drop.form == "cancel":
+                self._cancel_file(drop.path)
+                return None
+            staging = stage_drop(drop, self.spool.active, self.spool.inbox)
+        except Exception as exc:  # noqa: BLE001 - one drop must never stop the others
+            if isinstance(exc, OSError) and entry_fault(exc):
+                raise  # the spool, not the drop: tick waits the fault out
+            if self.scanner.note_failure(drop.path, exc, now):
+                log.exception("intake.stage_failed", drop=printable(str(drop.path)), error=f"{type(exc).__name__}: {exc}")
+            return None
+        self.scanner.forget(drop.path)
+        for p in drop.inputs:
+            self.scanner.forget(p)
+        return staging
 
     def _beat_if_due(self) -> bool:
         now = time.monotonic()
@@ -347,9 +395,12 @@ class Arbiter:
     def _accept(self, staging: Path) -> None:
         try:
             qn = self.transitions.accept(staging)
-        except Exception:  # noqa: BLE001 - left in staging; recovery retries it
-            log.exception("intake.accept_failed", staging=str(staging))
-            return
+        except Exception as exc:  # noqa: BLE001 - one drop must never stop the intake
+            if isinstance(exc, OSError) and spool_fault(exc) is not None:
+                raise  # a broken spool, not a bad drop: never fail a job for it; recovery retries
+            if not self._accept_failed(staging, exc):
+                return
+            qn = None
         self.counts["accepted"] += 1
         if qn is None:
             self.counts["failed"] += 1
@@ -359,6 +410,32 @@ class Arbiter:
             self.queue.insert(i, qn)
         if not self.draining:
             self.dispatch()  # a burst starts running while the rest is still being accepted
+
+    def _accept_failed(self, staging: Path, exc: Exception) -> bool:
+        """After an accept raised: the drop stays staged for another try (False), or, after
+        MAX_ACCEPT_TRIES, is failed `internal` with its files kept (True)."""
+        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        try:
+            tries = note_accept_failure(staging)
+            if tries < MAX_ACCEPT_TRIES:
+                log.exception("intake.accept_failed", staging=str(staging), tries=tries, error=error)
+                self._accept_retry.add(staging)
+                return False
+            log.error("intake.accept_given_up", staging=str(staging), tries=tries, error=error)
+            self.transitions.fail_staged(staging, f"accepting the drop failed {tries} times, last: {error}")
+        except Exception as again:  # noqa: BLE001 - left staged: the next start tries again
+            if isinstance(again, OSError) and spool_fault(again) is not None:
+                raise
+            log.exception("intake.accept_failed", staging=str(staging), error=f"{type(again).__name__}: {again}")
+            return False
+        self._accept_retry.discard(staging)
+        return True
+
+    def _retry_accepts(self) -> None:
+        for staging in sorted(self._accept_retry):
+            self._accept_retry.discard(staging)
+            if staging.exists():
+                self._accept(staging)
 
     def _cancel_file(self, path: Path) -> None:
         job_id = path.name[: -len(".cancel")]
@@ -483,8 +560,10 @@ class Arbiter:
     # -- models ---------------------------------------------------------------------
     def models_view(self) -> list[dict]:
         """The registry with where each model is on disk and which workers hold it."""
+        from daemon.registry import refresh_models
         from pipeline.models.locate import model_folder
 
+        refresh_models(self.settings)  # list a folder copied into [registry] dir since the last scan
         out = []
         for name, entry in sorted(self.settings.models.items()):
             try:
@@ -503,6 +582,10 @@ class Arbiter:
     def load_model(self, name: str) -> str:
         """Asks one worker to load `name` (one that holds it already answers at once);
         returns its device. KeyError: not in the registry; RuntimeError: no worker up."""
+        from daemon.registry import refresh_models
+
+        if name not in self.settings.models:
+            refresh_models(self.settings)  # a folder copied into [registry] dir since the last scan
         entry = self.settings.models[name]
         for w in self.workers:
             if w.holds(name) or name in w.loading:
@@ -663,11 +746,15 @@ class Arbiter:
 
     # -- cancel ------------------------------------------------------------------
     def cancel(self, job_id: str, source: str = "api") -> str:
-        """Cancels a job wherever it is: 'canceled', 'canceling', 'final' or 'not_found'."""
+        """Cancels a job wherever it is: 'canceled', 'canceling', 'final' or 'not_found'
+        (the API answers those two 404 and 409, the CLI exits 1; all are logged)."""
         if not is_valid_job_id(job_id) or not self.spool.job_outbox(job_id).is_dir():
+            log.warning("job.cancel_refused", job_id=printable(job_id), source=source, reason="no such job")
             return "not_found"
         status = self.statuses.current(job_id)
         if status is not None and status.get("state") in FINAL_STATES:
+            log.warning("job.cancel_refused", job_id=job_id, source=source, reason=f"already {status['state']}",
+                        state=status["state"])
             return "final"
         create_exclusive(self.spool.job_outbox(job_id) / CANCEL_MARK, source.encode())
         log.info("job.cancel_requested", job_id=job_id, source=source)
@@ -797,6 +884,7 @@ class Arbiter:
         self.transitions.settings = new
         self._configure_voices()
         self.scanner.presets = {name: p.accept for name, p in new.presets.items()}
+        self.scanner.json_limit = new.limits.job_json_bytes
         self.spool.create(list(new.presets))
         self._watch_folders()
         log.info("daemon.reloaded", presets=sorted(new.presets), models=sorted(new.models))

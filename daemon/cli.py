@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from daemon.config import ConfigError, Settings, load_settings
-from daemon.fsops import read_json
-from daemon.spool import Spool, is_valid_job_id
+from daemon.fsops import move, read_json
+from daemon.spool import Spool, is_valid_job_id, sanitize_job_id
 from daemon.status import FINAL_STATES
 
 
@@ -100,29 +100,36 @@ def cmd_init(settings: Settings, args) -> int:
     return 0
 
 
+class SubmitError(Exception):
+    """What is wrong with a submit's arguments, said before anything is dropped."""
+
+
 def cmd_submit(settings: Settings, args) -> int:
-    spool = _spool(settings)
-    if not spool.inbox.is_dir():
-        print(f"vidspool: no spool at {spool.root} (run: vidspool init)", file=sys.stderr)
+    spool = _existing_spool(settings)
+    if spool is None:
         return 2
     try:
-        doc = json.loads(args.job.read_bytes())
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"vidspool: cannot read {args.job}: {exc}", file=sys.stderr)
+        doc = _read_job_file(args.job, settings.limits.job_json_bytes)
+        _check_media(args.files)
+        inbox = _submit_inbox(spool, settings, args.preset)
+    except SubmitError as exc:
+        print(f"vidspool: {exc}", file=sys.stderr)
         return 2
-    inbox = spool.inbox / args.preset if args.preset else spool.inbox
-    stem = args.job.stem if is_valid_job_id(args.job.stem) else "job"
-    drop_name = f"{stem}-{secrets.token_hex(4)}"
-    tmp = inbox / f".{drop_name}.part"
-    tmp.mkdir()
-    shutil.copyfile(args.job, tmp / "job.json")
-    for f in args.files:
-        shutil.copyfile(f, tmp / f.name)
-    os.rename(tmp, inbox / drop_name)
+    given = doc.get("id")
+    given = given if isinstance(given, str) and is_valid_job_id(given) else None
+    name = _drop_name(args.job.stem)
+    tmp = inbox / f".{name}-{secrets.token_hex(4)}.part"
+    try:
+        _stage(tmp, args.job, args.files)
+        drop_name, wanted, taken = _rename_into_inbox(tmp, inbox, name, spool, given)
+    except OSError as exc:
+        print(f"vidspool: could not drop the job into {inbox}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a no-op once renamed: nothing is left behind
     rel = f"inbox/{args.preset + '/' if args.preset else ''}{drop_name}"
-    wanted = doc.get("id") if isinstance(doc.get("id"), str) else drop_name
     print(f"dropped {rel}", file=sys.stderr)
-    job_id = _wait_for_id(spool, wanted, rel, 30 if not args.wait else args.timeout)
+    job_id = _wait_for_id(spool, wanted, rel, taken, 30 if not args.wait else args.timeout)
     if job_id is None:
         print(f"vidspool: no daemon accepted {rel} yet (is `vidspool run` up?)", file=sys.stderr)
         return 1 if args.wait else 0
@@ -145,8 +152,87 @@ def cmd_submit(settings: Settings, args) -> int:
     return 1
 
 
-def _wait_for_id(spool: Spool, wanted: str, drop: str, timeout: float) -> str | None:
-    """The id the daemon gave our drop: `wanted`, or wanted-2, -3 … on a collision."""
+def _read_job_file(path: Path, limit: int) -> dict:
+    """The job file's JSON object; SubmitError naming the file if it is not one."""
+    from daemon.jobfile import parse_job_bytes
+    from pipeline.errors import JobError
+
+    if not path.is_file():
+        raise SubmitError(f"job file {path} {'is not a file' if path.exists() else 'does not exist'}")
+    try:
+        return parse_job_bytes(path.read_bytes(), limit, f"job file {path}")
+    except OSError as exc:
+        raise SubmitError(f"cannot read job file {path}: {exc.strerror}") from None
+    except JobError as exc:
+        raise SubmitError(exc.message) from None
+
+
+def _check_media(files: list[Path]) -> None:
+    """Every media file exists, is a file, and has a name of its own in the drop."""
+    seen: dict[str, Path] = {}
+    for f in files:
+        if not f.is_file():
+            raise SubmitError(f"media file {f} {'is not a file' if f.exists() else 'does not exist'}")
+        if f.name == "job.json":
+            raise SubmitError(f"media file {f}: job.json is the job file's name in the drop; rename the file")
+        if f.name in seen:
+            raise SubmitError(f"media files {seen[f.name]} and {f} have the same name {f.name!r}")
+        seen[f.name] = f
+
+
+def _submit_inbox(spool: Spool, settings: Settings, preset: str | None) -> Path:
+    if preset is None:
+        return spool.inbox
+    if preset not in settings.presets or not (spool.inbox / preset).is_dir():
+        known = ", ".join(sorted(settings.presets)) or "none"
+        raise SubmitError(f"no preset {preset!r} (presets: {known})")
+    return spool.inbox / preset
+
+
+def _drop_name(stem: str) -> str:
+    """The drop's folder name, which the daemon makes the job's id: the job file's stem."""
+    from daemon.intake import looks_unfinished
+
+    name = sanitize_job_id(stem)
+    return f"{name}_" if looks_unfinished(name) else name  # "x.part" would be ignored forever
+
+
+def _stage(tmp: Path, job: Path, files: list[Path]) -> None:
+    """The job (as job.json) and its files copied into `tmp`, a dot-folder the daemon ignores."""
+    tmp.mkdir()
+    shutil.copyfile(job, tmp / "job.json")
+    for f in files:
+        shutil.copyfile(f, tmp / f.name)
+
+
+def _rename_into_inbox(tmp: Path, inbox: Path, name: str, spool: Spool, given: str | None) -> tuple[str, str, set[str]]:
+    """Renames the staged folder to `name` (name-2 … while the inbox holds that name) and
+    returns (drop name, the id the daemon starts from, the ids of that name taken before)."""
+    n = 1
+    while True:
+        candidate = name if n == 1 else f"{name}-{n}"
+        wanted = given or sanitize_job_id(candidate)
+        taken = _taken_ids(spool, wanted)  # just before the rename: older jobs of this name
+        try:
+            move(tmp, inbox / candidate)
+            return candidate, wanted, taken
+        except FileExistsError:
+            n += 1
+
+
+def _taken_ids(spool: Spool, wanted: str) -> set[str]:
+    """`wanted`, wanted-2 … that are in the outbox already."""
+    taken: set[str] = set()
+    while True:
+        candidate = wanted if not taken else f"{wanted}-{len(taken) + 1}"
+        if not spool.job_outbox(candidate).exists():
+            return taken
+        taken.add(candidate)
+
+
+def _wait_for_id(spool: Spool, wanted: str, drop: str, taken: set[str], timeout: float) -> str | None:
+    """The id the daemon gave our drop: `wanted`, or wanted-2, -3 … on a collision; `taken`
+    ids were there before the drop (an earlier drop of the same name)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         n = 1
@@ -154,7 +240,7 @@ def _wait_for_id(spool: Spool, wanted: str, drop: str, timeout: float) -> str | 
             candidate = wanted if n == 1 else f"{wanted}-{n}"
             if not spool.job_outbox(candidate).exists():
                 break
-            doc = read_json(spool.status_path(candidate))
+            doc = read_json(spool.status_path(candidate)) if candidate not in taken else None
             if doc and doc.get("drop") == drop:
                 return candidate
             n += 1
@@ -162,8 +248,19 @@ def _wait_for_id(spool: Spool, wanted: str, drop: str, timeout: float) -> str | 
     return None
 
 
-def cmd_status(settings: Settings, args) -> int:
+def _existing_spool(settings: Settings) -> Spool | None:
+    """The configured spool, or None after saying there is none (exit non-zero then)."""
     spool = _spool(settings)
+    if not spool.inbox.is_dir():
+        print(f"vidspool: no spool at {spool.root} (run: vidspool init, or give --config)", file=sys.stderr)
+        return None
+    return spool
+
+
+def cmd_status(settings: Settings, args) -> int:
+    spool = _existing_spool(settings)
+    if spool is None:
+        return 2
     if args.id:
         doc = read_json(spool.status_path(args.id)) if is_valid_job_id(args.id) else None
         if doc is None:
@@ -187,17 +284,23 @@ def cmd_status(settings: Settings, args) -> int:
 
 
 def cmd_cancel(settings: Settings, args) -> int:
-    spool = _spool(settings)
+    spool = _existing_spool(settings)
+    if spool is None:
+        return 2
     if not is_valid_job_id(args.id):
         print(f"vidspool: {args.id!r} is not a job id", file=sys.stderr)
         return 2
-    if not spool.status_path(args.id).exists():
+    doc = read_json(spool.status_path(args.id))
+    if doc is None:
         print(f"vidspool: no job {args.id!r}", file=sys.stderr)
+        return 1
+    if doc.get("state") in FINAL_STATES:  # the API's 409: nothing to cancel
+        print(f"vidspool: job {args.id!r} has already ended (state {doc['state']})", file=sys.stderr)
         return 1
     tmp = spool.inbox / f".{args.id}.cancel.part"
     tmp.touch()
     os.rename(tmp, spool.inbox / f"{args.id}.cancel")
-    print(f"cancel requested for {args.id}")
+    print(f"cancel requested for {args.id} (state {doc.get('state')})")
     return 0
 
 
@@ -229,6 +332,7 @@ def cmd_normalize(args) -> int:
 
 
 def cmd_voices(settings: Settings, args) -> int:
+    from pipeline.speech.engine import base_language
     from pipeline.speech.voices import catalog, configure, language_counts
 
     configure({name: v.model_dump(mode="json") for name, v in settings.voices.items()}, [str(settings.registry.dir)])
@@ -236,7 +340,12 @@ def cmd_voices(settings: Settings, args) -> int:
         for lang in language_counts():
             print(f"{lang['code']:<12} {lang['voices']} voice{'s' if lang['voices'] != 1 else ''}")
         return 0
-    for v in catalog(args.language):
+    voices = catalog(args.language)
+    if not voices:
+        known = ", ".join(sorted({base_language(lang["code"]) for lang in language_counts()}))
+        print(f"vidspool: no voices for language {args.language!r} (known languages: {known})", file=sys.stderr)
+        return 1
+    for v in voices:
         tag = f"[{v['engine']}{', cloning' if v['cloning'] else ''}{', config' if v['configured'] else ''}]"
         print(f"{v['id']:<20} {v['language']:<10} {v['name']:<28} {tag}")
     return 0

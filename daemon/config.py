@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import socket
+import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
@@ -101,6 +104,29 @@ class ApiConfig(Section):
     allow_unauthenticated: bool = False
     # POST /jobs answers 429 while this many jobs wait in the queue.
     max_queued_jobs: int = Field(100_000, ge=1)
+    # Names clients may use for the daemon besides the listen host and loopback names (a
+    # request with any other Host is refused: DNS rebinding), e.g. ["gpu1.example.org"].
+    allowed_hosts: list[str] = []
+    # Origins of a separate web front-end that may call the API from a browser (CORS), e.g.
+    # ["https://dashboard.example.org"]; other sites' pages may not change anything.
+    allowed_origins: list[str] = []
+    # A request head must arrive, and an idle keep-alive connection ends, within this; a
+    # request body may pause no longer than this between two chunks.
+    read_timeout_seconds: float = Field(15.0, gt=0, le=300)
+    # Open connections beyond this are answered 503 and closed (lowered at start so that
+    # they cannot use up the file descriptors spool work needs).
+    max_connections: int = Field(512, ge=1)
+    # Open GET /api/v1/events streams beyond this are answered 503.
+    max_event_streams: int = Field(64, ge=1)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v):
+        for origin in v:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+                raise ValueError(f"{origin!r} is not an origin; use scheme://host[:port], e.g. https://app.example.org")
+        return v
 
     @model_validator(mode="after")
     def _remote_needs_tokens(self):
@@ -205,6 +231,14 @@ class Settings(BaseSettings):
     models: dict[str, ModelConfig] = {}
     registry: RegistryConfig = RegistryConfig()
     voices: dict[str, VoiceConfig] = {}
+    # Names of the [models.*] entries (config or environment), which a registry rescan never
+    # replaces or drops; None: not built by load_settings, so every entry counts as one.
+    _configured_models: frozenset[str] | None = PrivateAttr(None)
+
+    @property
+    def configured_models(self) -> frozenset[str]:
+        """The [models.*] names, as opposed to folders found in [registry] dir."""
+        return frozenset(self.models) if self._configured_models is None else self._configured_models
 
     @field_validator("presets")
     @classmethod
@@ -218,10 +252,10 @@ class Settings(BaseSettings):
     def settings_customise_sources(
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = init_settings.init_kwargs.pop("_toml_file", None)
+        toml_data = init_settings.init_kwargs.pop("_toml_data", None)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        if toml_data is not None:
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=toml_data))
         return tuple(sources)
 
 
@@ -235,15 +269,56 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if config_file and not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        settings = Settings(_toml_file=path if path.is_file() else None, **overrides)
+        toml_data = read_config_file(path) if path.is_file() else None
+        settings = Settings(_toml_data=toml_data, **overrides)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, f"config {path}")) from None
-    except ValueError as exc:  # a TOML syntax error
+    except (OSError, ValueError) as exc:  # unreadable, or a TOML syntax error
         raise ConfigError(f"config {path}: {exc}") from None
     from daemon.registry import discover_models
 
+    settings._configured_models = frozenset(settings.models)
     settings.models = {**discover_models(settings.registry.dir), **settings.models}
     return settings
+
+
+def read_config_file(path: Path) -> dict:
+    """The TOML document at `path`, its relative paths made relative to the file's folder
+    (so the config works from any working directory; environment values are left as given)."""
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    return resolve_paths(Settings, data, Path(path).resolve().parent)
+
+
+def resolve_paths(model: type[BaseModel], data: dict, base: Path) -> dict:
+    """`data` for `model` with every Path field's relative value joined to `base`, recursing
+    into sections and NAME tables ([models.NAME], [voices.NAME])."""
+    out = dict(data)
+    for name, field in model.model_fields.items():
+        value = out.get(name)
+        annotation = field.annotation
+        if isinstance(value, str) and value and _is_path(annotation):
+            out[name] = str(base / Path(value).expanduser())  # an absolute value stays as it is
+        elif isinstance(value, dict) and (section := _model_in(annotation)) is not None:
+            out[name] = resolve_paths(section, value, base)
+        elif isinstance(value, dict) and (table := _table_of(annotation)) is not None:
+            out[name] = {k: resolve_paths(table, v, base) if isinstance(v, dict) else v for k, v in value.items()}
+    return out
+
+
+def _is_path(annotation) -> bool:
+    return annotation is Path or Path in typing.get_args(annotation)
+
+
+def _model_in(annotation) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _table_of(annotation) -> type[BaseModel] | None:
+    """The model of a `dict[str, Model]` field, else None."""
+    if typing.get_origin(annotation) is not dict:
+        return None
+    return _model_in(typing.get_args(annotation)[1])
 
 
 def format_validation_error(exc: ValidationError, what: str, prefix: str = "") -> str:

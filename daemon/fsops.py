@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 
 
@@ -37,7 +38,10 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
 
 
 def atomic_write_json(path: Path, doc: dict, fsync: bool = True) -> None:
-    atomic_write_bytes(path, json.dumps(doc, indent=1, ensure_ascii=False).encode() + b"\n", fsync)
+    text = json.dumps(doc, indent=1, ensure_ascii=False)
+    # A lone surrogate (a file name that is not UTF-8) becomes a JSON \u escape that reads back
+    # as the same string, instead of an encoding error that would leave a job without a status.
+    atomic_write_bytes(path, text.encode("utf-8", "backslashreplace") + b"\n", fsync)
 
 
 def read_json(path: Path) -> dict | None:
@@ -45,9 +49,38 @@ def read_json(path: Path) -> dict | None:
     try:
         with open(path, "rb") as f:
             doc = json.loads(f.read())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+    # ValueError: bad JSON, not UTF-8, an integer over Python's digit limit; RecursionError: too deep.
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def read_regular_file(path: Path, limit: int) -> tuple[os.stat_result, bytes | None]:
+    """The stat of `path` and, if it is a regular file of at most `limit` bytes, its bytes
+    (else None). Never follows a symlink, and never blocks on a FIFO swapped in after the check."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        return st, None
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        chunks, left = [], limit + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        st = os.fstat(fd)  # the file it really was, at the size it has now
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if not stat.S_ISREG(st.st_mode) or len(data) > limit:
+        return st, None
+    return st, data
+
+
+def file_type_words(mode: int) -> str:
+    """What a file that is not a regular one is, in words ("a FIFO")."""
+    kinds = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a folder", stat.S_IFCHR: "a character device",
+             stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket", stat.S_IFLNK: "a symbolic link"}
+    return kinds.get(stat.S_IFMT(mode), "not a regular file")
 
 
 def move(src: Path, dst: Path) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -12,8 +13,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from daemon.config import Settings, format_validation_error
+from daemon.fsops import file_type_words
+from daemon.registry import refresh_models
 from daemon.spool import is_valid_job_id
-from pipeline.errors import ErrorCode, JobError
+from pipeline.errors import MOUNT_ERRNOS, ErrorCode, JobError
 from pipeline.kinds.base import KindSpec
 
 
@@ -51,6 +54,8 @@ def parse_job_bytes(raw: bytes, limit: int, what: str) -> dict:
         raise JobError(ErrorCode.INVALID_JOB, f"{what} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise JobError(ErrorCode.INVALID_JOB, f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
+        raise JobError(ErrorCode.INVALID_JOB, f"{what} is not valid JSON: {exc}") from None
     except RecursionError:
         raise JobError(ErrorCode.INVALID_JOB, f"{what} is nested too deeply") from None
     if not isinstance(doc, dict):
@@ -154,6 +159,7 @@ def choose_model(model: str | None, kind_name: str, kind: KindSpec, settings: Se
 
 
 def registered_for(kind_name: str, kind: KindSpec, settings: Settings) -> str:
+    refresh_models(settings)  # only for a message that fails the job: list what is there now
     return ", ".join(n for n, m in sorted(settings.models.items()) if kind.serves(m.kinds))
 
 
@@ -168,6 +174,10 @@ def check_model(model: str | None, kind_name: str, kind: KindSpec, settings: Set
                 f"[kinds.{kind_name}] model in config (registered for this kind: {known or 'none'})"))
         return None
     model_cfg = settings.models.get(model)
+    if model_cfg is None or (model_cfg.path is not None and not model_cfg.path.exists()):
+        # A folder copied into (or removed from) [registry] dir since the last scan.
+        refresh_models(settings)
+        model_cfg = settings.models.get(model)
     if model_cfg is None:
         known = ", ".join(sorted(settings.models)) or "none"
         raise JobError(ErrorCode.MODEL_NOT_FOUND, (
@@ -214,13 +224,10 @@ def confined_input(key: str, rel: str, job_dir: Path, size_limit: int) -> Path:
         raise JobError(ErrorCode.INVALID_JOB, f"{key}: {rel!r} is a link that leaves the job folder")
     try:
         st = os.stat(real)  # lstat-free on purpose: links inside the folder are fine
-    except FileNotFoundError:
-        raise JobError(ErrorCode.MISSING_INPUT, f"{key}: {rel!r} was not found beside the job file") from None
+    except OSError as exc:
+        raise input_os_error(key, rel, exc) from None
     if not stat.S_ISREG(st.st_mode):
-        kinds = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a folder", stat.S_IFCHR: "a character device",
-                 stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
-        what = kinds.get(stat.S_IFMT(st.st_mode), "not a regular file")
-        raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} is {what}")
+        raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} is {file_type_words(st.st_mode)}")
     if st.st_nlink > 1:
         # A hard link may be a file from anywhere on the filesystem; no path check can tell.
         raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} is a hard link ({st.st_nlink} names); drop a copy instead")
@@ -229,3 +236,16 @@ def confined_input(key: str, rel: str, job_dir: Path, size_limit: int) -> Path:
     if st.st_size > size_limit:
         raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} is {st.st_size} bytes, over the limit of {size_limit} ([limits] input_bytes)")
     return real
+
+
+def input_os_error(key: str, rel: str, exc: OSError) -> JobError:
+    """The job error for an input that cannot be looked at; a dead mount is re-raised as is."""
+    if exc.errno in MOUNT_ERRNOS:
+        raise exc  # the spool's fault, not the job's: the arbiter waits it out
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return JobError(ErrorCode.MISSING_INPUT, f"{key}: {rel!r} was not found beside the job file")
+    if exc.errno == errno.ELOOP:
+        return JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} is a symbolic link loop")
+    if exc.errno == errno.ENAMETOOLONG:
+        return JobError(ErrorCode.INVALID_JOB, f"{key}: {rel[:80]!r}… is too long a file name")
+    return JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} cannot be read: {exc.strerror}")

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 import structlog
 
@@ -49,6 +50,70 @@ def append_line(path, data: bytes) -> None:
                 pass
 
 
+# Identical warnings and errors are written once per this many seconds, with a count.
+REPEAT_INTERVAL_SECONDS = 30.0
+REPEAT_LEVELS = frozenset({"warning", "error", "critical", "exception"})
+VOLATILE_KEYS = frozenset({"timestamp", "exc_info", "repeated"})
+
+
+class RepeatFilter:
+    """A structlog processor: a warning or error identical to one written less than
+    `interval` seconds ago is dropped; the next one written says how many were dropped
+    (`repeated`). Identical = the same fields, and the same exception type and message."""
+
+    def __init__(self, interval: float = REPEAT_INTERVAL_SECONDS, clock=time.monotonic):
+        self.interval = interval
+        self.clock = clock
+        self.last: dict[tuple, list] = {}  # key → [time written, dropped since]
+
+    def __call__(self, logger, method_name, event_dict):
+        if event_dict.get("level", method_name) not in REPEAT_LEVELS:
+            return event_dict
+        key = self._key(event_dict)
+        now = self.clock()
+        seen = self.last.get(key)
+        if seen is not None and now - seen[0] < self.interval:
+            seen[1] += 1
+            raise structlog.DropEvent
+        if seen is not None and seen[1]:
+            event_dict["repeated"] = seen[1]
+        self.last[key] = [now, 0]
+        if len(self.last) > 10_000:  # distinct events are not a flood; forget the old ones
+            cutoff = now - self.interval
+            self.last = {k: v for k, v in self.last.items() if v[0] >= cutoff}
+        return event_dict
+
+    @staticmethod
+    def _key(event_dict) -> tuple:
+        fields = tuple(sorted((k, repr(v)) for k, v in event_dict.items() if k not in VOLATILE_KEYS))
+        exc = event_dict.get("exc_info")
+        if exc is True:
+            exc = sys.exc_info()
+        if isinstance(exc, BaseException):
+            return fields + (type(exc).__name__, str(exc))
+        if isinstance(exc, tuple) and len(exc) == 3 and exc[1] is not None:
+            return fields + (type(exc[1]).__name__, str(exc[1]))
+        return fields
+
+
+class StdlibBridge(logging.Handler):
+    """Library warnings (asyncio's accept errors, aiohttp's handler errors) as structlog
+    events, so they are JSON lines too and floods of them are cut by RepeatFilter."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = record.levelname.lower()
+            method = getattr(structlog.get_logger(), "error" if level == "critical" else level, None)
+            if method is None:
+                return
+            fields = {"logger": record.name, "message": record.getMessage()}
+            if record.exc_info and record.exc_info[1] is not None:
+                fields["exc_info"] = record.exc_info
+            method(f"{record.name}.log", **fields)
+        except Exception:  # noqa: BLE001 - a log line must never break the daemon
+            self.handleError(record)
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", outbox=None) -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     processors = [
@@ -57,7 +122,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", outbox=None) -> No
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if outbox is not None:
-        processors.append(JobLogTee(outbox))
+        processors.append(JobLogTee(outbox))  # each job's own log keeps every line about it
+    processors.append(RepeatFilter())
     if use_json:
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
@@ -68,3 +134,6 @@ def configure_logging(level: str = "info", fmt: str = "auto", outbox=None) -> No
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    root.handlers[:] = [StdlibBridge()]
+    root.setLevel(logging.WARNING)

@@ -36,6 +36,8 @@ class Metrics:
         self.requests = Counter("vidspool_api_requests", "API requests", ["method", "route", "status"], registry=self.registry)
         self.request_seconds = Histogram("vidspool_api_request_seconds", "API request time", ["route"],
                                          buckets=API_BUCKETS, registry=self.registry)
+        self.refused = Counter("vidspool_api_connections_refused", "Connections answered 503 over [api] max_connections",
+                               registry=self.registry)
         self.registry.register(_PresentState(arbiter))
         self._request_children: dict[tuple, tuple] = {}
 
@@ -60,6 +62,9 @@ class Metrics:
                                                        self.request_seconds.labels(route))
         children[0].inc()
         children[1].observe(seconds)
+
+    def connection_refused(self) -> None:
+        self.refused.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,7 +2,7 @@
 
 list works without a daemon (it reads the config and looks at the folders); load and
 unload ask the running daemon through its API; import copies a downloaded model folder
-into `[registry] dir`, where the daemon finds it on start or reload.
+into `[registry] dir`, where the running daemon finds it without a reload.
 """
 
 from __future__ import annotations
@@ -132,5 +132,5 @@ def _import(settings: Settings, args) -> int:
         raise
     kinds = ["talking-head"] if class_name in BACKEND_CLASS.values() else kinds_of(class_name)
     print(f"imported {name} ({class_name}) into {dest}; kinds: {', '.join(kinds) or 'name them in [models.' + name + '] kinds'}")
-    print("reload the daemon to serve it: systemctl reload vidspool (or send it SIGHUP)")
+    print("the running daemon serves it from its next job or models list (no reload needed)")
     return 0

@@ -3,6 +3,8 @@
 Reads only model_index.json files and file names (no torch). A folder `models/NAME/`
 holding a diffusers model_index.json becomes model NAME, serving the kinds its pipeline
 family can do; one in a lip-sync layout (Wav2Lip, MuseTalk 1.5) serves talking-head.
+The folder is read at start and reload, and rescanned (refresh_models) before a job fails
+model_not_found and for each models view, so a folder copied in is found without a reload.
 """
 
 from __future__ import annotations
@@ -42,3 +44,21 @@ def discover_models(folder: Path) -> dict:
             class_name = ""  # a broken folder is still listed; loading it says what is wrong
         found[entry.name] = ModelConfig(path=entry.resolve(), kinds=kinds_of(class_name))
     return found
+
+
+def refresh_models(settings) -> bool:
+    """Rescans [registry] dir into `settings.models` in place: a new folder is added, a
+    vanished one dropped, a changed one replaced; [models.*] entries are never touched.
+    Returns whether anything changed."""
+    configured = settings.configured_models
+    found = {n: m for n, m in discover_models(settings.registry.dir).items() if n not in configured}
+    current = {n: m for n, m in settings.models.items() if n not in configured}
+    if found == current:
+        return False
+    for name in current.keys() - found.keys():
+        del settings.models[name]
+    changed = sorted(n for n in found.keys() & current.keys() if found[n] != current[n])
+    settings.models.update(found)
+    log.info("registry.rescanned", folder=str(settings.registry.dir), added=sorted(found.keys() - current.keys()),
+             removed=sorted(current.keys() - found.keys()), changed=changed)
+    return True

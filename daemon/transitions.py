@@ -21,7 +21,14 @@ import structlog
 
 from daemon.config import Settings
 from daemon.fsops import atomic_write_json, create_exclusive, move, read_json
-from daemon.intake import bare_file_job, drop_job_document, read_id_marker, write_id_marker
+from daemon.intake import (
+    bare_file_job,
+    link_drop_error,
+    read_id_marker,
+    read_job_file,
+    staged_job_file,
+    write_id_marker,
+)
 from daemon.jobfile import parse_job_bytes, validate_job
 from daemon.spool import (
     ATTEMPT_PREFIX,
@@ -42,6 +49,9 @@ from pipeline.worker import file_sha256, media_type
 
 log = structlog.get_logger()
 
+# A failed drop's error message is cut to this many characters (status.json, logs).
+MAX_ERROR_MESSAGE = 2000
+
 
 class Transitions:
     def __init__(self, spool: Spool, settings: Settings, kinds: Mapping[str, KindSpec], statuses: StatusWriter):
@@ -58,38 +68,14 @@ class Transitions:
         if not payload.exists():
             shutil.rmtree(staging, ignore_errors=True)
             return None
-        limit = self.settings.limits.job_json_bytes
-        raw, default_id, info = drop_job_document(staging, limit)
-        error: JobError | None = None
-        doc: dict = {}
-        try:
-            if info["form"] == "bare":
-                preset = self.settings.presets[info["preset"]]
-                kind = self.kinds.get(preset.kind)
-                if kind is None:
-                    raise JobError(ErrorCode.INVALID_JOB, f"preset {info['preset']}: unknown kind {preset.kind!r}")
-                try:
-                    doc = bare_file_job(payload / info["name"], preset.kind, preset.accept_as, kind, limit)
-                except ValueError as exc:
-                    raise JobError(ErrorCode.INVALID_JOB, str(exc)) from None
-            elif raw is None:
-                raise JobError(ErrorCode.INVALID_JOB, f"folder {info['name']} has no job.json")
-            else:
-                doc = parse_job_bytes(raw, limit, "job.json" if info["form"] == "folder" else info["name"])
-        except JobError as exc:
-            error = exc
-
-        job_id = read_id_marker(staging)
-        if job_id is None:
-            wanted = doc.get("id") if isinstance(doc.get("id"), str) else None
-            if wanted and is_valid_job_id(wanted) and self.spool.take_reservation(wanted, info["name"]):
-                job_id = wanted  # reserved by the API when it answered the POST
-            else:
-                job_id = self.spool.reserve_job_id(wanted if wanted and is_valid_job_id(wanted) else default_id)
-            write_id_marker(staging, job_id)
-
+        job_file, default_id, info = staged_job_file(staging)
+        doc, error = self._read_drop(payload, job_file, info)
+        if info["form"] == "folder" and read_id_marker(staging) is None:  # a retry finds its own .job.json there
+            error = _set_aside_daemon_names(payload) or error
+        job_id = self._job_id(staging, doc, default_id, info)
+        # Only what is sure to be plain goes into a failed job's status (not 900-deep "labels").
         job: dict = {"id": job_id, "kind": doc.get("kind") if isinstance(doc.get("kind"), str) else None,
-                     "labels": doc.get("labels") if isinstance(doc.get("labels"), dict) else {}}
+                     "labels": _plain_labels(doc.get("labels"))}
         if error is None:
             try:
                 job = validate_job(doc, payload, self.kinds, self.settings, info.get("preset"))
@@ -99,20 +85,9 @@ class Transitions:
                 log.exception("job.validation_crashed", job_id=job_id)
                 error = JobError(ErrorCode.INTERNAL, f"validating the job failed: {type(exc).__name__}: {exc}")
         job["id"] = job_id
-        job["_meta"] = {
-            "created_at": utc_now(),
-            "enqueued_us": time.time_ns() // 1000,
-            "drop": info.get("drop"),
-            "accepted_by": self.spool.host,
-        }
+        job["_meta"] = self._meta(info)
         if error is not None:
-            log.warning("job.invalid", job_id=job_id, code=str(error.code), message=error.message, drop=info.get("drop"))
-            atomic_write_json(payload / JOB_DOC, job)
-            self._write_final(payload, "failed", error=error.to_status())
-            publish = self.spool.publish_dir(job_id)
-            move(payload, publish)
-            shutil.rmtree(staging, ignore_errors=True)
-            self.finish_publish(publish)
+            self._end_drop(staging, job, error)
             return None
 
         atomic_write_json(payload / JOB_DOC, job)
@@ -122,6 +97,76 @@ class Transitions:
         shutil.rmtree(staging, ignore_errors=True)
         log.info("job.queued", job_id=job_id, kind=job["kind"], priority=job["priority"], drop=info.get("drop"))
         return qn
+
+    def fail_staged(self, staging: Path, message: str) -> None:
+        """Ends a staged drop that accept keeps failing on: `internal`, its files kept."""
+        if not os.path.lexists(staging / "payload"):
+            shutil.rmtree(staging, ignore_errors=True)
+            return
+        job_file, default_id, info = staged_job_file(staging)
+        try:  # the id the job asked for (or the API promised), if the file still says it
+            doc, _ = self._read_drop(staging / "payload", job_file, info)
+        except Exception:  # noqa: BLE001 - whatever broke accept may break this too
+            doc = {}
+        job = {"id": self._job_id(staging, doc, default_id, info), "kind": None, "labels": {}, "_meta": self._meta(info)}
+        self._end_drop(staging, job, JobError(ErrorCode.INTERNAL, message))
+
+    def _read_drop(self, payload: Path, job_file: Path | None, info: dict) -> tuple[dict, JobError | None]:
+        """The dropped job document ({} if there is none) and what is wrong with the drop."""
+        limit = self.settings.limits.job_json_bytes
+        try:
+            if info["form"] == "link":
+                raise link_drop_error(info)
+            if info["form"] == "bare":
+                return self._bare_job(payload, info), None
+            what = "job.json" if info["form"] == "folder" else info["name"]
+            raw = read_job_file(job_file, what, limit)
+            if raw is None:
+                raise JobError(ErrorCode.INVALID_JOB, f"folder {info['name']} has no job.json")
+            return parse_job_bytes(raw, limit, what), None
+        except JobError as exc:
+            return {}, exc
+
+    def _bare_job(self, payload: Path, info: dict) -> dict:
+        preset = self.settings.presets.get(info["preset"])
+        if preset is None:  # removed from the config (SIGHUP) after the file was taken
+            raise JobError(ErrorCode.INVALID_JOB, f"preset {info['preset']!r} is no longer configured")
+        kind = self.kinds.get(preset.kind)
+        if kind is None:
+            raise JobError(ErrorCode.INVALID_JOB, f"preset {info['preset']}: unknown kind {preset.kind!r}")
+        try:
+            return bare_file_job(payload / info["name"], preset.kind, preset.accept_as, kind, self.settings.limits.job_json_bytes)
+        except ValueError as exc:
+            raise JobError(ErrorCode.INVALID_JOB, str(exc)) from None
+
+    def _job_id(self, staging: Path, doc: dict, default_id: str, info: dict) -> str:
+        """The drop's id, reserved once: a marker in the staging folder remembers it across crashes."""
+        job_id = read_id_marker(staging)
+        if job_id is None:
+            wanted = doc.get("id") if isinstance(doc.get("id"), str) else None
+            if wanted and is_valid_job_id(wanted) and self.spool.take_reservation(wanted, info["name"]):
+                job_id = wanted  # reserved by the API when it answered the POST
+            else:
+                job_id = self.spool.reserve_job_id(wanted if wanted and is_valid_job_id(wanted) else default_id)
+            write_id_marker(staging, job_id)
+        return job_id
+
+    def _meta(self, info: dict) -> dict:
+        return {"created_at": utc_now(), "enqueued_us": time.time_ns() // 1000, "drop": info.get("drop"),
+                "accepted_by": self.spool.host}
+
+    def _end_drop(self, staging: Path, job: dict, error: JobError) -> None:
+        """Publishes a drop that cannot run as failed, with the user's files in its input/."""
+        job_id, payload = job["id"], staging / "payload"
+        if len(error.message) > MAX_ERROR_MESSAGE:  # 50,000 unknown keys need not all be listed
+            error = JobError(error.code, f"{error.message[:MAX_ERROR_MESSAGE]}… ({len(error.message)} characters in all)")
+        log.warning("job.invalid", job_id=job_id, code=str(error.code), message=error.message, drop=job["_meta"].get("drop"))
+        atomic_write_json(payload / JOB_DOC, job)
+        self._write_final(payload, "failed", error=error.to_status())
+        publish = self.spool.publish_dir(job_id)
+        move(payload, publish)
+        shutil.rmtree(staging, ignore_errors=True)
+        self.finish_publish(publish)
 
     # -- claim -------------------------------------------------------------------
     def claim(self, qn: QueueName) -> Path | None:
@@ -247,3 +292,28 @@ class Transitions:
 def _is_daemon_file(name: str) -> bool:
     return name.startswith((ATTEMPT_PREFIX, ".id-")) or name in (JOB_DOC, FINAL_DOC, RESULTS_DIR)
 
+
+def _set_aside_daemon_names(payload: Path) -> JobError | None:
+    """A dropped folder's own files named like the daemon's (.job.json, .attempt-1 …) would be
+    overwritten or miscounted: each is renamed to "dropped" + NAME (kept) and the job fails."""
+    clashes = sorted(n for n in os.listdir(payload) if _is_daemon_file(n))
+    if not clashes:
+        return None
+    kept = []
+    for name in clashes:
+        n, new = 1, f"dropped{name}"  # no leading dot: not a daemon name, so it reaches input/
+        while os.path.lexists(payload / new):
+            n, new = n + 1, f"dropped{n + 1}{name}"
+        os.rename(payload / name, payload / new)
+        kept.append(f"{name!r} as {new!r}")
+    return JobError(ErrorCode.INVALID_JOB, (
+        f"the folder holds names vidspool keeps for its own files; kept in input/: {', '.join(kept)}; rename them"))
+
+
+def _plain_labels(labels) -> dict:
+    """An invalid job's labels as given, if they are flat (a status can always hold them:
+    never 900-deep); else none."""
+    if isinstance(labels, dict) and len(labels) <= 1000 and all(
+            isinstance(v, (str, int, float, bool)) or v is None for v in labels.values()):
+        return labels
+    return {}

@@ -16,7 +16,9 @@ render /etc/systemd/system
 sed -e "s#/srv/vidspool#${spool}#g" "$prefix/systemd/vidspool.tmpfiles" > /etc/tmpfiles.d/vidspool.conf
 install -m 0644 "$prefix/systemd/vidspool.sysusers" /etc/sysusers.d/vidspool.conf
 mkdir -p /etc/vidspool
-[ -f /etc/vidspool/config.toml ] || sed -e "s#^root = \"spool\"#root = \"${spool}\"#" "$prefix/config.toml" > /etc/vidspool/config.toml
+# Relative paths in a config file are relative to its folder: name this checkout's models/.
+[ -f /etc/vidspool/config.toml ] || sed -e "s#^root = \"spool\"#root = \"${spool}\"#" \
+  -e "s#^dir = \"models\"#dir = \"${prefix}/models\"#" "$prefix/config.toml" > /etc/vidspool/config.toml
 systemd-sysusers
 systemd-tmpfiles --create /etc/tmpfiles.d/vidspool.conf
 systemctl daemon-reload

@@ -24,13 +24,13 @@ def test_submit_wait_prints_the_final_status(daemon, tmp_path):
     out = vidspool(daemon, "submit", str(job), str(blob), "--wait")
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.splitlines()[0]
-    assert job_id.startswith("fox-")
+    assert job_id == "fox"  # the job file's name, as for any drop
     doc = json.loads(out.stdout[len(job_id) + 1:])
     assert doc["state"] == "completed" and doc["id"] == job_id
     assert "completed" in out.stderr
-    # the same file again gets a new id
+    # the same file again gets the next free id
     again = vidspool(daemon, "submit", str(job), str(blob))
-    assert again.returncode == 0 and again.stdout.strip() != job_id
+    assert again.returncode == 0 and again.stdout.strip() == "fox-2"
 
 
 def test_submit_with_an_explicit_id_that_collides(daemon, tmp_path):

@@ -47,14 +47,14 @@ new MutationObserver(record).observe(document.querySelector('#jobs-body'),
 """
 
 
-def make_browser(mobile: bool = False) -> webdriver.Chrome:
+def make_browser(mobile: bool = False, extra_args: tuple[str, ...] = ()) -> webdriver.Chrome:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if missing:  # a failure, not a skip: `make test` installs them
         pytest.fail(f"{' and '.join(missing)} missing: run `bash scripts/browser-setup.sh` as root (or `make test`)")
     options = Options()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
-                "--mute-audio", "--no-first-run", "--disable-extensions"):
+                "--mute-audio", "--no-first-run", "--disable-extensions", *extra_args):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     if mobile:

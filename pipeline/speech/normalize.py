@@ -8,8 +8,9 @@
 `normalize(text, language)` runs a fixed pipeline of small regex passes, each one a
 function below with its own examples, in this order:
 
-    LaTeX → abbreviations → dates → times → phone numbers → ranges → powers → currencies →
-    percentages → units → math → ordinals → years → numbers (decimals, negatives, integers) → tidy
+    LaTeX → scientific notation → abbreviations → dates → times → phone numbers → ranges →
+    powers → currencies → percentages → units → math → ordinals → years → numbers (decimals,
+    negatives, integers) → tidy
 
 The order matters: a date or a phone number must be recognised before its digits are read as
 numbers, a unit before its number, and so on. Number words come from num2words (cardinal,
@@ -649,6 +650,41 @@ def pass_latex(text: str, lang: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Pass 1b: scientific notation
+# --------------------------------------------------------------------------------------------
+
+_RX_SCIENTIFIC = {
+    lang: re.compile(r"(?<![\w.,])(?P<m>\d+(?:" + (r"\." if lang == "en" else r"[.,]") + r"\d+)?)"
+                     r"[eE](?P<exp>[-−+]?\d{1,3})(?!\w|[.,]\d)")
+    for lang in SUPPORTED_LANGUAGES
+}
+# A whole number up to this is said as a number ("3e8" → "three hundred million"); beyond it,
+# and for fractions, "… times ten to the power of …".
+_SCIENTIFIC_WHOLE_LIMIT = 10**12
+
+
+def _scientific(m: re.Match, lang: str) -> str:
+    mantissa, exponent = m["m"].replace(",", "."), int(m["exp"].replace("−", "-"))
+    value = Decimal(mantissa).scaleb(exponent)
+    if value == value.to_integral_value() and value < _SCIENTIFIC_WHOLE_LIMIT:
+        grouped = f"{int(value):,}"  # grouped, so the year pass does not read 1.999e3 as a year
+        return grouped if lang == "en" else grouped.replace(",", ".")
+    if lang != "en":
+        mantissa = mantissa.replace(".", ",")  # "1,234" (not "1.234", a thousands group there)
+    w = WORDS[lang]
+    return f"{mantissa} {w['times']} 10 {w['power']} {exponent}"
+
+
+def pass_scientific(text: str, lang: str) -> str:
+    """Scientific notation → a number the later passes read: "1e6 Hz" → "1,000,000 Hz" (→ "one
+    million hertz"), "2.5e-3 m" → "2.5 times 10 to the power of -3 m" (→ "two point five times
+    ten to the power of minus three meters"); de "mal 10 hoch", fr "fois 10 puissance"."""
+    if "e" not in text and "E" not in text:
+        return text
+    return _sub(_RX_SCIENTIFIC[lang], lambda m: _scientific(m, lang), text)
+
+
+# --------------------------------------------------------------------------------------------
 # Pass 2: abbreviations
 # --------------------------------------------------------------------------------------------
 
@@ -1077,8 +1113,16 @@ def pass_units(text: str, lang: str) -> str:
 
 _SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
 _RX_SUPERSCRIPT = re.compile(r"(?<=[\w)])([⁰¹²³⁴⁵⁶⁷⁸⁹⁻]+)")
-_RX_MIXED_FRACTION = re.compile(r"(?<![\d/.,])(?P<whole>\d+)\s(?P<a>\d+)/(?P<b>\d+)(?![\d/]|[.,]\d)")
-_RX_FRACTION = re.compile(r"(?:(?<![^\s(\[{=])(?P<sign>[-−]))?(?<![\d/.,])(?P<a>\d+)/(?P<b>\d+)(?![\d/]|[.,]\d)")
+_FRACTION_SIGN = r"(?:(?<![^\s(\[{=])(?P<sign>[-−+]))?"
+_RX_MIXED_FRACTION = re.compile(_FRACTION_SIGN + r"(?<![\d/.,])(?P<whole>\d+)\s(?P<a>\d+)/(?P<b>\d+)(?![\d/]|[.,]\d)")
+_RX_FRACTION = re.compile(_FRACTION_SIGN + r"(?<![\d/.,])(?P<a>\d+)/(?P<b>\d+)(?![\d/]|[.,]\d)")
+# Unicode fractions: "½", "1½", "1 ½", "1⁄2" (fraction slash), "¹⁄₂" → "1/2", "1 1/2".
+_VULGAR_FRACTIONS = {"½": "1/2", "⅓": "1/3", "⅔": "2/3", "¼": "1/4", "¾": "3/4", "⅕": "1/5", "⅖": "2/5",
+                     "⅗": "3/5", "⅘": "4/5", "⅙": "1/6", "⅚": "5/6", "⅐": "1/7", "⅛": "1/8", "⅜": "3/8",
+                     "⅝": "5/8", "⅞": "7/8", "⅑": "1/9", "⅒": "1/10"}
+_RX_VULGAR_FRACTION = re.compile(r"(?P<before>\w?)\s?(?P<f>[" + "".join(_VULGAR_FRACTIONS) + "])")
+_RX_SLASHED_FRACTION = re.compile(r"(?P<a>[\d⁰¹²³⁴⁵⁶⁷⁸⁹]+)⁄(?P<b>[\d₀₁₂₃₄₅₆₇₈₉]+)")
+_SUB_AND_SUPERSCRIPT_DIGITS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹₀₁₂₃₄₅₆₇₈₉", "01234567890123456789")
 _RX_ALWAYS_OPERATORS = re.compile(r"\s*([×÷≤≥≠≈±∓−∞√])\s*")
 _ALWAYS = {"×": "times", "÷": "divided_by", "≤": "le", "≥": "ge", "≠": "ne", "≈": "approx",
            "±": "pm", "∓": "mp", "−": "minus", "∞": "infinity", "√": "sqrt"}
@@ -1115,6 +1159,23 @@ def _fraction(a: int, b: int, lang: str) -> str:
     return f"{count} {name if name == 'tiers' else name + plural}"
 
 
+def _sign_word(sign: str | None, lang: str) -> str:
+    if not sign:
+        return ""
+    return f"{WORDS[lang]['plus' if sign == '+' else 'minus']} "
+
+
+def _ascii_fractions(text: str) -> str:
+    """Unicode fractions → "a/b", a whole number before one making a mixed fraction ("1½" →
+    "1 1/2"), so the fraction regexes read them all."""
+    def vulgar(m: re.Match) -> str:
+        before = m["before"]
+        return f"{before}{' ' if before else ''}{_VULGAR_FRACTIONS[m['f']]}"
+
+    text = _RX_SLASHED_FRACTION.sub(lambda m: f"{m['a']}/{m['b']}".translate(_SUB_AND_SUPERSCRIPT_DIGITS), text)
+    return _RX_VULGAR_FRACTION.sub(vulgar, text)
+
+
 def _unicode_math(text: str, lang: str) -> str:
     """Greek letters written as Unicode → their names (π → "pi", Δ → "capital delta")."""
     names = _GREEK_NAMES[lang]
@@ -1136,12 +1197,13 @@ def pass_math(text: str, lang: str) -> str:
     "<tag>" stay as they are).
     """
     w = WORDS[lang]
+    if not text.isascii():
+        text = _ascii_fractions(text)
     if "/" in text:
         text = re.sub(r"(?<![\d/])24/7(?![\d/])", lambda m: f"{_cardinal(24, lang)} {_cardinal(7, lang)}", text)
-        text = _sub(_RX_MIXED_FRACTION, lambda m: f"{_cardinal(int(m['whole']), lang)} {w['and']} "
-                    f"{_fraction(int(m['a']), int(m['b']), lang)}", text)
-        text = _sub(_RX_FRACTION, lambda m: (f"{w['minus']} " if m["sign"] else "")
-                    + _fraction(int(m["a"]), int(m["b"]), lang), text)
+        text = _sub(_RX_MIXED_FRACTION, lambda m: f"{_sign_word(m['sign'], lang)}{_cardinal(int(m['whole']), lang)} "
+                    f"{w['and']} {_fraction(int(m['a']), int(m['b']), lang)}", text)
+        text = _sub(_RX_FRACTION, lambda m: _sign_word(m["sign"], lang) + _fraction(int(m["a"]), int(m["b"]), lang), text)
     if _RX_SUPERSCRIPT.search(text):
         text = _sub(_RX_SUPERSCRIPT, lambda m: _power_phrase(m[1].translate(_SUPERSCRIPTS), lang), text)
     text = _unicode_math(text, lang)
@@ -1296,15 +1358,23 @@ def pass_numbers(text: str, lang: str) -> str:
 
 _RX_SPACES = re.compile(r"[ \t\u00a0\u202f]+")
 _RX_SPACE_LINE_EDGES = re.compile(r" *\n *")
+# A space the passes left before a comma or full stop that ends a clause ("half , y"), or
+# inside brackets ("( one half )"); French keeps its space before ; : ! ?.
+_RX_SPACE_BEFORE_PUNCTUATION = {
+    lang: re.compile(r" +(?=[,." + ("" if lang == "fr" else ";:!?") + r"](?:\s|$|[\"'”’»)\]]))|(?<=[(\[]) +| +(?=[)\]])")
+    for lang in SUPPORTED_LANGUAGES
+}
 
 
 def pass_tidy(text: str, lang: str) -> str:
-    """Runs of spaces → one space; no spaces at line edges."""
+    """Runs of spaces → one space; no spaces at line edges, before a clause's comma or full
+    stop, or inside brackets."""
     text = _RX_SPACES.sub(" ", text)
+    text = _RX_SPACE_BEFORE_PUNCTUATION[lang].sub("", text)
     return _RX_SPACE_LINE_EDGES.sub("\n", text).strip()
 
 
-PASSES = (pass_latex, pass_abbreviations, pass_dates, pass_times, pass_phone, pass_ranges,
+PASSES = (pass_latex, pass_scientific, pass_abbreviations, pass_dates, pass_times, pass_phone, pass_ranges,
           pass_powers, pass_currency, pass_percent, pass_units, pass_math, pass_ordinals, pass_years,
           pass_numbers, pass_tidy)
 

@@ -4,6 +4,7 @@ tests can count how often each job really ran."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import time
@@ -20,8 +21,10 @@ class ProbeParams(BaseModel):
     step_seconds: float = 0.05
     marker_dir: str | None = None  # where executions are recorded
     crash: bool = False  # the worker process dies hard mid-job
+    crash_once: str | None = None  # a file: the first attempt creates it and dies hard mid-job
     fail: str | None = None  # an ErrorCode to fail with
     journal: str | None = None  # a file that gets a JSON line at start, every step and end
+    check_raises: str | None = None  # a builtin exception the kind's check raises (a buggy plugin)
 
 
 def run(ctx, params: ProbeParams) -> None:
@@ -36,6 +39,8 @@ def run(ctx, params: ProbeParams) -> None:
         if params.seconds:
             time.sleep(params.step_seconds)
         if params.crash and i == steps // 2:
+            os._exit(17)
+        if params.crash_once and i == steps // 2 and _first_time(params.crash_once):
             os._exit(17)
         _journal(params, ctx, "step")
         ctx.progress(100 * (i + 1) / steps, stage="probing", step=i + 1, total_steps=steps)
@@ -55,6 +60,19 @@ def run(ctx, params: ProbeParams) -> None:
         os.close(fd)
 
 
+def check(params: ProbeParams, inputs) -> None:
+    if params.check_raises:
+        raise getattr(builtins, params.check_raises)("probe: check_raises asked for it")
+
+
+def _first_time(path: str) -> bool:
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+        return True
+    except FileExistsError:
+        return False
+
+
 def _journal(params: ProbeParams, ctx, event: str) -> None:
     if params.journal:
         line = json.dumps({"job": ctx.job_id, "event": event, "host": ctx.host, "attempt": ctx.attempt,
@@ -68,6 +86,7 @@ KIND = KindSpec(
     name="probe",
     params=ProbeParams,
     run=run,
+    check=check,
     inputs=(InputSpec("data", many=False), InputSpec("extra", many=True)),
     main_result="probe.txt",
     description="test kind: sleeps, crashes or fails on request and records executions",
