@@ -21,6 +21,8 @@ from pathlib import Path
 import structlog
 
 from daemon.config import ConfigError, Settings, load_settings
+from daemon.crashpoints import ENV as CRASH_ENV
+from daemon.crashpoints import CrashPoints
 from daemon.devices import worker_devices
 from daemon.fds import raise_nofile_limit
 from daemon.fscheck import FsClass, classify, spool_fault
@@ -29,7 +31,17 @@ from daemon.hosts import Heartbeat, LeaseTracker
 from daemon.intake import Drop, InboxScanner, entry_fault, note_accept_failure, printable, stage_drop
 from daemon.jobfile import resolve_inputs
 from daemon.notify import Notifier
-from daemon.spool import CANCEL_MARK, JOB_DOC, RESULTS_DIR, QueueName, Spool, attempts_started, is_valid_job_id
+from daemon.spool import (
+    CANCEL_MARK,
+    FINAL_DOC,
+    JOB_DOC,
+    RESULTS_DIR,
+    RETIRED_PREFIX,
+    QueueName,
+    Spool,
+    attempts_started,
+    is_valid_job_id,
+)
 from daemon.status import FINAL_STATES, StatusWriter, new_status, utc_now
 from daemon.transitions import Transitions
 from daemon.watcher import Hints, SpoolWatcher
@@ -86,7 +98,8 @@ class Arbiter:
         self.kinds = load_kinds()
         self.listeners: list = []  # callbacks(doc) for status changes (API events)
         self.statuses = StatusWriter(self.spool, settings.status.progress_interval_seconds, self._status_changed)
-        self.transitions = Transitions(self.spool, settings, self.kinds, self.statuses)
+        self.crash = CrashPoints.from_env()  # tests only: kill this daemon at a named step
+        self.transitions = Transitions(self.spool, settings, self.kinds, self.statuses, self.crash)
         self.scanner = InboxScanner(self.spool.inbox, sc.stable_seconds, sc.input_wait_seconds, settings.limits.job_json_bytes)
         self.scanner.presets = {name: p.accept for name, p in settings.presets.items()}
         self.queue: list[QueueName] = []
@@ -132,6 +145,9 @@ class Arbiter:
         self._wake = asyncio.Event()
         structlog.contextvars.bind_contextvars(host=self.spool.host)
         started = time.monotonic()
+        if self.crash.armed:
+            log.warning("test.crash_point_armed", point=self.crash.target, hit=self.crash.at,
+                        reason=f"{CRASH_ENV} is set: this daemon kills itself there (tests only)")
         before, after = raise_nofile_limit()  # HTTP clients must not starve spool work of descriptors
         if after != before:
             log.info("daemon.fd_limit_raised", soft_before=before, soft=after)
@@ -372,7 +388,7 @@ class Arbiter:
             if drop.form == "cancel":
                 self._cancel_file(drop.path)
                 return None
-            staging = stage_drop(drop, self.spool.active, self.spool.inbox)
+            staging = stage_drop(drop, self.spool.active, self.spool.inbox, self.crash)
         except Exception as exc:  # noqa: BLE001 - one drop must never stop the others
             if isinstance(exc, OSError) and entry_fault(exc):
                 raise  # the spool, not the drop: tick waits the fault out
@@ -440,6 +456,7 @@ class Arbiter:
     def _cancel_file(self, path: Path) -> None:
         job_id = path.name[: -len(".cancel")]
         outcome = self.cancel(job_id, source="file")
+        self.crash.hit("cancel.file_handled")
         try:
             if outcome == "not_found":
                 os.rename(path, path.with_name(f".{path.name}.unknown-job"))
@@ -541,6 +558,7 @@ class Arbiter:
             job_id, job, "running", attempt=attempt, host=self.spool.host, device=worker.device,
             started_at=utc_now(), stage="starting", created_at=job["_meta"].get("created_at"),
         ))
+        self.crash.hit("attempt.running")
         worker.job = RunningJob(job_id, job, job_dir, attempt)
         log.info("job.started", job_id=job_id, device=worker.device, attempt=attempt, kind=job["kind"])
         sent = worker.send({
@@ -757,6 +775,7 @@ class Arbiter:
                         state=status["state"])
             return "final"
         create_exclusive(self.spool.job_outbox(job_id) / CANCEL_MARK, source.encode())
+        self.crash.hit("cancel.marked")
         log.info("job.cancel_requested", job_id=job_id, source=source)
         for w in self.workers:
             if w.job is not None and w.job.job_id == job_id:
@@ -766,6 +785,7 @@ class Arbiter:
             if qn.job_id == job_id:
                 job_dir = self.transitions.claim(qn)
                 if job_dir is not None:
+                    self.crash.hit("cancel.claimed")
                     self._publish(job_dir, job_id, "canceled", error=_canceled())
                     self.queue = [q for q in self.queue if q.job_id != job_id]
                     return "canceled"
@@ -832,32 +852,41 @@ class Arbiter:
                 self._recover_entry(src / name, name, f"host {host} stopped heart-beating", owned=False)
 
     def _recover_entry(self, path: Path, name: str, reason: str, owned: bool) -> None:
-        """Finishes one entry of an active/ folder: ours, or a dead host's (which is first
-        renamed into ours; that rename decides which live host does it)."""
-        mine = path if owned else self.spool.active / name
+        """Finishes one entry of an active/ folder: ours, or a dead host's, which is first
+        renamed into ours (that rename decides which live host finishes it)."""
         try:
-            if name.startswith(".intake."):
-                if owned or move(path, mine):
-                    self._accept(mine)
-            elif name.startswith(".publish-"):
-                if owned or move(path, mine):
-                    self.transitions.finish_publish(mine)
-            elif is_valid_job_id(name) and self.transitions.has_final(path):
-                if owned or move(path, mine):  # the attempt ended; only its commit was missing
-                    self.transitions.commit(mine, name)
-            elif is_valid_job_id(name) and (path / JOB_DOC).is_file():
-                job = read_json(path / JOB_DOC)
-                used = attempts_started(path)
-                if job is not None and used >= job.get("max_attempts", 1):
-                    if owned or move(path, mine):
-                        self._publish(mine, name, "failed", error=JobError(
-                            ErrorCode.WORKER_CRASHED, f"attempt {used} of {used} was interrupted ({reason})").to_status())
-                else:
-                    self._requeue(path, name, f"{reason}; requeued")
+            what = recovery_kind(path, name)
+            if what is None:
+                return  # not a spool entry of ours: left where it is
+            mine = path if owned else self.spool.active / name
+            if not owned:
+                if not move(path, mine):
+                    return  # another live host took it first
+                self.crash.hit("takeover.moved")
+            if what == "intake":
+                self._accept(mine)
+            elif what == "publish":
+                self.transitions.finish_publish(mine)
+            elif what == "retired":
+                self.transitions.remove_retired(mine)
+            elif what == "ended":  # the attempt ended; only its commit was missing
+                self.transitions.commit(mine, name)
+            else:
+                self._recover_job(mine, name, reason)
         except OSError as exc:
             if spool_fault(exc) is not None:
                 raise
             log.error("recovery.failed", path=str(path), error=str(exc))
+
+    def _recover_job(self, job_dir: Path, job_id: str, reason: str) -> None:
+        """A claimed job whose attempt was interrupted: requeued, or failed once its attempts are used up."""
+        job = read_json(job_dir / JOB_DOC)
+        used = attempts_started(job_dir)
+        if job is not None and used >= job.get("max_attempts", 1):
+            self._publish(job_dir, job_id, "failed", error=JobError(
+                ErrorCode.WORKER_CRASHED, f"attempt {used} of {used} was interrupted ({reason})").to_status())
+        else:
+            self._requeue(job_dir, job_id, f"{reason}; requeued")
 
     # -- reload and shutdown -----------------------------------------------------
     def _configure_voices(self) -> None:
@@ -914,11 +943,15 @@ class Arbiter:
                     if spool_fault(exc) is None:
                         raise
                     self._enter_fault(spool_fault(exc), now)
+        killed = False
         for w in self.workers:
             if w.job is not None:
                 w.kill("shutdown")
+                killed = True
             elif w.alive:
                 w.send({"op": "stop"})
+        if killed:
+            self.crash.hit("drain.killed")
         end = time.monotonic() + 5
         while any(w.process is not None for w in self.workers) and time.monotonic() < end:
             for w in self.workers:
@@ -960,6 +993,22 @@ class Arbiter:
             "queued_seen": len(self.queue),
             "counts": self.counts,
         }
+
+
+def recovery_kind(path: Path, name: str) -> str | None:
+    """What an entry of an active/ folder is: intake, publish, retired, ended (a job whose
+    end state is recorded), job (a claimed job), or None (nothing of ours)."""
+    if name.startswith(".intake."):
+        return "intake"
+    if name.startswith(".publish-"):
+        return "publish"
+    if name.startswith(RETIRED_PREFIX):
+        return "retired"
+    if not is_valid_job_id(name):
+        return None
+    if (path / FINAL_DOC).is_file():
+        return "ended"
+    return "job" if (path / JOB_DOC).is_file() else None
 
 
 def _canceled() -> dict:

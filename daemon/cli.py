@@ -81,7 +81,12 @@ def cmd_run(settings: Settings, args) -> int:
 
     spool = _spool(settings)
     configure_logging(settings.log.level, settings.log.format, spool.outbox)
-    return asyncio.run(Arbiter(settings, args.config).run())
+    try:
+        arbiter = Arbiter(settings, args.config)
+    except ValueError as exc:  # a bad VIDSPOOL_TEST_CRASH_AT
+        print(f"vidspool: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(arbiter.run())
 
 
 def cmd_init(settings: Settings, args) -> int:

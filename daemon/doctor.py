@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 from daemon.config import Settings
+from daemon.crashpoints import ENV as CRASH_ENV
 from daemon.devices import visible_gpus, worker_devices
 from daemon.fscheck import check_primitives, classify, visibility_lag
 
@@ -22,6 +23,10 @@ def run_doctor(settings: Settings, config_source: str) -> int:
         print(f"[{mark}] {what}")
 
     report(True, f"config loaded from {config_source}")
+    armed = os.environ.get(CRASH_ENV)
+    report(not armed, f"{CRASH_ENV} is not set" if not armed else (
+        f"{CRASH_ENV}={armed} is set: a test-only setting that makes the daemon kill itself at a "
+        "crash point; unset it (never use it in production)"))
     for tool in ("ffmpeg", "ffprobe", "espeak-ng"):
         path = shutil.which(tool)
         version = ""

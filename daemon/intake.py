@@ -20,6 +20,7 @@ from pathlib import Path
 
 import structlog
 
+from daemon.crashpoints import NEVER, CrashPoints
 from daemon.fscheck import spool_fault
 from daemon.fsops import atomic_write_json, create_exclusive, file_type_words, move, read_json, read_regular_file
 from daemon.spool import DROP_DOC, sanitize_job_id
@@ -335,22 +336,24 @@ class InboxScanner:
         return Drop("json", path, preset, inputs), named
 
 
-def stage_drop(drop: Drop, active: Path, inbox: Path) -> Path | None:
+def stage_drop(drop: Drop, active: Path, inbox: Path, crash: CrashPoints = NEVER) -> Path | None:
     """Takes a drop out of the inbox into active/<host>/.intake.<token>/payload.
 
     The rename of the job's main file (or folder) is the claim: if another daemon got
-    there first, returns None and leaves nothing behind.
+    there first, returns None and leaves nothing behind. The media a NAME.json names are
+    listed in .drop.json first, so that accept fetches any a crash kept from following.
     """
     staging = active / f".intake.{secrets.token_hex(6)}"
     os.mkdir(staging)
     try:
-        claimed = _claim(drop, staging, inbox)
+        claimed = _claim(drop, staging, inbox, crash)
     except BaseException:
         _discard_staging(staging)
         raise
     if not claimed:
         _discard_staging(staging)
         return None
+    crash.hit("stage.claimed")
     for media in drop.inputs:
         try:
             move(media, staging / "payload" / media.name)
@@ -358,17 +361,19 @@ def stage_drop(drop: Drop, active: Path, inbox: Path) -> Path | None:
             if entry_fault(exc):
                 raise
             log.warning("intake.input_not_taken", drop=printable(drop.path.name), input=printable(media.name), error=str(exc))
+        crash.hit("stage.media_moved")
     return staging
 
 
-def _claim(drop: Drop, staging: Path, inbox: Path) -> bool:
+def _claim(drop: Drop, staging: Path, inbox: Path, crash: CrashPoints) -> bool:
     rel = str(drop.path.relative_to(inbox))
     atomic_write_json(
         staging / DROP_DOC,
         {"form": drop.form, "name": drop.path.name, "preset": drop.preset, "drop": f"inbox/{printable(rel)}",
-         "received_at": time.time()},
+         "inputs": [m.name for m in drop.inputs], "received_at": time.time()},
         fsync=False,  # lost only with power: recovery then treats the payload as a folder drop
     )
+    crash.hit("stage.intake_made")
     payload = staging / "payload"
     if drop.form == "folder":
         return move(drop.path, payload)

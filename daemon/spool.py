@@ -7,6 +7,7 @@ A job's state is the folder it sits in:
     queue/<rank>-<usec>-<id>/        accepted, waiting; the name orders the queue
     active/<host>/<id>/              claimed by <host>, running
     active/<host>/.publish-<id>/     finished, results being moved to the outbox
+    active/<host>/.retired-<id>.<t>/ published; being removed (recovery only removes it)
     outbox/<id>/                     status.json from acceptance on; results; input/ at the end
 
 Every move between them is one rename, so a crash leaves each job in exactly one place.
@@ -30,6 +31,7 @@ FINAL_DOC = ".final.json"  # the end state, written before the publish rename
 RESULTS_DIR = ".results"  # worker outputs, moved into outbox/<id>/ on publish
 ATTEMPT_PREFIX = ".attempt-"  # one empty file per started attempt
 DROP_DOC = ".drop.json"  # in an intake folder: what was dropped and where
+RETIRED_PREFIX = ".retired-"  # a publish folder whose job is in the outbox: only removed
 CANCEL_MARK = "cancel.requested"  # in outbox/<id>/: a cancel for whoever runs the job
 SPOOL_ID = ".vidspool-spool"  # in the root: which spool this is (a vanished mount has none)
 STATUS = "status.json"

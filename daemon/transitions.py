@@ -12,6 +12,7 @@ its job folder away) fails that rename and publishes nothing.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from pathlib import Path
 import structlog
 
 from daemon.config import Settings
+from daemon.crashpoints import NEVER, CrashPoints
 from daemon.fsops import atomic_write_json, create_exclusive, move, read_json
 from daemon.intake import (
     bare_file_job,
@@ -37,12 +39,13 @@ from daemon.spool import (
     INPUT_DIR,
     JOB_DOC,
     RESULTS_DIR,
+    RETIRED_PREFIX,
     QueueName,
     Spool,
     attempts_started,
     is_valid_job_id,
 )
-from daemon.status import StatusWriter, new_status, utc_now
+from daemon.status import FINAL_STATES, StatusWriter, new_status, utc_now
 from pipeline.errors import ErrorCode, JobError
 from pipeline.kinds.base import KindSpec
 from pipeline.worker import file_sha256, media_type
@@ -54,11 +57,13 @@ MAX_ERROR_MESSAGE = 2000
 
 
 class Transitions:
-    def __init__(self, spool: Spool, settings: Settings, kinds: Mapping[str, KindSpec], statuses: StatusWriter):
+    def __init__(self, spool: Spool, settings: Settings, kinds: Mapping[str, KindSpec], statuses: StatusWriter,
+                 crash: CrashPoints = NEVER):
         self.spool = spool
         self.settings = settings
         self.kinds = kinds
         self.statuses = statuses
+        self.crash = crash  # named steps a test may kill the daemon at (daemon/crashpoints.py)
 
     # -- accept ------------------------------------------------------------------
     def accept(self, staging: Path) -> QueueName | None:
@@ -69,10 +74,12 @@ class Transitions:
             shutil.rmtree(staging, ignore_errors=True)
             return None
         job_file, default_id, info = staged_job_file(staging)
+        self._gather_media(payload, info)
         doc, error = self._read_drop(payload, job_file, info)
         if info["form"] == "folder" and read_id_marker(staging) is None:  # a retry finds its own .job.json there
             error = _set_aside_daemon_names(payload) or error
         job_id = self._job_id(staging, doc, default_id, info)
+        self.crash.hit("accept.id_reserved")
         # Only what is sure to be plain goes into a failed job's status (not 900-deep "labels").
         job: dict = {"id": job_id, "kind": doc.get("kind") if isinstance(doc.get("kind"), str) else None,
                      "labels": _plain_labels(doc.get("labels"))}
@@ -91,9 +98,12 @@ class Transitions:
             return None
 
         atomic_write_json(payload / JOB_DOC, job)
+        self.crash.hit("accept.job_written")
         qn = QueueName.new(job_id, job["priority"], job["_meta"]["enqueued_us"])
         self.statuses.write(new_status(job_id, job, "queued", max_attempts=job["max_attempts"]))
+        self.crash.hit("accept.status_queued")
         move(payload, self.spool.queue / str(qn))
+        self.crash.hit("accept.queued")
         shutil.rmtree(staging, ignore_errors=True)
         log.info("job.queued", job_id=job_id, kind=job["kind"], priority=job["priority"], drop=info.get("drop"))
         return qn
@@ -110,6 +120,17 @@ class Transitions:
             doc = {}
         job = {"id": self._job_id(staging, doc, default_id, info), "kind": None, "labels": {}, "_meta": self._meta(info)}
         self._end_drop(staging, job, JobError(ErrorCode.INTERNAL, message))
+
+    def _gather_media(self, payload: Path, info: dict) -> None:
+        """Media a NAME.json named that a crash kept from following it out of the inbox."""
+        names, drop = info.get("inputs"), info.get("drop")
+        if info.get("form") != "json" or not isinstance(names, list) or not isinstance(drop, str):
+            return
+        folder = (self.spool.root / drop).parent
+        for name in names:
+            if isinstance(name, str) and name not in ("", ".", "..") and "/" not in name \
+                    and not os.path.lexists(payload / name) and os.path.lexists(folder / name):
+                move(folder / name, payload / name)
 
     def _read_drop(self, payload: Path, job_file: Path | None, info: dict) -> tuple[dict, JobError | None]:
         """The dropped job document ({} if there is none) and what is wrong with the drop."""
@@ -163,8 +184,10 @@ class Transitions:
         log.warning("job.invalid", job_id=job_id, code=str(error.code), message=error.message, drop=job["_meta"].get("drop"))
         atomic_write_json(payload / JOB_DOC, job)
         self._write_final(payload, "failed", error=error.to_status())
+        self.crash.hit("accept.invalid_final")
         publish = self.spool.publish_dir(job_id)
         move(payload, publish)
+        self.crash.hit("accept.invalid_published")
         shutil.rmtree(staging, ignore_errors=True)
         self.finish_publish(publish)
 
@@ -175,6 +198,7 @@ class Transitions:
         dst = self.spool.running_dir(qn.job_id)
         if not move(self.spool.queue / str(qn), dst):
             return None
+        self.crash.hit("claim.moved")
         if not (dst / JOB_DOC).is_file():
             log.error("claim.unconfirmed", job_id=qn.job_id)
             return None
@@ -184,6 +208,7 @@ class Transitions:
         n = attempts_started(job_dir) + 1
         while not create_exclusive(job_dir / f"{ATTEMPT_PREFIX}{n}"):
             n += 1
+        self.crash.hit("attempt.marked")
         return n
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -203,10 +228,15 @@ class Transitions:
             except FileNotFoundError:
                 pass
         shutil.rmtree(job_dir / RESULTS_DIR, ignore_errors=True)
+        self.crash.hit("requeue.cleared")
         qn = QueueName.new(job_id, job.get("priority", 0), job["_meta"]["enqueued_us"])
         attempts = attempts_started(job_dir)
         if not move(job_dir, self.spool.queue / str(qn)):
             return False
+        # A crash here leaves a queued job whose status still says running until it is
+        # claimed again; the status is written after the move so that a host that lost
+        # the job never writes it.
+        self.crash.hit("requeue.moved")
         self.statuses.write(
             new_status(job_id, job, "queued", attempt=attempts, message=reason,
                        created_at=job["_meta"].get("created_at"))
@@ -221,6 +251,7 @@ class Transitions:
     def publish(self, job_dir: Path, job_id: str, state: str, **fields) -> bool:
         """Ends a job we own: records the end state, then the commit rename."""
         self._write_final(job_dir, state, **fields)
+        self.crash.hit("commit.final_written")
         return self.commit(job_dir, job_id)
 
     def commit(self, job_dir: Path, job_id: str) -> bool:
@@ -229,25 +260,33 @@ class Transitions:
         if not move(job_dir, publish):
             log.warning("job.lost", job_id=job_id, reason="another host took the job; not publishing")
             return False
+        self.crash.hit("commit.renamed")
         self.finish_publish(publish)
         return True
 
-    def has_final(self, job_dir: Path) -> bool:
-        return (job_dir / FINAL_DOC).is_file()
-
     def finish_publish(self, publish: Path) -> None:
-        """Moves results into outbox/<id>/, writes the final status, keeps the inputs.
+        """Moves results into outbox/<id>/, the user's files into input/, writes the final
+        status, then retires the publish folder with one rename before removing it.
         Idempotent: recovery calls it again for a publish a crash interrupted."""
         job_id = publish.name[len(".publish-"):]
         out = self.spool.job_outbox(job_id)
         out.mkdir(exist_ok=True)
-        final = read_json(publish / FINAL_DOC) or {"state": "failed", "error": JobError(ErrorCode.INTERNAL, "end state lost").to_status()}
+        final = read_json(publish / FINAL_DOC)
+        if final is None:
+            current = self.statuses.current(job_id) or {}
+            if current.get("state") in FINAL_STATES:  # already published: never rewrite an end state
+                log.warning("publish.final_kept", job_id=job_id, state=current["state"],
+                            reason=f"{FINAL_DOC} is gone but the status is final")
+                self._retire(publish, job_id)
+                return
+            final = {"state": "failed", "error": JobError(ErrorCode.INTERNAL, "end state lost").to_status()}
         job = read_json(publish / JOB_DOC) or {"id": job_id}
         results = publish / RESULTS_DIR
         if results.is_dir():
             for name in os.listdir(results):
                 if not name.startswith("."):
                     os.replace(results / name, out / name)
+        self.crash.hit("publish.results_moved")
         previous = self.statuses.current(job_id) or {}
         doc = new_status(job_id, job, final["state"])
         for key in ("attempt", "host", "device", "started_at", "progress", "stage", "model"):
@@ -269,9 +308,27 @@ class Transitions:
         for name in os.listdir(publish):
             if not _is_daemon_file(name):
                 os.replace(publish / name, inputs / name)
+        self.crash.hit("publish.inputs_moved")
         self.statuses.write(doc)
-        shutil.rmtree(publish)
+        self.crash.hit("publish.status_written")
+        self._retire(publish, job_id)
         log.info(f"job.{final['state']}", job_id=job_id, error=(final.get("error") or {}).get("code"))
+
+    def _retire(self, publish: Path, job_id: str) -> None:
+        """One rename ends the publish (recovery only removes a retired folder, never reads
+        it), then the folder is removed."""
+        retired = publish.with_name(f"{RETIRED_PREFIX}{job_id}.{secrets.token_hex(4)}")
+        os.rename(publish, retired)
+        self.crash.hit("publish.retired")
+        self.remove_retired(retired)
+
+    def remove_retired(self, retired: Path) -> None:
+        try:
+            os.unlink(retired / FINAL_DOC)
+        except FileNotFoundError:
+            pass
+        self.crash.hit("publish.removing")
+        shutil.rmtree(retired, ignore_errors=True)
 
     def _result(self, job_id: str, out: Path, result: dict) -> dict:
         files = []

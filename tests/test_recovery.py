@@ -27,14 +27,21 @@ def test_200_jobs_on_2_workers_each_run_once(daemon, spool_root, markers):
 
 def test_sigkill_daemon_mid_run_then_restart_completes_every_job_once(spool_root, markers):
     d = Daemon(spool_root, workers=["cpu", "cpu"]).start()
-    ids = _drop_many(spool_root / "inbox", 30, "k", {"seconds": 0.3, "marker_dir": str(markers)})
-    deadline = time.monotonic() + 30
-    while sum(1 for i in ids if (status(spool_root, i) or {}).get("state") == "completed") < 4:
+    # One long job among short ones, so that one is surely mid-run at the kill (on a loaded
+    # machine the short ones may all be between runs at that instant).
+    drop_json(spool_root / "inbox", "k-long", {"kind": "probe", "params": {"seconds": 6, "marker_dir": str(markers)}})
+    ids = ["k-long"] + _drop_many(spool_root / "inbox", 30, "k", {"seconds": 0.3, "marker_dir": str(markers)})
+    deadline = time.monotonic() + 60
+
+    def states() -> list[str]:
+        return [(status(spool_root, i) or {}).get("state") for i in ids]
+
+    while states().count("completed") < 4 or states()[0] != "running":
         assert time.monotonic() < deadline, d.log()
         time.sleep(0.05)
     d.kill()  # SIGKILL: no drain, workers die with it
-    running = [i for i in ids if (status(spool_root, i) or {}).get("state") == "running"]
-    assert running, "expected jobs mid-run at the kill"
+    running = [i for i, state in zip(ids, states()) if state == "running"]
+    assert "k-long" in running
     d2 = Daemon(spool_root, workers=["cpu", "cpu"]).start()
     try:
         docs = wait_all_final(spool_root, ids, timeout=120, daemon=d2)
@@ -64,7 +71,7 @@ def test_sigkill_of_a_worker_retries_then_fails_worker_crashed(spool_root, marke
     d = Daemon(spool_root, workers=["cpu"]).start()
     try:
         seen: set = set()
-        drop_json(spool_root / "inbox", "victim", {"kind": "probe", "max_attempts": 2, "params": {"seconds": 20, "marker_dir": str(markers)}})
+        drop_json(spool_root / "inbox", "victim", {"kind": "probe", "max_attempts": 2, "params": {"seconds": 6, "marker_dir": str(markers)}})
         os.kill(_worker_pid(markers, "victim", seen), signal.SIGKILL)
         doc = wait_status(spool_root, "victim", {"running"}, daemon=d)
         deadline = time.monotonic() + 20
