@@ -535,18 +535,18 @@ if variant in ("raw", "cache", "cache+metrics"):
     FINAL = {"completed", "failed", "canceled"}
     orig_init = api.Api.__init__
 
-    def init(self, arbiter):
-        orig_init(self, arbiter)
+    def init(self, view):
+        orig_init(self, view)
         self._final = {}  # job id -> the bytes of its final status.json
-        arbiter.listeners.append(lambda doc: self._final.pop(doc.get("id"), None))
+        view.on_status(lambda doc: self._final.pop(doc.get("id"), None))
 
     async def get_job(self, request):
         job_id = request.match_info["id"]
-        if is_valid_job_id(job_id) and job_id not in self.arbiter.statuses._docs:  # not live in memory
+        if is_valid_job_id(job_id) and self.view.daemon.statuses.live(job_id) is None:  # not live in memory
             raw = self._final.get(job_id)
             if raw is None:
                 try:
-                    with open(self.spool.status_path(job_id), "rb") as f:
+                    with open(self.view.spool.status_path(job_id), "rb") as f:
                         raw = f.read()
                 except (FileNotFoundError, NotADirectoryError):
                     raw = None

@@ -84,7 +84,7 @@ sys.path.insert(1, str(REPO / "scripts"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tests.support import PLUGINS, Daemon, drop_json, status  # noqa: E402
-from pipeline.worker import file_sha256  # noqa: E402  (the hash the daemon puts in result.files)
+from contract.files import file_sha256  # noqa: E402  (the hash the daemon puts in result.files)
 
 PROMPT = "A cat walks slowly across a sunny garden while the camera pans to the left."
 SEED = 1

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
 sys.path.insert(0, str(REPO))
 
-from daemon.status import new_status  # noqa: E402  (the real status shape)
+from contract.status import new_status  # noqa: E402  (the real status shape)
 from tests.support import Daemon  # noqa: E402  (the daemon as the tests run it)
 
 HOST = "bench-host"

@@ -1,8 +1,8 @@
 """The HTTP API (SPEC §6), served by aiohttp inside the daemon process (design: docs/api.md).
 
-Status documents come from the outbox (the files are the truth); submissions go through
-the inbox like any dropped file. Files are found by server-side lookup in the job's
-outbox folder only: no path from a request reaches the filesystem.
+Everything it knows comes from the read model (daemon/readmodel.py), never the arbiter:
+status documents from the outbox (the files are the truth), submissions through the inbox
+like any dropped file, result files by server-side lookup in the job's outbox folder only.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import re
-import secrets
 import shutil
 import time
 from pathlib import Path
@@ -20,12 +19,10 @@ import structlog
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from daemon import __version__
 from daemon.auth import find_token, load_tokens, presented_token
-from daemon.events import EventLog
 from daemon.fds import connection_budget
 from daemon.fscheck import spool_fault
-from daemon.fsops import atomic_write_bytes, read_json
+from daemon.http_paths import API, OPEN_PATHS, STATIC_FILES
 from daemon.httpguard import (
     GuardedSite,
     HttpPolicy,
@@ -38,20 +35,15 @@ from daemon.httpguard import (
     within,
 )
 from daemon.metrics import Metrics
-from daemon.spool import STATUS, is_valid_job_id, sanitize_job_id
+from daemon.readmodel import JobFilter, ReadModel
+from daemon.spool import is_valid_job_id
 
 log = structlog.get_logger()
 
-API = "/api/v1"
 WEB_DIR = Path(__file__).resolve().parent / "web"
-STATES = ("queued", "running", "completed", "failed", "canceled")
-LIST_FIELDS = ("id", "kind", "state", "progress", "stage", "message", "error", "created_at", "finished_at", "labels")
 KEEPALIVE_SECONDS = 15.0
 DISCONNECT_CHECK_SECONDS = 1.0
 UPLOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$")
-# Paths anyone may fetch, tokens or not: health, and the page's static files (no data).
-OPEN_PATHS = ("/", f"{API}/health")
-STATIC_FILES = {"app.js": "application/javascript", "style.css": "text/css", "index.html": "text/html"}
 
 
 error = json_error
@@ -61,16 +53,13 @@ REVALIDATE = "private, no-cache"
 
 
 class Api:
-    def __init__(self, arbiter):
-        self.arbiter = arbiter
-        self.spool = arbiter.spool
-        self.events = EventLog()
-        self.metrics = Metrics(arbiter)
-        api = arbiter.settings.api
+    def __init__(self, view: ReadModel):
+        self.view = view
+        self.events = view.events
+        self.metrics = Metrics(view)
+        api = view.settings.api
         self.tokens = load_tokens(api.tokens, api.tokens_file)
         self.event_streams = 0
-        arbiter.listeners.append(self.events.add)
-        arbiter.listeners.append(self.metrics.on_status)
 
     def routes(self) -> list:
         return [
@@ -145,108 +134,56 @@ class Api:
     async def openapi(self, request: web.Request) -> web.Response:
         from daemon.openapi import openapi_document
 
-        return web.json_response(openapi_document(self.arbiter.kinds, self.arbiter.settings))
+        return web.json_response(openapi_document(self.view.kinds, self.view.settings))
 
     # -- daemon ---------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
-        problems = []
-        if self.arbiter.fault:
-            problems.append(f"spool unavailable: {self.arbiter.fault}")
-        elif not os.access(self.spool.root, os.W_OK) or not os.access(self.spool.outbox, os.W_OK):
-            problems.append("spool not writable")
-        if self.arbiter.paused:
-            problems.append(f"not claiming: {self.arbiter.paused}")
-        if not any(w.alive for w in self.arbiter.workers):
-            problems.append("no live worker")
-        if failing := self.arbiter.loop_failures.problem():  # e.g. one bad inbox entry breaking every turn
-            problems.append(failing)
+        problems = self.view.problems()
+        corrupt = {"corrupt": n} if (n := self.view.corrupt()) else {}  # entries in corrupt/, when there are
         if problems:
-            return web.json_response({"status": "unavailable", "reason": "; ".join(problems)}, status=503)
-        return web.json_response({"status": "ok"})
+            return web.json_response({"status": "unavailable", "reason": "; ".join(problems), **corrupt}, status=503)
+        return web.json_response({"status": "ok", **corrupt})
 
     async def info(self, request: web.Request) -> web.Response:
-        s = self.arbiter.settings
-        return web.json_response({
-            "version": __version__,
-            "host": self.spool.host,
-            "spool": str(self.spool.root),
-            "devices": [w.device for w in self.arbiter.workers],
-            "kinds": sorted(self.arbiter.kinds),
-            "kind_inputs": {name: [i.name for i in k.inputs] for name, k in sorted(self.arbiter.kinds.items())},
-            "models": sorted(s.models),
-            "presets": {n: {"kind": p.kind, "accept": p.accept} for n, p in s.presets.items()},
-            "limits": s.limits.model_dump(),
-            "auth": bool(self.tokens),
-        })
+        return web.json_response(self.view.info(auth=bool(self.tokens)))
 
     async def queue(self, request: web.Request) -> web.Response:
-        return web.json_response({
-            "devices": [w.describe() for w in self.arbiter.workers],
-            "queued": [{"id": q.job_id, "priority": q.priority, "position": i + 1} for i, q in enumerate(self.arbiter.queue)],
-        })
+        return web.json_response(self.view.queue())
 
     # -- jobs -------------------------------------------------------------------------
-    def _status(self, job_id: str) -> dict | None:
-        if not is_valid_job_id(job_id):
-            return None
-        doc = self.arbiter.statuses.current(job_id)
-        if doc is not None and doc.get("state") == "queued":
-            doc = {**doc, "queue_position": self.arbiter.queue_position(job_id)}
-        return doc
-
     async def get_job(self, request: web.Request) -> web.Response:
         job_id = request.match_info["id"]
-        if is_valid_job_id(job_id) and self.arbiter.statuses.live(job_id) is None:
-            # An ended job (or another host's): the file's bytes as they are, no parse and re-encode.
-            try:
-                raw = (self.spool.job_outbox(job_id) / STATUS).read_bytes()
-            except (FileNotFoundError, NotADirectoryError):
-                return error(404, "not_found", f"no job {job_id!r}")
-            if b'"state": "queued"' not in raw:  # a queued one gets its queue_position below
-                return web.Response(body=raw, content_type="application/json")
-        doc = self._status(job_id)
+        raw = self.view.ended_status_bytes(job_id)
+        if raw is not None:  # an ended job (or another host's): the file's bytes as they are
+            return web.Response(body=raw, content_type="application/json")
+        doc = self.view.status(job_id)
         if doc is None:
-            return error(404, "not_found", f"no job {request.match_info['id']!r}")
+            return error(404, "not_found", f"no job {job_id!r}")
         return web.json_response(doc)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         q = request.query
-        state, kind, label = q.get("state"), q.get("kind"), q.get("label")
-        if state is not None and state not in STATES:
-            return error(400, "bad_request", f"state must be one of {', '.join(STATES)}")
-        if label is not None and "=" not in label:
-            return error(400, "bad_request", "label must be KEY=VALUE")
+        try:
+            where = JobFilter(q.get("state"), q.get("kind"), q.get("label"))
+        except ValueError as exc:
+            return error(400, "bad_request", str(exc))
         try:
             limit = int(q.get("limit", 50))
         except ValueError:
             return error(400, "bad_request", "limit must be an integer")
         if not 1 <= limit <= 1000:
             return error(400, "bad_request", "limit must be 1–1000")
-        cursor = q.get("cursor") or ""
-        label_key, _, label_value = (label or "").partition("=")
-        names = sorted(n for n in os.listdir(self.spool.outbox) if n > cursor and is_valid_job_id(n))
-        jobs = []
-        for name in names:
-            doc = self.arbiter.statuses.current(name)
-            if doc is None or (state and doc.get("state") != state) or (kind and doc.get("kind") != kind):
-                continue
-            if label and (doc.get("labels") or {}).get(label_key) != label_value:
-                continue
-            jobs.append({k: doc.get(k) for k in LIST_FIELDS})
-            if len(jobs) == limit:
-                break
-        next_cursor = jobs[-1]["id"] if len(jobs) == limit else None
+        jobs, next_cursor = self.view.jobs(where, limit, q.get("cursor") or "")
         return web.json_response({"jobs": jobs, "next_cursor": next_cursor})
 
     async def submit(self, request: web.Request) -> web.Response:
         """A job as JSON, or multipart (`job` + files): staged under a dot-name in the inbox,
         its id reserved, then renamed in, where the daemon accepts it like any drop."""
-        if len(self.arbiter.queue) >= self.arbiter.settings.api.max_queued_jobs:
-            return error(429, "queue_full", f"{len(self.arbiter.queue)} jobs are waiting ([api] max_queued_jobs); try again later",
+        waiting = self.view.queue_full()
+        if waiting is not None:
+            return error(429, "queue_full", f"{waiting} jobs are waiting ([api] max_queued_jobs); try again later",
                          headers={"Retry-After": "10"})
-        token = secrets.token_hex(6)
-        staging = self.spool.inbox / f".api-{token}.part"
-        staging.mkdir()
+        token, staging = self.view.new_submission()
         try:
             if request.content_type == "multipart/form-data":
                 try:
@@ -261,20 +198,13 @@ class Api:
                 return timeout_response(doc)
             if isinstance(doc, web.Response):
                 return doc
-            wanted = doc["id"] if isinstance(doc.get("id"), str) and is_valid_job_id(doc["id"]) else f"api-{token}"
-            drop_name = f"{sanitize_job_id(wanted)[:40]}.api-{token}"
-            job_id = self.spool.reserve_for_drop(wanted, drop_name)
-            doc["id"] = job_id
-            atomic_write_bytes(staging / "job.json", json.dumps(doc).encode())
-            os.rename(staging, self.spool.inbox / drop_name)
+            job_id = self.view.submit(token, staging, doc)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        self.arbiter.scanner.note_moved_in(self.spool.inbox / drop_name)
-        self.arbiter.wake()
         return web.json_response({"id": job_id, "state": "submitted", "status_url": f"{API}/jobs/{job_id}"}, status=202)
 
     async def _read_limited(self, request: web.Request) -> bytes | web.Response | ReadTimeout:
-        limit = self.arbiter.settings.limits.job_json_bytes
+        limit = self.view.settings.limits.job_json_bytes
         if request.content_length is not None and request.content_length > limit:
             return error(413, "too_large", f"job JSON is {request.content_length} bytes, over [limits] job_json_bytes ({limit})")
         try:
@@ -286,7 +216,7 @@ class Api:
 
     @property
     def read_timeout(self) -> float:
-        return self.arbiter.settings.api.read_timeout_seconds
+        return self.view.settings.api.read_timeout_seconds
 
     @staticmethod
     def _parse_job(raw) -> dict | web.Response | ReadTimeout:
@@ -301,7 +231,7 @@ class Api:
         return doc
 
     async def _receive_multipart(self, request: web.Request, staging: Path) -> dict | web.Response:
-        limits = self.arbiter.settings.limits
+        limits = self.view.settings.limits
         reader = await request.multipart()
         doc = None
         while (part := await within(reader.next(), self.read_timeout)) is not None:
@@ -338,9 +268,7 @@ class Api:
 
     async def cancel_job(self, request: web.Request) -> web.Response:
         job_id = request.match_info["id"]
-        if not is_valid_job_id(job_id):
-            return error(404, "not_found", f"no job {job_id!r}")
-        outcome = self.arbiter.cancel(job_id, source="api")
+        outcome = self.view.cancel(job_id, source="api")
         if outcome == "not_found":
             return error(404, "not_found", f"no job {job_id!r}")
         if outcome == "final":
@@ -348,20 +276,6 @@ class Api:
         return web.json_response({"id": job_id, "state": outcome}, status=202)
 
     # -- files --------------------------------------------------------------------------
-    def _result_file(self, job_id: str, name: str | None) -> tuple[Path, str] | None:
-        """A file the job's status lists as a result, looked up in its outbox folder only."""
-        if not is_valid_job_id(job_id):
-            return None
-        doc = read_json(self.spool.job_outbox(job_id) / STATUS) or {}
-        files = {f["name"]: f for f in ((doc.get("result") or {}).get("files") or []) if isinstance(f, dict)}
-        if name is None:  # the main result
-            kind = self.arbiter.kinds.get(doc.get("kind") or "")
-            name = kind.main_result if kind and kind.main_result in files else next(iter(files), None)
-        if name not in files:
-            return None
-        path = self.spool.job_outbox(job_id) / files[name]["name"]
-        return (path, files[name].get("media_type") or "application/octet-stream") if path.is_file() else None
-
     async def _send_file(self, found: tuple[Path, str] | None, what: str) -> web.StreamResponse:
         if found is None:
             return error(404, "not_found", what)
@@ -371,18 +285,18 @@ class Api:
 
     async def get_file(self, request: web.Request) -> web.StreamResponse:
         job_id, name = request.match_info["id"], request.match_info["name"]
-        return await self._send_file(self._result_file(job_id, name), f"job {job_id!r} has no result file {name!r}")
+        return await self._send_file(self.view.result_file(job_id, name), f"job {job_id!r} has no result file {name!r}")
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         job_id = request.match_info["id"]
-        return await self._send_file(self._result_file(job_id, None), f"job {job_id!r} has no result yet")
+        return await self._send_file(self.view.result_file(job_id, None), f"job {job_id!r} has no result yet")
 
     # -- events ---------------------------------------------------------------------------
     async def stream_events(self, request: web.Request) -> web.StreamResponse:
         job = request.query.get("job")
         if job is not None and not is_valid_job_id(job):
             return error(400, "bad_request", f"job {job!r} is not a job id")
-        limit = self.arbiter.settings.api.max_event_streams
+        limit = self.view.settings.api.max_event_streams
         if self.event_streams >= limit:
             return error(503, "unavailable", f"{self.event_streams} event streams are open ([api] max_event_streams); "
                          "poll GET /api/v1/jobs instead or try again later", headers={"Retry-After": "10"})
@@ -409,7 +323,7 @@ class Api:
                     await response.write(f"id: {self.events.event_id(n)}\nevent: status\ndata: {json.dumps(doc)}\n\n".encode())
                     quiet_since = time.monotonic()
                 after = self.events.last
-                if self.arbiter.stop_requested or request.transport is None or request.transport.is_closing():
+                if self.view.stopping or request.transport is None or request.transport.is_closing():
                     break  # a client that went away frees its stream slot now, not at the next write
                 await self.events.wait(DISCONNECT_CHECK_SECONDS)
                 if self.events.last == after and time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
@@ -421,23 +335,19 @@ class Api:
 
     # -- voices ---------------------------------------------------------------------------
     async def list_voices(self, request: web.Request) -> web.Response:
-        from pipeline.speech.voices import catalog
-
-        return web.json_response({"voices": catalog(request.query.get("language"))})
+        return web.json_response({"voices": self.view.voices(request.query.get("language"))})
 
     async def list_languages(self, request: web.Request) -> web.Response:
-        from pipeline.speech.voices import language_counts
-
-        return web.json_response({"languages": language_counts()})
+        return web.json_response({"languages": self.view.languages()})
 
     # -- models ---------------------------------------------------------------------------
     async def list_models(self, request: web.Request) -> web.Response:
-        return web.json_response({"models": self.arbiter.models_view()})
+        return web.json_response({"models": self.view.models()})
 
     async def load_model(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         try:
-            device = self.arbiter.load_model(name)
+            device = self.view.load_model(name)
         except KeyError:
             return error(404, "not_found", f"no model {name!r} in the registry")
         except RuntimeError as exc:
@@ -446,9 +356,9 @@ class Api:
 
     async def unload_model(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name not in self.arbiter.settings.models:
+        if not self.view.has_model(name):
             return error(404, "not_found", f"no model {name!r} in the registry")
-        return web.json_response({"model": name, "devices": self.arbiter.unload_model(name), "state": "unloading"}, status=202)
+        return web.json_response({"model": name, "devices": self.view.unload_model(name), "state": "unloading"}, status=202)
 
 
 @web.middleware
@@ -476,12 +386,12 @@ async def json_errors(request: web.Request, handler):
         return error(exc.status, code, exc.reason)
 
 
-async def start_api(arbiter, host: str, port: int):
-    api = Api(arbiter)
-    settings = arbiter.settings.api
+async def start_api(view: ReadModel, host: str, port: int):
+    api = Api(view)
+    settings = view.settings.api
     policy = HttpPolicy.for_listener(host, settings.allowed_hosts, settings.allowed_origins,
                                      read_timeout=settings.read_timeout_seconds)
-    app = web.Application(client_max_size=arbiter.settings.limits.job_json_bytes + 1024,
+    app = web.Application(client_max_size=view.settings.limits.job_json_bytes + 1024,
                           middlewares=[json_errors, api.measure, guard_middleware(policy), spool_errors, api.authorize])
     app.add_routes(api.routes())
     app.on_response_prepare.append(add_security_headers)

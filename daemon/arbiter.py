@@ -1,9 +1,13 @@
-"""The arbiter: the daemon's main loop (gunicorn-style).
+"""The arbiter: the daemon's main loop, a supervisor (gunicorn's arbiter is the anchor).
 
-Signal handlers only set a flag and wake the loop. Each turn of the loop takes watcher
-hints, accepts complete drops, refreshes the queue, hands jobs to idle workers, beats
-the heartbeat, takes over dead hosts' jobs, and restarts dead workers. Workers talk back
-over their pipes (read with loop.add_reader), so a message is handled the moment it lands.
+Signal handlers only set a flag and wake the loop. Each turn takes watcher hints, lets the
+intake accept complete drops, refreshes the queue, hands jobs to idle workers, beats the
+heartbeat, lets recovery take over dead hosts' jobs, checks running jobs (lost, canceled,
+timed out, stalled) and restarts dead workers. Workers talk back over their pipes in
+contract/messages.py's messages (read with loop.add_reader), so a result or a crash is
+handled the moment it lands. What a job needs before it starts is daemon/jobpolicy.py's;
+how jobs end, daemon/jobends.py's; recovery, daemon/recovery.py's; what the HTTP fronts
+see, daemon/readmodel.py's.
 """
 
 from __future__ import annotations
@@ -15,44 +19,41 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
+from contract import messages as m
+from contract.errors import ErrorCode
+from contract.status import FINAL_STATES, new_status, utc_now
+from daemon.accepting import Intake
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.crashpoints import ENV as CRASH_ENV
 from daemon.crashpoints import CrashPoints
 from daemon.devices import worker_devices
 from daemon.fds import raise_nofile_limit
 from daemon.fscheck import FsClass, classify, spool_fault
-from daemon.fsops import create_exclusive, move, read_json
+from daemon.fsops import create_exclusive, read_json
 from daemon.hosts import Heartbeat, LeaseTracker
-from daemon.intake import Drop, InboxScanner, entry_fault, note_accept_failure, printable, stage_drop
-from daemon.jobfile import resolve_inputs
+from daemon.intake import InboxScanner, printable
+from daemon.jobends import JobEnds
+from daemon.jobpolicy import End, Start, Unreadable, before_start, run_message
 from daemon.notify import Notifier
-from daemon.spool import (
-    CANCEL_MARK,
-    FINAL_DOC,
-    JOB_DOC,
-    RESULTS_DIR,
-    RETIRED_PREFIX,
-    QueueName,
-    Spool,
-    attempts_started,
-    is_valid_job_id,
-)
-from daemon.status import FINAL_STATES, StatusWriter, new_status, utc_now
+from daemon.quarantine import quarantine
+from daemon.recovery import Recovery
+from daemon.registry import refresh_models
+from daemon.spool import CANCEL_MARK, JOB_DOC, QueueName, Spool, is_valid_job_id
+from daemon.spoolhealth import SpoolHealth
+from daemon.status import StatusWriter
 from daemon.transitions import Transitions
 from daemon.watcher import Hints, SpoolWatcher
 from daemon.workers import RunningJob, WorkerHandle
-from pipeline.errors import ErrorCode, JobError
 from pipeline.kinds import load_kinds
 
 log = structlog.get_logger()
 
-# How often a broken spool is probed.
-SPOOL_PROBE_SECONDS = 0.5
 # A running job that ignores a cancel this long is stopped by killing its worker.
 CANCEL_GRACE_SECONDS = 10.0
 MAX_RESTART_BACKOFF = 30.0
@@ -60,8 +61,6 @@ MAX_RESTART_BACKOFF = 30.0
 HEALTHY_WORKER_SECONDS = 60.0
 # Health turns 503 once this many turns of the main loop in a row have failed.
 FAILED_TURNS_UNHEALTHY = 3
-# A staged drop whose accept raised this often (over restarts too) is failed `internal`.
-MAX_ACCEPT_TRIES = 3
 
 
 @dataclass
@@ -83,7 +82,6 @@ class LoopFailures:
         self.in_a_row, self.last = 0, None
 
     def problem(self) -> str | None:
-        """Why health is not ok, if the loop keeps failing."""
         if self.in_a_row < FAILED_TURNS_UNHEALTHY:
             return None
         return f"daemon loop failing: {self.in_a_row} turns in a row, last: {self.last}"
@@ -96,45 +94,40 @@ class Arbiter:
         sc = settings.spool
         self.spool = Spool(sc.root, sc.host)
         self.kinds = load_kinds()
-        self.listeners: list = []  # callbacks(doc) for status changes (API events)
+        self._listeners: list[Callable[[dict], None]] = []  # status changes, for the read model
         self.statuses = StatusWriter(self.spool, settings.status.progress_interval_seconds, self._status_changed)
         self.crash = CrashPoints.from_env()  # tests only: kill this daemon at a named step
+        self.health = SpoolHealth(self.spool.root)
         self.transitions = Transitions(self.spool, settings, self.kinds, self.statuses, self.crash)
+        self.ends = JobEnds(self.transitions, self.health, on_requeued=self.refresh_queue)
         self.scanner = InboxScanner(self.spool.inbox, sc.stable_seconds, sc.input_wait_seconds, settings.limits.job_json_bytes)
         self.scanner.presets = {name: p.accept for name, p in settings.presets.items()}
+        self.intake = Intake(self.spool, self.scanner, self.transitions, self.ends, self.crash,
+                             on_queued=self._queued, cancel=self.cancel, keep_lease=self._beat_if_due)
+        self.heartbeat = Heartbeat(self.spool.hosts, sc.host, sc.lease_seconds)
+        self.leases = LeaseTracker(self.spool.hosts, self.spool.active_root, sc.host, sc.lease_seconds)
+        self.recovery = Recovery(self.spool, self.transitions, self.ends, self.statuses, self.leases,
+                                 accept=self.intake.accept, crash=self.crash, lease_seconds=sc.lease_seconds)
         self.queue: list[QueueName] = []
         self.workers = [
             WorkerHandle(i, d, settings.workers.model_memory_gb)
             for i, d in enumerate(worker_devices(settings.workers.devices, settings.workers.cpu_workers))
         ]
         self._job_models: dict[str, str | None] = {}  # queued job id → its model (placement)
-        self._configure_voices()
-        self.heartbeat = Heartbeat(self.spool.hosts, sc.host, sc.lease_seconds)
-        self.leases = LeaseTracker(self.spool.hosts, self.spool.active_root, sc.host, sc.lease_seconds)
         self.notifier = Notifier()
         self.watcher: SpoolWatcher | None = None
         self.api_url: str | None = None
-        self.started_at = time.time()
         self.stop_requested = False
         self.reload_requested = False
         self.draining = False
-        self.counts = {"accepted": 0, "completed": 0, "failed": 0, "canceled": 0, "requeued": 0}
         self.loop_failures = LoopFailures()
-        self._accept_retry: set[Path] = set()  # staged drops whose accept raised: tried again on rescans
-        self._next_rescan = 0.0
-        self._next_beat = 0.0
-        self._next_settle = 0.0
-        # Why the spool cannot be used now (dead mount, full, read-only); None when fine.
-        self.fault: str | None = None
-        self._fault_since = 0.0
-        self._next_probe = 0.0
+        self._next_rescan = self._next_beat = self._next_settle = 0.0
         # Why this daemon must not claim on a shared spool (a filesystem without exclusive claims).
         self.paused: str | None = None
         self._opened = False
         self.fs: FsClass | None = None
-        # End states that could not be written while the spool was down: job_id → (state, fields).
-        self.unpublished: dict[str, tuple[str, dict]] = {}
         self.scratch_root: Path | None = None  # set when the spool is opened (it names the spool)
+        self.recovery_seconds = 0.0
         self.exit_code = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -151,13 +144,9 @@ class Arbiter:
         before, after = raise_nofile_limit()  # HTTP clients must not starve spool work of descriptors
         if after != before:
             log.info("daemon.fd_limit_raised", soft_before=before, soft=after)
-        try:
+        refused = None
+        with self.health.guard():
             refused = self._open_spool()
-        except OSError as exc:
-            if spool_fault(exc) is None:
-                raise
-            self._enter_fault(spool_fault(exc), time.monotonic())
-            refused = None
         if refused:
             return refused
         self.watcher = SpoolWatcher(self.wake)
@@ -170,15 +159,16 @@ class Arbiter:
             self._start_worker(w)
         if self.settings.api.enabled:
             from daemon.api import start_api
+            from daemon.readmodel import ReadModel
 
-            self._api_runner, self.api_url = await start_api(self, self.settings.api.host, self.settings.api.port)
+            self._api_runner, self.api_url = await start_api(ReadModel(self), self.settings.api.host, self.settings.api.port)
         # The first turn (at once: both deadlines are due) lists the queue and beats with the API url.
         self._next_rescan = self._next_beat = 0.0
         self.notifier.ready(self._status_line())
         log.info("daemon.ready", spool=str(self.spool.root), workers=[w.device for w in self.workers],
-                 api=self.api_url, recovery_seconds=round(getattr(self, "recovery_seconds", 0.0), 3),
+                 api=self.api_url, recovery_seconds=round(self.recovery_seconds, 3),
                  start_seconds=round(time.monotonic() - started, 3),
-                 filesystem=self.fs.fstype if self.fs else None, fault=self.fault)
+                 filesystem=self.fs.fstype if self.fs else None, fault=self.health.fault)
         while not self.stop_requested:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._next_timeout())
@@ -214,7 +204,7 @@ class Arbiter:
         self.scratch_root = base / f"{self.spool.host}-{self.spool_id[:12]}"
         shutil.rmtree(self.scratch_root, ignore_errors=True)  # no worker of ours runs yet
         started = time.monotonic()
-        self.resume_folders("daemon restarted")
+        self.recovery.resume_folders("daemon restarted", running=())
         self.recovery_seconds = time.monotonic() - started
         self.heartbeat.beat(**self._beat_info())
         self._opened = True
@@ -256,8 +246,10 @@ class Arbiter:
         deadlines = [self._next_rescan, self._next_beat]
         if self.scanner.has_unsettled:
             deadlines.append(self._next_settle)
-        if self.statuses._pending:
+        if self.statuses.has_pending:
             deadlines.append(now + self.settings.status.progress_interval_seconds / 2)
+        if any(w.job is not None for w in self.workers):  # stalls and timeouts are judged by time
+            deadlines.append(now + 1.0)
         deadlines += [w.next_start for w in self.workers if w.process is None]
         return max(0.0, min(deadlines) - now)
 
@@ -268,16 +260,17 @@ class Arbiter:
             self.reload_requested = False
             self.reload()
         hints = self.watcher.take() if self.watcher else Hints()
-        if self.fault is not None and now >= self._next_probe:
+        if self.health.probe_due(now):
             self._probe_spool(now)
-        if self.fault is None:
+        if self.health.ok:
             try:
-                self._turn(now, hints)
-            except OSError as exc:
-                reason = spool_fault(exc) or self._identity_fault()
-                if reason is None:
+                with self.health.guard():
+                    self._turn(now, hints)
+            except OSError:
+                problem = self._identity_fault()  # an error that only a vanished mount explains
+                if problem is None:
                     raise
-                self._enter_fault(reason, now)
+                self.health.enter(problem, now)
         self._start_due_workers(now)
         self.notifier.status(self._status_line())
         self.notifier.watchdog()
@@ -293,43 +286,34 @@ class Arbiter:
             self._next_rescan = now + self.settings.spool.rescan_seconds
             problem = self._identity_fault()
             if problem:  # an empty mount point is not an empty queue
-                self._enter_fault(problem, now)
+                self.health.enter(problem, now)
                 return
         if not self.draining and self.paused is None:
             if periodic:
-                self._retry_accepts()
-                self.refresh_queue()
+                self.intake.retry()
+                self.refresh_queue(quarantine_odd_names=True)
             else:
                 self._apply_queue_hints(hints)
             settle = self.scanner.has_unsettled and now >= self._next_settle
             if hints.inbox or periodic or settle:
                 self._next_settle = now + self.settings.spool.stable_seconds / 3
-                self.intake(now)
+                self.intake.take(now)
             self.dispatch()
         beat = self._beat_if_due()
         if (beat or periodic) and not self.draining:  # leases are judged on every rescan too
             self._check_sharing()
             if self.paused is None:
-                self.take_over_dead_hosts()
+                self.recovery.take_over_dead_hosts()
         self.check_running(now)
         self.statuses.flush()
 
     # -- spool faults --------------------------------------------------------------
-    def _enter_fault(self, reason: str, now: float) -> None:
-        if self.fault is None:
-            self._fault_since = now
-        if reason != self.fault:
-            log.error("spool.unavailable", reason=reason, spool=str(self.spool.root),
-                      action="not accepting or claiming; running jobs keep their results until it is back")
-        self.fault = reason
-        self._next_probe = now + SPOOL_PROBE_SECONDS
-
     def _probe_spool(self, now: float) -> None:
-        self._next_probe = now + SPOOL_PROBE_SECONDS
         try:
             os.listdir(self.spool.root)
-            if self._opened and self._identity_fault():
-                self.fault = self._identity_fault()
+            problem = self._identity_fault()
+            if problem:
+                self.health.still(problem, now)
                 return
             if not self._opened:
                 refused = self._open_spool()
@@ -341,18 +325,13 @@ class Arbiter:
         except OSError as exc:
             if spool_fault(exc) is None:
                 raise
-            self.fault = spool_fault(exc)
+            self.health.still(spool_fault(exc), now)
             return
-        log.info("spool.recovered", after_seconds=round(now - self._fault_since, 1), reason=self.fault)
-        self.fault = None
+        self.health.clear(now)
         self.leases.forget()  # what we saw of other hosts while blind proves nothing
         self._next_rescan = 0.0
-        try:
-            self.resume_folders("the spool came back")
-        except OSError as exc:
-            if spool_fault(exc) is None:
-                raise
-            self._enter_fault(spool_fault(exc), now)
+        with self.health.guard():
+            self.recovery.resume_folders("the spool came back", running=self._running_ids())
 
     def _identity_fault(self) -> str | None:
         if not self._opened:
@@ -373,33 +352,6 @@ class Arbiter:
             (log.error if reason else log.info)("spool.shared_refused" if reason else "spool.shared_clear", reason=reason)
         self.paused = reason
 
-    # -- intake ----------------------------------------------------------------
-    def intake(self, now: float) -> None:
-        for drop in self.scanner.scan(now):
-            staging = self._stage(drop, now)
-            if staging is not None:
-                self._accept(staging)
-            self._beat_if_due()  # a long burst (slow over sshfs) must not starve our lease
-
-    def _stage(self, drop: Drop, now: float) -> Path | None:
-        """Takes a drop out of the inbox (or acts on a cancel file); what goes wrong there
-        concerns that drop only: it stays in the inbox, is tried again each scan, logged once."""
-        try:
-            if drop.form == "cancel":
-                self._cancel_file(drop.path)
-                return None
-            staging = stage_drop(drop, self.spool.active, self.spool.inbox, self.crash)
-        except Exception as exc:  # noqa: BLE001 - one drop must never stop the others
-            if isinstance(exc, OSError) and entry_fault(exc):
-                raise  # the spool, not the drop: tick waits the fault out
-            if self.scanner.note_failure(drop.path, exc, now):
-                log.exception("intake.stage_failed", drop=printable(str(drop.path)), error=f"{type(exc).__name__}: {exc}")
-            return None
-        self.scanner.forget(drop.path)
-        for p in drop.inputs:
-            self.scanner.forget(p)
-        return staging
-
     def _beat_if_due(self) -> bool:
         now = time.monotonic()
         if now < self._next_beat:
@@ -408,67 +360,20 @@ class Arbiter:
         self.heartbeat.beat(**self._beat_info())
         return True
 
-    def _accept(self, staging: Path) -> None:
-        try:
-            qn = self.transitions.accept(staging)
-        except Exception as exc:  # noqa: BLE001 - one drop must never stop the intake
-            if isinstance(exc, OSError) and spool_fault(exc) is not None:
-                raise  # a broken spool, not a bad drop: never fail a job for it; recovery retries
-            if not self._accept_failed(staging, exc):
-                return
-            qn = None
-        self.counts["accepted"] += 1
-        if qn is None:
-            self.counts["failed"] += 1
-            return
+    # -- queue and dispatch ------------------------------------------------------
+    def refresh_queue(self, quarantine_odd_names: bool = False) -> None:
+        odd: list[str] = []
+        self.queue = self.spool.queued_names(odd if quarantine_odd_names else None)
+        for name in odd:  # not a name this daemon (or any) gives a queued job
+            quarantine(self.spool, self.spool.queue / name, f"queue/{name!r} is not <rank>-<usec>-<job id>")
+
+    def _queued(self, qn: QueueName) -> None:
+        """A job entered the queue (accepted here): in line, and running if a worker is free."""
         i = bisect.bisect_left(self.queue, qn)
         if i == len(self.queue) or self.queue[i] != qn:
             self.queue.insert(i, qn)
         if not self.draining:
             self.dispatch()  # a burst starts running while the rest is still being accepted
-
-    def _accept_failed(self, staging: Path, exc: Exception) -> bool:
-        """After an accept raised: the drop stays staged for another try (False), or, after
-        MAX_ACCEPT_TRIES, is failed `internal` with its files kept (True)."""
-        error = f"{type(exc).__name__}: {str(exc)[:300]}"
-        try:
-            tries = note_accept_failure(staging)
-            if tries < MAX_ACCEPT_TRIES:
-                log.exception("intake.accept_failed", staging=str(staging), tries=tries, error=error)
-                self._accept_retry.add(staging)
-                return False
-            log.error("intake.accept_given_up", staging=str(staging), tries=tries, error=error)
-            self.transitions.fail_staged(staging, f"accepting the drop failed {tries} times, last: {error}")
-        except Exception as again:  # noqa: BLE001 - left staged: the next start tries again
-            if isinstance(again, OSError) and spool_fault(again) is not None:
-                raise
-            log.exception("intake.accept_failed", staging=str(staging), error=f"{type(again).__name__}: {again}")
-            return False
-        self._accept_retry.discard(staging)
-        return True
-
-    def _retry_accepts(self) -> None:
-        for staging in sorted(self._accept_retry):
-            self._accept_retry.discard(staging)
-            if staging.exists():
-                self._accept(staging)
-
-    def _cancel_file(self, path: Path) -> None:
-        job_id = path.name[: -len(".cancel")]
-        outcome = self.cancel(job_id, source="file")
-        self.crash.hit("cancel.file_handled")
-        try:
-            if outcome == "not_found":
-                os.rename(path, path.with_name(f".{path.name}.unknown-job"))
-            else:
-                os.unlink(path)
-        except FileNotFoundError:
-            pass
-        self.scanner.forget(path)
-
-    # -- queue and dispatch ------------------------------------------------------
-    def refresh_queue(self) -> None:
-        self.queue = self.spool.queued_names()
 
     def _apply_queue_hints(self, hints: Hints) -> None:
         """Keeps the in-memory queue current from inotify names, without listing the folder
@@ -477,17 +382,10 @@ class Arbiter:
             self.queue = [q for q in self.queue if str(q) not in hints.queue_removed]
         for name in hints.queue_added:
             qn = QueueName.parse(name)
-            if qn is None:
-                continue
-            i = bisect.bisect_left(self.queue, qn)
-            if i == len(self.queue) or self.queue[i] != qn:
-                self.queue.insert(i, qn)
-
-    def queue_position(self, job_id: str) -> int | None:
-        for i, qn in enumerate(self.queue):
-            if qn.job_id == job_id:
-                return i + 1
-        return None
+            if qn is not None:
+                i = bisect.bisect_left(self.queue, qn)
+                if i == len(self.queue) or self.queue[i] != qn:
+                    self.queue.insert(i, qn)
 
     def dispatch(self) -> None:
         """Hands the queue, in order, to idle workers: each job to one that already holds its
@@ -501,6 +399,8 @@ class Arbiter:
             try:
                 job_dir = self.transitions.claim(qn)
             except OSError as exc:
+                if spool_fault(exc) is not None:
+                    raise
                 log.error("claim.failed", job_id=qn.job_id, error=str(exc))
                 continue
             finally:
@@ -525,34 +425,17 @@ class Arbiter:
         return min(idle, key=lambda w: (len(w.models), w.index))
 
     def start_job(self, worker: WorkerHandle, job_dir: Path, job_id: str) -> None:
-        job = read_json(job_dir / JOB_DOC)
-        if job is None:
-            log.error("job.unreadable", job_id=job_id, path=str(job_dir))
+        plan = before_start(job_dir, self.kinds, self.settings, self.transitions.cancel_requested(job_id))
+        if isinstance(plan, Unreadable):
+            quarantine(self.spool, job_dir, plan.reason)
             return
-        if self.transitions.cancel_requested(job_id):
-            self._publish(job_dir, job_id, "canceled", error=_canceled())
+        if isinstance(plan, End):
+            self.ends.publish(job_dir, job_id, plan.state, error=plan.error)
             return
-        used = attempts_started(job_dir)
-        if used >= job["max_attempts"]:
-            self._publish(job_dir, job_id, "failed", error=JobError(
-                ErrorCode.WORKER_CRASHED, f"all {used} attempts crashed").to_status())
-            return
-        kind = self.kinds.get(job["kind"])
-        try:
-            if kind is None:
-                raise JobError(ErrorCode.INVALID_JOB, f"kind {job['kind']!r} is not installed")
-            inputs = resolve_inputs(job.get("inputs") or {}, job_dir, kind, self.settings.limits.input_bytes)
-        except JobError as exc:
-            self._publish(job_dir, job_id, "failed", error=exc.to_status())
-            return
-        model_config = None
-        if job.get("model"):
-            entry = self.settings.models.get(job["model"])
-            if entry is None:  # taken out of the registry by a reload while queued
-                self._publish(job_dir, job_id, "failed", error=JobError(
-                    ErrorCode.MODEL_NOT_FOUND, f"model {job['model']!r} is no longer in the model registry").to_status())
-                return
-            model_config = entry.model_dump(mode="json")
+        self._start(worker, job_dir, job_id, plan)
+
+    def _start(self, worker: WorkerHandle, job_dir: Path, job_id: str, plan: Start) -> None:
+        job = plan.job
         attempt = self.transitions.start_attempt(job_dir)
         self.statuses.write(new_status(
             job_id, job, "running", attempt=attempt, host=self.spool.host, device=worker.device,
@@ -560,48 +443,15 @@ class Arbiter:
         ))
         self.crash.hit("attempt.running")
         worker.job = RunningJob(job_id, job, job_dir, attempt)
+        worker.heard()
         log.info("job.started", job_id=job_id, device=worker.device, attempt=attempt, kind=job["kind"])
-        sent = worker.send({
-            "op": "run", "job_id": job_id, "job": {k: v for k, v in job.items() if k != "_meta"},
-            "inputs": {k: [str(p) for p in v] for k, v in inputs.items()},
-            "host": self.spool.host, "attempt": attempt,
-            "results_dir": str(job_dir / RESULTS_DIR),
-            "scratch_dir": str(self.scratch_root / f"{job_id}.{attempt}"),
-            "limits": self.settings.limits.model_dump(),
-            "model_config": model_config,
-            "voices": self.voice_configs(),
-            "model_roots": [str(self.settings.registry.dir.resolve())],
-        })
-        if not sent:
+        if not worker.send(run_message(job_id, plan, attempt, self.spool.host, job_dir, self.scratch_root, self.settings)):
             worker.kill("crash")  # its exit handler requeues the job
 
     # -- models ---------------------------------------------------------------------
-    def models_view(self) -> list[dict]:
-        """The registry with where each model is on disk and which workers hold it."""
-        from daemon.registry import refresh_models
-        from pipeline.models.locate import model_folder
-
-        refresh_models(self.settings)  # list a folder copied into [registry] dir since the last scan
-        out = []
-        for name, entry in sorted(self.settings.models.items()):
-            try:
-                folder, problem = str(model_folder(name, entry.model_dump(mode="json"))), None
-            except JobError as exc:
-                folder, problem = None, exc.message
-            out.append({
-                "name": name, "path": str(entry.path) if entry.path else None, "repo": entry.repo,
-                "kinds": entry.kinds, "pipeline": entry.pipeline, "backend": entry.backend, "dtype": entry.dtype, "offload": entry.offload,
-                "defaults": entry.defaults, "folder": folder, "available": problem is None, "problem": problem,
-                "loaded_on": [w.device for w in self.workers if w.holds(name)],
-                "loading_on": [w.device for w in self.workers if name in w.loading],
-            })
-        return out
-
     def load_model(self, name: str) -> str:
         """Asks one worker to load `name` (one that holds it already answers at once);
         returns its device. KeyError: not in the registry; RuntimeError: no worker up."""
-        from daemon.registry import refresh_models
-
         if name not in self.settings.models:
             refresh_models(self.settings)  # a folder copied into [registry] dir since the last scan
         entry = self.settings.models[name]
@@ -613,7 +463,7 @@ class Arbiter:
             raise RuntimeError("no worker is running")
         worker = self._place([w for w in up if w.idle] or up, name)
         worker.loading.add(name)
-        worker.send({"op": "load", "model": name, "config": entry.model_dump(mode="json")})
+        worker.send(m.LoadModel(name, entry.model_dump(mode="json")))
         return worker.device
 
     def unload_model(self, name: str) -> list[str]:
@@ -621,11 +471,11 @@ class Arbiter:
         devices = []
         for w in self.workers:
             if w.holds(name) and w.alive:
-                w.send({"op": "unload", "model": name})
+                w.send(m.UnloadModel(name))
                 devices.append(w.device)
         return devices
 
-    # -- messages from workers -------------------------------------------------
+    # -- workers -----------------------------------------------------------------------
     def _start_worker(self, worker: WorkerHandle) -> None:
         worker.warm_imports = bool(self.settings.models)
         worker.start()
@@ -649,57 +499,46 @@ class Arbiter:
             except (EOFError, OSError):
                 self.loop.remove_reader(conn.fileno())
                 return
-            try:
+            worker.heard()
+            with self.health.guard():  # a status write on a broken spool
                 self._handle_message(worker, msg)
-            except OSError as exc:  # a status write on a broken spool
-                if spool_fault(exc) is None:
-                    raise
-                self._enter_fault(spool_fault(exc), time.monotonic())
 
-    def _handle_message(self, worker: WorkerHandle, msg: dict) -> None:
-        op = msg.get("op")
-        rj = worker.job
-        if isinstance(msg.get("model_state"), dict):  # in "ready", "models" and every job's end
-            worker.model_state = msg["model_state"]
-        if op == "models":
-            worker.loading.clear()
-            return
-        if op == "load_failed":
-            worker.loading.discard(msg.get("model"))
-            log.error("model.load_failed", device=worker.device, model=msg.get("model"), error=msg.get("error"))
-            return
-        if op == "log" and "job_id" not in msg:
-            fields = {k: v for k, v in msg.items() if k not in ("op", "event", "level")}
-            fields.setdefault("device", worker.device)
-            getattr(log, msg.get("level", "info"), log.info)(msg.get("event", "worker.log"), **fields)
-            return
-        if op == "ready":
+    def _handle_message(self, worker: WorkerHandle, msg: m.FromWorker) -> None:
+        if getattr(msg, "model_state", None) is not None:  # Ready, ModelsChanged and every job's end
+            worker.model_state = msg.model_state
+        if isinstance(msg, m.Ready):
             worker.ready = True
             self._next_beat = 0.0  # tell hosts/<me>.json at once
-            log.info("worker.ready", device=worker.device, pid=msg.get("pid"))
+            log.info("worker.ready", device=worker.device, pid=msg.pid)
             self._wake.set()
-            return
-        if rj is None or msg.get("job_id") != rj.job_id:
-            return
-        if op == "progress":
+        elif isinstance(msg, m.ModelsChanged):
+            worker.loading.clear()
+        elif isinstance(msg, m.LoadFailed):
+            worker.loading.discard(msg.model)
+            log.error("model.load_failed", device=worker.device, model=msg.model, error=msg.error)
+        elif isinstance(msg, m.Log):
+            getattr(log, msg.level, log.info)(msg.event, **{"device": worker.device, **msg.fields},
+                                              **({"job_id": msg.job_id} if msg.job_id else {}))
+        elif worker.job is not None and msg.job_id == worker.job.job_id:
+            self._job_message(worker, worker.job, msg)
+
+    def _job_message(self, worker: WorkerHandle, rj: RunningJob, msg: m.FromWorker) -> None:
+        if isinstance(msg, m.Progress):
             if not rj.lost and self.statuses.progress_due(rj.job_id) and not rj.job_dir.exists():
                 self._lose(worker, rj)  # never write the status of a job another host now owns
             elif not rj.lost:
-                self.statuses.progress(rj.job_id, msg)
-        elif op == "log":
-            fields = {k: v for k, v in msg.items() if k not in ("op", "event", "level")}
-            getattr(log, msg.get("level", "info"), log.info)(msg.get("event", "worker.log"), device=worker.device, **fields)
-        elif op in ("done", "failed", "canceled"):
+                self.statuses.progress(rj.job_id, msg.update())
+        elif isinstance(msg, (m.Done, m.Failed, m.Canceled)):
             worker.job = None
             worker.jobs_done += 1
             if rj.lost:
                 log.warning("job.lost", job_id=rj.job_id, device=worker.device, reason="the job was taken over; result dropped")
-            elif op == "done":
-                self._publish(rj.job_dir, rj.job_id, "completed", result=msg["result"])
-            elif op == "failed":
-                self._publish(rj.job_dir, rj.job_id, "failed", error=msg["error"])
+            elif isinstance(msg, m.Done):
+                self.ends.publish(rj.job_dir, rj.job_id, "completed", result=msg.result)
+            elif isinstance(msg, m.Failed):
+                self.ends.publish(rj.job_dir, rj.job_id, "failed", error=msg.error)
             else:
-                self._publish(rj.job_dir, rj.job_id, "canceled", error=_canceled())
+                self.ends.cancel(rj.job_dir, rj.job_id)
             self._wake.set()
 
     def _on_worker_exit(self, worker: WorkerHandle) -> None:
@@ -720,47 +559,29 @@ class Arbiter:
             worker.crash_streak = 1 if healthy else worker.crash_streak + 1
             base = self.settings.workers.restart_backoff_seconds
             backoff = min(base * 2 ** (worker.crash_streak - 1), MAX_RESTART_BACKOFF)
-            worker.next_start = time.monotonic() + (0 if reason in ("timeout", "cancel", "lost") else backoff)
+            worker.next_start = time.monotonic() + (0 if reason in ("timeout", "cancel", "lost", "stalled") else backoff)
         self._wake.set()
 
     def _end_interrupted_attempt(self, rj: RunningJob, reason: str | None, how: str) -> None:
-        if reason == "timeout":
-            limit = self.settings.workers.job_timeout_seconds
-            self._publish(rj.job_dir, rj.job_id, "failed", error=JobError(
-                ErrorCode.TIMEOUT, f"ran longer than {limit:g} s ([workers] job_timeout_seconds)").to_status())
-        elif reason == "cancel":
-            self._publish(rj.job_dir, rj.job_id, "canceled", error=_canceled())
-        elif reason == "shutdown":
-            self._requeue(rj.job_dir, rj.job_id, "requeued at daemon shutdown", undo_attempt=rj.attempt)
-        elif rj.attempt < rj.job["max_attempts"]:
-            self._requeue(rj.job_dir, rj.job_id, f"attempt {rj.attempt} crashed (worker {how}); requeued")
-        else:
-            self._publish(rj.job_dir, rj.job_id, "failed", error=JobError(
-                ErrorCode.WORKER_CRASHED, f"the worker crashed ({how}) on attempt {rj.attempt} of {rj.job['max_attempts']}").to_status())
-
-    def _publish(self, job_dir: Path, job_id: str, state: str, **fields) -> None:
-        try:
-            if self.transitions.publish(job_dir, job_id, state, **fields):
-                self.counts[state] += 1
-        except OSError as exc:
-            reason = spool_fault(exc)
-            if reason is None:
-                log.error("job.publish_failed", job_id=job_id, error=str(exc))
-                return
-            # Kept until the spool is back; resume_folders publishes it if we still own it.
-            self.unpublished[job_id] = (state, fields)
-            self._enter_fault(reason, time.monotonic())
-
-    def _requeue(self, job_dir: Path, job_id: str, reason: str, undo_attempt: int | None = None) -> None:
-        try:
-            if self.transitions.requeue(job_dir, job_id, reason, undo_attempt):
-                self.counts["requeued"] += 1
-                self.refresh_queue()
-        except OSError as exc:
-            if spool_fault(exc) is not None:
-                self._enter_fault(spool_fault(exc), time.monotonic())  # resume_folders requeues it
+        with self.health.guard():
+            if reason == "timeout":
+                limit = self.settings.workers.job_timeout_seconds
+                self.ends.fail(rj.job_dir, rj.job_id, ErrorCode.TIMEOUT, f"ran longer than {limit:g} s ([workers] job_timeout_seconds)")
+            elif reason == "cancel":
+                self.ends.cancel(rj.job_dir, rj.job_id)
+            elif reason == "shutdown":
+                self.ends.requeue(rj.job_dir, rj.job_id, "requeued at daemon shutdown", undo_attempt=rj.attempt)
             else:
-                log.error("job.requeue_failed", job_id=job_id, error=str(exc))
+                what = (f"the worker stopped answering ({how} after {self.settings.workers.stall_seconds:g} s without "
+                        "progress or heartbeat, [workers] stall_seconds)" if reason == "stalled" else f"the worker crashed ({how})")
+                if rj.attempt < rj.job["max_attempts"]:
+                    self.ends.requeue(rj.job_dir, rj.job_id, f"attempt {rj.attempt}: {what}; requeued")
+                else:
+                    self.ends.fail(rj.job_dir, rj.job_id, ErrorCode.WORKER_CRASHED,
+                                   f"{what} on attempt {rj.attempt} of {rj.job['max_attempts']}")
+
+    def _running_ids(self) -> set[str]:
+        return {w.job.job_id for w in self.workers if w.job is not None}
 
     # -- cancel ------------------------------------------------------------------
     def cancel(self, job_id: str, source: str = "api") -> str:
@@ -786,7 +607,7 @@ class Arbiter:
                 job_dir = self.transitions.claim(qn)
                 if job_dir is not None:
                     self.crash.hit("cancel.claimed")
-                    self._publish(job_dir, job_id, "canceled", error=_canceled())
+                    self.ends.cancel(job_dir, job_id)
                     self.queue = [q for q in self.queue if q.job_id != job_id]
                     return "canceled"
         return "canceling"  # running on another host, or being accepted: its owner sees the mark
@@ -795,14 +616,14 @@ class Arbiter:
         if worker.job and not worker.job.cancel_sent:
             worker.job.cancel_sent = True
             worker.job.cancel_sent_at = time.monotonic()
-            worker.send({"op": "cancel", "job_id": worker.job.job_id})
+            worker.send(m.CancelJob(worker.job.job_id))
 
     # -- checks on running jobs ------------------------------------------------
     def check_running(self, now: float) -> None:
-        timeout = self.settings.workers.job_timeout_seconds
+        timeout, stall = self.settings.workers.job_timeout_seconds, self.settings.workers.stall_seconds
         for w in self.workers:
             rj = w.job
-            if rj is None:
+            if rj is None or w.kill_reason is not None:
                 continue
             if not rj.job_dir.exists():
                 self._lose(w, rj)
@@ -812,6 +633,9 @@ class Arbiter:
                 self._send_cancel(w)
             elif now - rj.started > timeout:
                 w.kill("timeout")
+            elif now - w.last_heard > stall:
+                log.warning("worker.stalled", device=w.device, job_id=rj.job_id, silent_seconds=round(now - w.last_heard, 1))
+                w.kill("stalled")
 
     def _lose(self, worker: WorkerHandle, rj: RunningJob) -> None:
         rj.lost = True
@@ -819,84 +643,7 @@ class Arbiter:
         log.warning("job.lost", job_id=rj.job_id, device=worker.device, reason="job folder taken over by another host")
         worker.kill("lost")
 
-    # -- recovery and takeover -------------------------------------------------
-    def resume_folders(self, reason: str) -> None:
-        """Looks at each entry of active/<me>/ that no worker is running and finishes it:
-        at start (our last run's leftovers) and when the spool comes back after a fault."""
-        running = {w.job.job_id for w in self.workers if w.job is not None}
-        for name in sorted(os.listdir(self.spool.active)):
-            if name in running:
-                continue
-            path = self.spool.active / name
-            if name in self.unpublished:
-                state, fields = self.unpublished.pop(name)
-                self._publish(path, name, state, **fields)
-            else:
-                self._recover_entry(path, name, reason, owned=True)
-        for job_id in list(self.unpublished):  # their folders were taken while we were blind
-            if job_id not in running:
-                del self.unpublished[job_id]
-                self.statuses.forget(job_id)  # and its last progress must not be flushed now
-                log.warning("job.lost", job_id=job_id, reason="taken over while the spool was unavailable; not published")
-
-    def take_over_dead_hosts(self) -> None:
-        for host in self.leases.dead_hosts():
-            src = self.spool.active_of(host)
-            try:
-                names = sorted(os.listdir(src))
-            except FileNotFoundError:
-                continue
-            if names:
-                log.warning("host.dead", dead_host=host, jobs=len(names), lease_seconds=self.settings.spool.lease_seconds)
-            for name in names:
-                self._recover_entry(src / name, name, f"host {host} stopped heart-beating", owned=False)
-
-    def _recover_entry(self, path: Path, name: str, reason: str, owned: bool) -> None:
-        """Finishes one entry of an active/ folder: ours, or a dead host's, which is first
-        renamed into ours (that rename decides which live host finishes it)."""
-        try:
-            what = recovery_kind(path, name)
-            if what is None:
-                return  # not a spool entry of ours: left where it is
-            mine = path if owned else self.spool.active / name
-            if not owned:
-                if not move(path, mine):
-                    return  # another live host took it first
-                self.crash.hit("takeover.moved")
-            if what == "intake":
-                self._accept(mine)
-            elif what == "publish":
-                self.transitions.finish_publish(mine)
-            elif what == "retired":
-                self.transitions.remove_retired(mine)
-            elif what == "ended":  # the attempt ended; only its commit was missing
-                self.transitions.commit(mine, name)
-            else:
-                self._recover_job(mine, name, reason)
-        except OSError as exc:
-            if spool_fault(exc) is not None:
-                raise
-            log.error("recovery.failed", path=str(path), error=str(exc))
-
-    def _recover_job(self, job_dir: Path, job_id: str, reason: str) -> None:
-        """A claimed job whose attempt was interrupted: requeued, or failed once its attempts are used up."""
-        job = read_json(job_dir / JOB_DOC)
-        used = attempts_started(job_dir)
-        if job is not None and used >= job.get("max_attempts", 1):
-            self._publish(job_dir, job_id, "failed", error=JobError(
-                ErrorCode.WORKER_CRASHED, f"attempt {used} of {used} was interrupted ({reason})").to_status())
-        else:
-            self._requeue(job_dir, job_id, f"{reason}; requeued")
-
     # -- reload and shutdown -----------------------------------------------------
-    def _configure_voices(self) -> None:
-        from pipeline.speech.voices import configure
-
-        configure(self.voice_configs(), [str(self.settings.registry.dir)])
-
-    def voice_configs(self) -> dict[str, dict]:
-        return {name: v.model_dump(mode="json") for name, v in self.settings.voices.items()}
-
     def reload(self) -> None:
         self.notifier.reloading()
         try:
@@ -911,7 +658,6 @@ class Arbiter:
             setattr(new, section, getattr(self.settings, section))
         self.settings = new
         self.transitions.settings = new
-        self._configure_voices()
         self.scanner.presets = {name: p.accept for name, p in new.presets.items()}
         self.scanner.json_limit = new.limits.job_json_bytes
         self.spool.create(list(new.presets))
@@ -923,33 +669,28 @@ class Arbiter:
         self.draining = True
         self.notifier.stopping()
         deadline = time.monotonic() + self.settings.workers.drain_seconds
-        running = [w for w in self.workers if w.job is not None]
-        log.info("daemon.draining", running=len(running), drain_seconds=self.settings.workers.drain_seconds)
-        while any(w.job is not None for w in self.workers) and time.monotonic() < deadline:
+        log.info("daemon.draining", running=len(self._running_ids()), drain_seconds=self.settings.workers.drain_seconds)
+        while self._running_ids() and time.monotonic() < deadline:
             try:
                 await asyncio.wait_for(self._wake.wait(), min(0.2, max(0.0, deadline - time.monotonic())))
             except TimeoutError:
                 pass
             self._wake.clear()
             now = time.monotonic()
-            if self.fault is None:
-                try:
+            if self.health.ok:
+                with self.health.guard():
                     if now >= self._next_beat:  # keep our lease while jobs finish
                         self._next_beat = now + self.settings.spool.heartbeat_seconds
                         self.heartbeat.beat(state="draining", **self._beat_info())
                     self.check_running(now)
                     self.statuses.flush()
-                except OSError as exc:
-                    if spool_fault(exc) is None:
-                        raise
-                    self._enter_fault(spool_fault(exc), now)
         killed = False
         for w in self.workers:
             if w.job is not None:
                 w.kill("shutdown")
                 killed = True
             elif w.alive:
-                w.send({"op": "stop"})
+                w.send(m.Stop())
         if killed:
             self.crash.hit("drain.killed")
         end = time.monotonic() + 5
@@ -970,19 +711,50 @@ class Arbiter:
             self.heartbeat.beat(state="stopped", **self._beat_info())
         except OSError as exc:  # others will see our heartbeat stop and take over
             log.error("daemon.stop_unrecorded", reason=str(exc))
-        log.info("daemon.stopped", **self.counts)
+        log.info("daemon.stopped", **self.ends.counts)
+
+    # -- what the read model asks (daemon/readmodel.py's Supervisor) ------------------
+    def queued(self) -> list[QueueName]:
+        return self.queue
+
+    def problems(self) -> list[str]:
+        """Why this daemon is not healthy; empty when it is."""
+        problems = []
+        if self.health.fault:
+            problems.append(f"spool unavailable: {self.health.fault}")
+        elif not os.access(self.spool.root, os.W_OK) or not os.access(self.spool.outbox, os.W_OK):
+            problems.append("spool not writable")
+        if self.paused:
+            problems.append(f"not claiming: {self.paused}")
+        if not any(w.alive for w in self.workers):
+            problems.append("no live worker")
+        if failing := self.loop_failures.problem():  # e.g. one bad inbox entry breaking every turn
+            problems.append(failing)
+        return problems
+
+    def dropped(self, path: Path) -> None:
+        """A front renamed a drop into the inbox: take it at once."""
+        self.scanner.note_moved_in(path)
+        self.wake()
+
+    def on_status(self, listener: Callable[[dict], None]) -> None:
+        self._listeners.append(listener)
 
     # -- reporting -------------------------------------------------------------
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.ends.counts
+
     def _status_changed(self, doc: dict) -> None:
-        for listener in list(self.listeners):
+        for listener in list(self._listeners):
             listener(doc)
 
     def _status_line(self) -> str:
-        if self.fault:
-            return f"spool unavailable: {self.fault}"
+        if self.health.fault:
+            return f"spool unavailable: {self.health.fault}"
         if self.paused:
             return f"not claiming: {self.paused}"
-        busy = sum(1 for w in self.workers if w.job is not None)
+        busy = len(self._running_ids())
         alive = sum(1 for w in self.workers if w.alive)
         return f"{len(self.queue)} queued, {busy} running, {alive}/{len(self.workers)} workers, {self.counts['completed']} completed"
 
@@ -993,23 +765,3 @@ class Arbiter:
             "queued_seen": len(self.queue),
             "counts": self.counts,
         }
-
-
-def recovery_kind(path: Path, name: str) -> str | None:
-    """What an entry of an active/ folder is: intake, publish, retired, ended (a job whose
-    end state is recorded), job (a claimed job), or None (nothing of ours)."""
-    if name.startswith(".intake."):
-        return "intake"
-    if name.startswith(".publish-"):
-        return "publish"
-    if name.startswith(RETIRED_PREFIX):
-        return "retired"
-    if not is_valid_job_id(name):
-        return None
-    if (path / FINAL_DOC).is_file():
-        return "ended"
-    return "job" if (path / JOB_DOC).is_file() else None
-
-
-def _canceled() -> dict:
-    return JobError(ErrorCode.CANCELED, "canceled by request").to_status()

@@ -15,7 +15,7 @@ from pathlib import Path
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.fsops import move, read_json
 from daemon.spool import Spool, is_valid_job_id, sanitize_job_id
-from daemon.status import FINAL_STATES
+from contract.status import FINAL_STATES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +160,7 @@ def cmd_submit(settings: Settings, args) -> int:
 def _read_job_file(path: Path, limit: int) -> dict:
     """The job file's JSON object; SubmitError naming the file if it is not one."""
     from daemon.jobfile import parse_job_bytes
-    from pipeline.errors import JobError
+    from contract.errors import JobError
 
     if not path.is_file():
         raise SubmitError(f"job file {path} {'is not a file' if path.exists() else 'does not exist'}")
@@ -326,28 +326,24 @@ def cmd_models(settings: Settings, args) -> int:
 
 
 def cmd_normalize(args) -> int:
-    from pipeline.speech.normalize import normalize
+    """Text normalization is the workers' (pipeline/speech): run as their tool, in a process
+    of its own, as everything of the pipeline side runs."""
+    import subprocess
 
-    try:
-        print(normalize(args.text, args.language))
-    except ValueError as exc:
-        print(f"vidspool: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return subprocess.run([sys.executable, "-m", "pipeline.speech.normalize", args.text, "--language", args.language]).returncode
 
 
 def cmd_voices(settings: Settings, args) -> int:
-    from pipeline.speech.engine import base_language
-    from pipeline.speech.voices import catalog, configure, language_counts
+    from contract.voices import base_language, catalog, language_counts
 
-    configure({name: v.model_dump(mode="json") for name, v in settings.voices.items()}, [str(settings.registry.dir)])
+    book = settings.voice_book()
     if args.languages:
-        for lang in language_counts():
+        for lang in language_counts(book):
             print(f"{lang['code']:<12} {lang['voices']} voice{'s' if lang['voices'] != 1 else ''}")
         return 0
-    voices = catalog(args.language)
+    voices = catalog(book, args.language)
     if not voices:
-        known = ", ".join(sorted({base_language(lang["code"]) for lang in language_counts()}))
+        known = ", ".join(sorted({base_language(lang["code"]) for lang in language_counts(book)}))
         print(f"vidspool: no voices for language {args.language!r} (known languages: {known})", file=sys.stderr)
         return 1
     for v in voices:

@@ -17,6 +17,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from contract.voices import VoiceBook
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
 
@@ -47,6 +49,9 @@ class WorkersConfig(Section):
     cpu_workers: int = Field(1, ge=1, le=64)
     drain_seconds: float = Field(30.0, ge=0)
     job_timeout_seconds: float = Field(3600.0, gt=0)
+    # A running job's worker that sends neither progress nor a heartbeat (every 2 s, from a
+    # thread of its own) this long is hung: it is killed and the attempt retried.
+    stall_seconds: float = Field(120.0, ge=5)
     restart_backoff_seconds: float = Field(1.0, ge=0)
     # Local folder where workers make results before delivering them into the spool
     # (in a sub-folder per host and spool); default: <temp dir>/vidspool.
@@ -167,7 +172,7 @@ class ModelConfig(Section):
     # A diffusers class name ("WanPipeline") or "module:Class"; default: model_index.json's.
     pipeline: str | None = None
     # A lip-sync model for talking-head instead of a diffusers folder; default: told by the
-    # folder's layout (pipeline/lipsync/layout.py).
+    # folder's layout (contract/lipsync_folders.py).
     backend: Literal["wav2lip", "musetalk"] | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     offload: Literal["none", "model", "sequential"] = "none"
@@ -239,6 +244,11 @@ class Settings(BaseSettings):
     def configured_models(self) -> frozenset[str]:
         """The [models.*] names, as opposed to folders found in [registry] dir."""
         return frozenset(self.models) if self._configured_models is None else self._configured_models
+
+    def voice_book(self) -> VoiceBook:
+        """The voices a job may name: [voices.*], and coqui folders by path inside [registry] dir."""
+        return VoiceBook.from_config({name: v.model_dump(mode="json") for name, v in self.voices.items()},
+                                     [str(self.registry.dir)])
 
     @field_validator("presets")
     @classmethod

@@ -37,8 +37,8 @@ def run_doctor(settings: Settings, config_source: str) -> int:
     gpus = visible_gpus()
     report(True, f"GPUs: {', '.join(g['name'] + ' (' + str(g['memory_total_mb']) + ' MB)' for g in gpus) or 'none (CPU workers)'}")
     report(True, f"workers: {', '.join(worker_devices(settings.workers.devices, settings.workers.cpu_workers))}")
-    from pipeline.errors import JobError
-    from pipeline.models.locate import describe_folder, model_folder
+    from contract.errors import JobError
+    from contract.model_folders import describe_folder, model_folder
 
     for name, model in sorted(settings.models.items()):
         try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.fsops import create_exclusive, mkdir_exclusive, move
-from pipeline.errors import MOUNT_ERRNOS, WRITE_ERRNOS
+from contract.errors import MOUNT_ERRNOS, WRITE_ERRNOS
 
 
 def spool_fault(exc: BaseException) -> str | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.fsops import atomic_write_json, read_json
-from daemon.status import utc_now
+from contract.status import utc_now
 
 
 def boot_id() -> str:

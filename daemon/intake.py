@@ -24,7 +24,7 @@ from daemon.crashpoints import NEVER, CrashPoints
 from daemon.fscheck import spool_fault
 from daemon.fsops import atomic_write_json, create_exclusive, file_type_words, move, read_json, read_regular_file
 from daemon.spool import DROP_DOC, sanitize_job_id
-from pipeline.errors import MOUNT_ERRNOS, ErrorCode, JobError
+from contract.errors import MOUNT_ERRNOS, ErrorCode, JobError
 
 log = structlog.get_logger()
 

@@ -16,8 +16,8 @@ from daemon.config import Settings, format_validation_error
 from daemon.fsops import file_type_words
 from daemon.registry import refresh_models
 from daemon.spool import is_valid_job_id
-from pipeline.errors import MOUNT_ERRNOS, ErrorCode, JobError
-from pipeline.kinds.base import KindSpec
+from contract.errors import MOUNT_ERRNOS, ErrorCode, JobError
+from contract.kinds import KindSpec
 
 
 class JobFile(BaseModel):
@@ -122,7 +122,10 @@ def validate_job(
     inputs = resolve_inputs(job.inputs, job_dir, kind, settings.limits.input_bytes)
     if kind.check is not None:
         try:
-            kind.check(params_model, inputs)
+            if kind.check_takes_voices:
+                kind.check(params_model, inputs, settings.voice_book())
+            else:
+                kind.check(params_model, inputs)
         except ValueError as exc:
             raise JobError(ErrorCode.INVALID_JOB, f"job: {exc}") from None
     if kind.frame_pixels is not None:

@@ -1,6 +1,6 @@
 """Prometheus metrics (GET /metrics) with prometheus_client, in a registry of the daemon's own.
 
-Counters and histograms are fed as things happen (the arbiter's status listener, the API
+Counters and histograms are fed as things happen (the read model's status listener, the API
 middleware); gauges that describe the present (queue, workers, memory) are read at scrape.
 """
 
@@ -25,8 +25,7 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 
 
 class Metrics:
-    def __init__(self, arbiter):
-        self.arbiter = arbiter
+    def __init__(self, view):
         self.registry = CollectorRegistry()
         self.jobs_total = Counter("vidspool_jobs", "Jobs that ended, by kind and end state", ["kind", "state"], registry=self.registry)
         self.job_seconds = Histogram("vidspool_job_duration_seconds", "Run time of ended jobs (start to end)", ["kind"],
@@ -38,7 +37,8 @@ class Metrics:
                                          buckets=API_BUCKETS, registry=self.registry)
         self.refused = Counter("vidspool_api_connections_refused", "Connections answered 503 over [api] max_connections",
                                registry=self.registry)
-        self.registry.register(_PresentState(arbiter))
+        self.registry.register(_PresentState(view))
+        view.on_status(self.on_status)
         self._request_children: dict[tuple, tuple] = {}
 
     def on_status(self, doc: dict) -> None:
@@ -71,29 +71,31 @@ class Metrics:
 
 
 class _PresentState:
-    """Gauges read from the arbiter at scrape time."""
+    """Gauges read from the read model at scrape time."""
 
-    def __init__(self, arbiter):
-        self.arbiter = arbiter
+    def __init__(self, view):
+        self.view = view
 
     def collect(self):
-        a = self.arbiter
+        devices = self.view.devices()
         jobs = GaugeMetricFamily("vidspool_jobs_now", "Jobs queued (whole spool) and running (this daemon)", labels=["state"])
-        jobs.add_metric(["queued"], len(a.queue))
-        jobs.add_metric(["running"], sum(1 for w in a.workers if w.job is not None))
+        jobs.add_metric(["queued"], self.view.queued_count())
+        jobs.add_metric(["running"], sum(1 for d in devices if d["busy"]))
         yield jobs
+        corrupt = self.view.corrupt()
+        if corrupt is not None:  # unknown while the spool cannot be read
+            yield GaugeMetricFamily("vidspool_corrupt_entries", "Spool entries moved to corrupt/ (never deleted)", value=corrupt)
         restarts = GaugeMetricFamily("vidspool_worker_restarts", "Worker process restarts since the daemon started", labels=["device"])
         memory = GaugeMetricFamily("vidspool_device_memory_bytes", "Device memory (GPU; RAM of the worker on CPU)", labels=["device", "type"])
         models = GaugeMetricFamily("vidspool_models_loaded", "Models a worker holds", labels=["device"])
         loads = GaugeMetricFamily("vidspool_model_loads", "Model loads since the worker started", labels=["device"])
         busy = GaugeMetricFamily("vidspool_worker_busy", "1 while a worker runs a job", labels=["device"])
-        for w in a.workers:
-            restarts.add_metric([w.device], w.restarts)
-            mem = w.model_state.get("memory") or {}
+        for d in devices:
+            restarts.add_metric([d["device"]], d["restarts"])
             for key in ("used", "total"):
-                if key in mem:
-                    memory.add_metric([w.device, key], mem[key])
-            models.add_metric([w.device], len(w.models))
-            loads.add_metric([w.device], w.model_state.get("model_loads", 0))
-            busy.add_metric([w.device], 1 if w.job is not None else 0)
+                if key in (d["memory"] or {}):
+                    memory.add_metric([d["device"], key], d["memory"][key])
+            models.add_metric([d["device"]], len(d["models"]))
+            loads.add_metric([d["device"]], d["model_loads"])
+            busy.add_metric([d["device"]], 1 if d["busy"] else 0)
         yield from (restarts, memory, models, loads, busy)

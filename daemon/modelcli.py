@@ -17,7 +17,8 @@ import urllib.request
 from pathlib import Path
 
 from daemon.config import Settings
-from pipeline.errors import JobError
+from daemon.modelview import model_entries
+from contract.errors import JobError
 
 
 def run(settings: Settings, args) -> int:
@@ -43,7 +44,7 @@ def _list(settings: Settings, args) -> int:
     try:
         models = api_call(settings, "GET", "/models")["models"]
     except ConnectionError:
-        models = _local_view(settings)
+        models = model_entries(settings)  # no daemon: what the folders hold
     if not models:
         print(f"no models: add [models.NAME] to the config, or put model folders in {settings.registry.dir}/")
         return 0
@@ -53,19 +54,6 @@ def _list(settings: Settings, args) -> int:
         print(f"{m['name']:<28} {'ok' if m['available'] else 'MISSING':<8} kinds={','.join(m['kinds']) or 'any'} "
               f"loaded_on={loaded}\n    {where}")
     return 0 if all(m["available"] for m in models) else 1
-
-
-def _local_view(settings: Settings) -> list[dict]:
-    from pipeline.models.locate import model_folder
-
-    out = []
-    for name, entry in sorted(settings.models.items()):
-        try:
-            folder, problem = str(model_folder(name, entry.model_dump(mode="json"))), None
-        except JobError as exc:
-            folder, problem = None, exc.message
-        out.append({"name": name, "kinds": entry.kinds, "folder": folder, "available": problem is None, "problem": problem})
-    return out
 
 
 def _load(settings: Settings, args) -> int:
@@ -103,9 +91,9 @@ def _unload(settings: Settings, args) -> int:
 
 def _import(settings: Settings, args) -> int:
     """Copies a model folder into [registry] dir under a temporary name, then renames it."""
-    from pipeline.lipsync.layout import BACKEND_CLASS
-    from pipeline.models.families import kinds_of
-    from pipeline.models.locate import describe_folder
+    from contract.lipsync_folders import BACKEND_CLASS
+    from contract.families import kinds_of
+    from contract.model_folders import describe_folder
 
     src = args.folder.expanduser()
     name = args.name or src.resolve().name

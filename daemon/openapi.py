@@ -11,17 +11,16 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+from contract import status as status_document
+from contract.status import LIST_FIELDS, STATES
 from daemon import __version__
-from daemon.api import API, LIST_FIELDS, STATIC_FILES
-from daemon.status import STATES
-from pipeline.errors import ErrorCode
+from daemon.http_paths import API, STATIC_FILES
 
 if TYPE_CHECKING:
     from daemon.config import Settings
-    from pipeline.kinds.base import KindSpec
+    from contract.kinds import KindSpec
 
 REF = "#/components/schemas/"
-ERROR_CODES = [str(code) for code in ErrorCode]
 # Written without a lookahead (not starting with '.'), so that every generator understands it.
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
 NO_AUTH: list = []  # an operation's `security: []`: no token needed
@@ -80,7 +79,6 @@ STR = {"type": "string"}
 INT = {"type": "integer"}
 NUM = {"type": "number"}
 BOOL = {"type": "boolean"}
-TIME = {"type": "string", "format": "date-time"}
 STR_LIST = array(STR)
 
 
@@ -299,13 +297,9 @@ def _schemas() -> dict:
     return {
         "Error": obj({"error": obj({"code": STR, "message": STR}, closed=True)}, closed=True),
         "Health": obj({"status": {"type": "string", "enum": ["ok", "unavailable"]},
+                       "corrupt": {"type": "integer", "minimum": 0, "description": "entries in corrupt/"},
                        "reason": {"type": "string", "description": "why not ok (503 only)"}}, ["status"]),
-        "Status": _status_schema(),
-        "StatusError": obj({"code": {"type": "string", "enum": ERROR_CODES}, "message": STR, "retryable": BOOL}),
-        "Result": _result_schema(),
-        "File": obj({"name": STR, "size": {"type": "integer", "minimum": 0},
-                     "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                     "media_type": STR, "url": {"type": "string", "description": "GET it (relative to the API)"}}),
+        **status_document.schemas(REF + "{model}"),  # Status, Result, ResultFile, StatusError, ErrorCode
         "JobSummary": _job_summary_schema(),
         "JobList": obj({"jobs": array(ref("JobSummary")),
                         "next_cursor": {**nullable(STR), "description": "pass as `cursor` for the next page"}}),
@@ -327,41 +321,9 @@ def _schemas() -> dict:
     }
 
 
-def _status_schema() -> Schema:
-    s_or_null, i_or_null = nullable(STR), nullable(INT)
-    return obj({
-        "id": STR,
-        "kind": {**nullable(STR), "description": "null when the job file had none"},
-        "state": {"type": "string", "enum": list(STATES)},
-        "progress": {"type": "number", "minimum": 0, "maximum": 100, "description": "never decreases in an attempt"},
-        "stage": s_or_null, "message": s_or_null,
-        "step": i_or_null, "total_steps": i_or_null, "eta_seconds": nullable(NUM),
-        "queue_position": {**nullable({"type": "integer", "minimum": 1}), "description": "queued jobs: 1 is next"},
-        "attempt": {"type": "integer", "minimum": 0},
-        "max_attempts": i_or_null,
-        "host": s_or_null, "device": s_or_null, "model": s_or_null,
-        "created_at": nullable(TIME), "started_at": nullable(TIME), "finished_at": nullable(TIME),
-        "updated_at": nullable(TIME),
-        "error": nullable(ref("StatusError")),
-        "result": nullable(ref("Result")),
-        "labels": {"type": "object", "description": "string values (an invalid job keeps what it was given)"},
-        "job": {"type": "object", "description": "the validated job, defaults filled in (an invalid job: id, kind, labels)"},
-        "drop": {**nullable(STR), "description": "where the job came from, e.g. inbox/fox.json"},
-    }, description="status.json (SPEC §4)")
-
-
-def _result_schema() -> Schema:
-    return obj({
-        "files": array(ref("File")),
-        "video": {"type": "object", "description": "duration, fps, width, height, codec, frames"},
-        "audio": nullable({"type": "object"}),
-        "seconds": {"type": "object", "description": "time spent per stage"},
-    }, ["files"], description="what the kind made; kinds may add keys")
-
-
 def _job_summary_schema() -> Schema:
     """A job in GET /jobs: the status's LIST_FIELDS, described as in Status."""
-    status = _status_schema()["properties"]
+    status = status_document.schemas(REF + "{model}")["Status"]["properties"]
     return obj({name: status[name] for name in LIST_FIELDS}, description="the status, shortened")
 
 

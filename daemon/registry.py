@@ -14,9 +14,9 @@ from pathlib import Path
 
 import structlog
 
-from pipeline.lipsync.layout import backend_of
-from pipeline.models.families import kinds_of
-from pipeline.models.locate import INDEX
+from contract.lipsync_folders import backend_of
+from contract.families import kinds_of
+from contract.model_folders import INDEX
 
 log = structlog.get_logger()
 

@@ -9,6 +9,7 @@ A job's state is the folder it sits in:
     active/<host>/.publish-<id>/     finished, results being moved to the outbox
     active/<host>/.retired-<id>.<t>/ published; being removed (recovery only removes it)
     outbox/<id>/                     status.json from acceptance on; results; input/ at the end
+    corrupt/<name>                   what cannot be read (with <name>.reason.json), never deleted
 
 Every move between them is one rename, so a crash leaves each job in exactly one place.
 """
@@ -94,9 +95,10 @@ class Spool:
         self.active = self.active_root / host
         self.outbox = self.root / "outbox"
         self.hosts = self.root / "hosts"
+        self.corrupt = self.root / "corrupt"
 
     def create(self, presets: list[str] = ()) -> None:
-        for d in (self.root, self.inbox, self.queue, self.active_root, self.active, self.outbox, self.hosts):
+        for d in (self.root, self.inbox, self.queue, self.active_root, self.active, self.outbox, self.hosts, self.corrupt):
             d.mkdir(mode=0o2775, exist_ok=True)
         for name in presets:
             (self.inbox / name).mkdir(mode=0o2775, exist_ok=True)
@@ -157,13 +159,16 @@ class Spool:
         except (FileNotFoundError, NotADirectoryError):
             return False
 
-    def queued_names(self) -> list[QueueName]:
+    def queued_names(self, unparsed: list[str] | None = None) -> list[QueueName]:
+        """The queue in order; names that do not parse go to `unparsed` if given."""
         names = []
         with os.scandir(self.queue) as it:
             for entry in it:
                 q = QueueName.parse(entry.name)
                 if q is not None:
                     names.append(q)
+                elif unparsed is not None:
+                    unparsed.append(entry.name)
         names.sort()
         return names
 

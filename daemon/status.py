@@ -1,4 +1,4 @@
-"""status.json (SPEC §4): built from the job and its state, written atomically.
+"""Writing status.json (its shape: contract/status.py), atomically.
 
 Every state change is written at once; progress-only updates are throttled per job.
 """
@@ -6,52 +6,11 @@ Every state change is written at once; progress-only updates are throttled per j
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
+from contract.status import FINAL_STATES, PROGRESS_KEYS, utc_now
 from daemon.fsops import atomic_write_json, read_json
 from daemon.spool import Spool
-
-STATES = ("queued", "running", "completed", "failed", "canceled")
-FINAL_STATES = frozenset({"completed", "failed", "canceled"})
-PROGRESS_KEYS = ("progress", "stage", "message", "step", "total_steps", "eta_seconds")
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def new_status(job_id: str, job: dict, state: str, **fields) -> dict:
-    """A complete status document for `job` (the validated job with its `_meta`)."""
-    meta = job.get("_meta", {})
-    doc = {
-        "id": job_id,
-        "kind": job.get("kind"),
-        "state": state,
-        "progress": 0,
-        "stage": None,
-        "message": None,
-        "step": None,
-        "total_steps": None,
-        "eta_seconds": None,
-        "queue_position": None,
-        "attempt": 0,
-        "max_attempts": job.get("max_attempts"),
-        "host": None,
-        "device": None,
-        "model": job.get("model"),
-        "created_at": meta.get("created_at"),
-        "started_at": None,
-        "finished_at": None,
-        "updated_at": utc_now(),
-        "error": None,
-        "result": None,
-        "labels": job.get("labels") or {},
-        "job": {k: v for k, v in job.items() if k != "_meta"},
-        "drop": meta.get("drop"),
-    }
-    doc.update(fields)
-    return doc
 
 
 class StatusWriter:
@@ -64,6 +23,11 @@ class StatusWriter:
         self._last_write: dict[str, float] = {}
         self._pending: set[str] = set()
         self._on_write = on_write  # callback(doc) for live listeners (API events)
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether throttled progress waits to be written (flush() soon)."""
+        return bool(self._pending)
 
     def live(self, job_id: str) -> dict | None:
         """The in-memory status of a job this daemon has not finished (None otherwise)."""

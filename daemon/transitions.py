@@ -45,10 +45,11 @@ from daemon.spool import (
     attempts_started,
     is_valid_job_id,
 )
-from daemon.status import FINAL_STATES, StatusWriter, new_status, utc_now
-from pipeline.errors import ErrorCode, JobError
-from pipeline.kinds.base import KindSpec
-from pipeline.worker import file_sha256, media_type
+from contract.status import FINAL_STATES, new_status, utc_now
+from daemon.status import StatusWriter
+from contract.errors import ErrorCode, JobError
+from contract.kinds import KindSpec
+from contract.files import file_sha256, media_type
 
 log = structlog.get_logger()
 

@@ -1,4 +1,5 @@
-"""Worker processes: spawn, talk, reap, restart (the arbiter's side of the channel)."""
+"""Worker processes: spawn, talk, reap, restart (the arbiter's side of the channel; its
+messages are contract/messages.py's)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from contract.messages import ToWorker
 from daemon.devices import worker_env
 
 log = structlog.get_logger()
@@ -50,6 +52,7 @@ class WorkerHandle:
         self.kill_reason: str | None = None  # why we killed it (timeout, shutdown)
         self.next_start = 0.0
         self.jobs_done = 0
+        self.last_heard = 0.0  # monotonic time of the last message (liveness: [workers] stall_seconds)
 
     @property
     def alive(self) -> bool:
@@ -76,7 +79,10 @@ class WorkerHandle:
         self.kill_reason = None
         log.info("worker.started", device=self.device, pid=self.pid)
 
-    def send(self, msg: dict) -> bool:
+    def heard(self) -> None:
+        self.last_heard = time.monotonic()
+
+    def send(self, msg: ToWorker) -> bool:
         try:
             self.conn.send(msg)
             return True

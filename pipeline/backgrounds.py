@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline import media
-from pipeline.errors import ErrorCode, JobError
+from contract.errors import ErrorCode, JobError
 
 CLIP_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".m4v"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}

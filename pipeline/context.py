@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from threading import Event
 
-from pipeline.errors import ErrorCode, JobCanceled, JobError
+from contract.errors import ErrorCode, JobCanceled, JobError
+from contract.messages import Log, Progress
+from contract.voices import VoiceBook
 
 
 def check_frame_budget(frames: int, width: int, height: int, limit: int | None) -> None:
@@ -70,7 +72,7 @@ class JobContext:
         inputs: dict[str, list[Path]],
         results_dir: Path,
         device: str,
-        send: Callable[[dict], None],
+        send: Callable[[object], None],
         cancel_event: Event,
         limits: dict | None = None,
         host: str | None = None,
@@ -78,6 +80,7 @@ class JobContext:
         models=None,
         model_name: str | None = None,
         model_config: dict | None = None,
+        voices: VoiceBook | None = None,
     ):
         self.job_id = job_id
         self.job = job
@@ -93,6 +96,8 @@ class JobContext:
         self.models = models
         self.model_name = model_name
         self.model_config = model_config or {}
+        # The host's voices ([voices.*], [registry] dir), from this job's run message.
+        self.voices = voices or VoiceBook()
         self._progress = 0.0
         self._stage: str | None = None
         self._stage_started = time.monotonic()
@@ -133,18 +138,7 @@ class JobContext:
         if eta_seconds is None and step and total_steps and step < total_steps:
             per_step = (time.monotonic() - self._stage_started) / step
             eta_seconds = round(per_step * (total_steps - step), 2)
-        self._send(
-            {
-                "op": "progress",
-                "job_id": self.job_id,
-                "progress": round(self._progress, 1),
-                "stage": self._stage,
-                "message": message,
-                "step": step,
-                "total_steps": total_steps,
-                "eta_seconds": eta_seconds,
-            }
-        )
+        self._send(Progress(self.job_id, round(self._progress, 1), self._stage, message, step, total_steps, eta_seconds))
         self.check_canceled()
 
     def check_frame_budget(self, frames: int, width: int, height: int) -> None:
@@ -152,7 +146,8 @@ class JobContext:
         check_frame_budget(frames, width, height, self.limits.get("max_frame_pixels"))
 
     def log(self, event: str, **fields) -> None:
-        self._send({"op": "log", "job_id": self.job_id, "event": event, **fields})
+        level = fields.pop("level", "info")
+        self._send(Log(event, level, self.job_id, fields))
 
     # -- outputs -------------------------------------------------------------
     def output_path(self, name: str) -> Path:

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.errors import ErrorCode, JobError
-from pipeline.models.families import Family, family_of
+from contract.errors import ErrorCode, JobError
+from contract.families import Family, family_of
 
 if TYPE_CHECKING:
     import numpy as np

@@ -18,7 +18,7 @@ import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 from PIL import Image, ImageOps
 
-from pipeline.errors import ErrorCode, JobError
+from contract.errors import ErrorCode, JobError
 
 AUDIO_RATE = 48_000
 AUDIO_CHANNELS = 2

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline import diffusion
-from pipeline.errors import ErrorCode, JobError
+from contract.errors import ErrorCode, JobError
 
 if TYPE_CHECKING:
     import numpy as np

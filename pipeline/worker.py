@@ -1,19 +1,14 @@
 """The worker process: owns one device, runs one job at a time.
 
-Talks to the daemon over one multiprocessing Connection:
-  in:  {"op": "run", ...job}, {"op": "cancel", "job_id"}, {"op": "stop"},
-       {"op": "load", "model", "config"}, {"op": "unload", "model"}
-  out: {"op": "ready"}, {"op": "progress"|"log", "job_id", ...},
-       {"op": "done", "job_id", "result"}, {"op": "failed", "job_id", "error"},
-       {"op": "canceled", "job_id"}, "model_state" (ModelStore.describe()) in "ready", in every
-       job's end and in {"op": "models"} after a load or unload, {"op": "load_failed", "model", "error"}
+Talks to the daemon over one multiprocessing Connection, in the messages of
+contract/messages.py: RunJob, CancelJob, LoadModel, UnloadModel, Stop in; Ready, Progress,
+Heartbeat (from a thread, while a job runs), Log, Done, Failed, Canceled, ModelsChanged,
+LoadFailed out.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import mimetypes
 import os
 import queue
 import shutil
@@ -23,19 +18,15 @@ import time
 import traceback
 from pathlib import Path
 
+from contract import messages as m
+from contract.files import file_sha256, media_type
+from contract.voices import VoiceBook
+
 PR_SET_PDEATHSIG = 1
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def media_type(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+# A running job's worker says it is alive this often (the daemon's stall_seconds is larger).
+HEARTBEAT_SECONDS = 2.0
 
 
 def _die_with_parent() -> None:
@@ -75,7 +66,7 @@ class Worker:
         # With CUDA_VISIBLE_DEVICES set to its own GPU, that GPU is cuda:0 inside the worker.
         return "cpu" if self.device.startswith("cpu") else "cuda:0"
 
-    def send(self, msg: dict) -> None:
+    def send(self, msg: m.FromWorker) -> None:
         with self._send_lock:
             self.conn.send(msg)
 
@@ -87,8 +78,8 @@ class Worker:
 
             warming = threading.Thread(target=warm, name="warm-imports", daemon=True)
             warming.start()
-        self.send({"op": "ready", "pid": os.getpid(), "device": self.device, "kinds": sorted(self.kinds),
-                   "model_state": self.models.describe()})
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+        self.send(m.Ready(os.getpid(), self.device, tuple(sorted(self.kinds)), self.models.describe()))
         while True:
             msg = self._jobs.get()
             if msg is None:
@@ -96,11 +87,11 @@ class Worker:
             if warming is not None:
                 warming.join()  # imports racing in two threads can see half-made modules
                 warming = None
-            if msg["op"] == "run":
+            if isinstance(msg, m.RunJob):
                 self._run(msg)
             else:
                 self._manage_model(msg)
-                self.send({"op": "models", "model_state": self.models.describe()})
+                self.send(m.ModelsChanged(self.models.describe()))
 
     def _read_commands(self) -> None:
         while True:
@@ -108,72 +99,83 @@ class Worker:
                 msg = self.conn.recv()
             except (EOFError, OSError):
                 os._exit(0)  # the daemon is gone
-            op = msg.get("op")
-            if op in ("run", "load", "unload"):
+            if isinstance(msg, (m.RunJob, m.LoadModel, m.UnloadModel)):
                 self._jobs.put(msg)
-            elif op == "cancel":
+            elif isinstance(msg, m.CancelJob):
                 with self._current_lock:
-                    if msg.get("job_id") == self._current:
+                    if msg.job_id == self._current:
                         self._cancel.set()
-            elif op == "stop":
+            elif isinstance(msg, m.Stop):
                 self._jobs.put(None)
                 return
 
-    def _run(self, msg: dict) -> None:
-        from pipeline.context import JobContext
-        from pipeline.errors import ErrorCode, JobCanceled, JobError
+    def _heartbeat(self) -> None:
+        """While a job runs, says so every few seconds: a thread of its own, so a long
+        step holding the main thread still counts as alive (a stopped process does not)."""
+        while True:
+            time.sleep(HEARTBEAT_SECONDS)
+            with self._current_lock:
+                job_id = self._current
+            if job_id is not None:
+                try:
+                    self.send(m.Heartbeat(job_id))
+                except (OSError, ValueError):
+                    return
 
-        job_id = msg["job_id"]
+    def _run(self, msg: m.RunJob) -> None:
+        from contract.errors import ErrorCode, JobCanceled, JobError
+        from pipeline.context import JobContext
+
+        job_id = msg.job_id
         with self._current_lock:
             self._current = job_id
             self._cancel.clear()
         started = time.monotonic()
         # Results are made in local scratch and delivered into the spool at the end, so a
         # network spool that drops out mid-job costs a wait, not the job.
-        scratch = Path(msg["scratch_dir"])
+        scratch = Path(msg.scratch_dir)
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         ctx = JobContext(
             job_id=job_id,
-            job=msg["job"],
-            inputs={k: [Path(p) for p in v] for k, v in msg["inputs"].items()},
+            job=msg.job,
+            inputs={k: [Path(p) for p in v] for k, v in msg.inputs.items()},
             results_dir=scratch,
             device=self.local_device,
             send=self.send,
             cancel_event=self._cancel,
-            limits=msg.get("limits"),
-            host=msg.get("host"),
-            attempt=msg.get("attempt", 1),
+            limits=msg.limits,
+            host=msg.host,
+            attempt=msg.attempt,
             models=self.models,
-            model_name=msg["job"].get("model"),
-            model_config=msg.get("model_config"),
+            model_name=msg.job.get("model"),
+            model_config=msg.model_config,
+            voices=VoiceBook.from_config(msg.voices, msg.model_roots),
         )
         succeeded = False
-        from pipeline.speech.voices import configure
-
-        configure(msg.get("voices") or {}, msg.get("model_roots") or ())
         try:
-            kind = self.kinds.get(msg["job"]["kind"])
+            kind = self.kinds.get(msg.job["kind"])
             if kind is None:
-                raise JobError(ErrorCode.INVALID_JOB, f"kind {msg['job']['kind']!r} is not installed on this worker")
-            params = kind.params.model_validate(msg["job"]["params"])
+                raise JobError(ErrorCode.INVALID_JOB, f"kind {msg.job['kind']!r} is not installed on this worker")
+            params = kind.params.model_validate(msg.job["params"])
             ctx.check_canceled()
             kind.run(ctx, params)
             ctx.check_canceled()
             result = self._result(ctx, time.monotonic() - started)
-            self._deliver(ctx, Path(msg["results_dir"]))
-            self._finish({"op": "done", "job_id": job_id, "result": result})
+            self._deliver(ctx, Path(msg.results_dir))
+            self.send(m.Done(job_id, result, self.models.describe()))
             succeeded = True
         except JobCanceled:
-            self._finish({"op": "canceled", "job_id": job_id})
+            self.send(m.Canceled(job_id, self.models.describe()))
         except JobError as exc:
-            self._finish({"op": "failed", "job_id": job_id, "error": exc.to_status()})
+            self._fail(job_id, exc)
         except MemoryError as exc:
-            self._finish({"op": "failed", "job_id": job_id, "error": JobError(ErrorCode.GPU_OUT_OF_MEMORY if "cuda" in self.device else ErrorCode.INTERNAL, f"out of memory: {exc}").to_status()})
+            self._fail(job_id, JobError(ErrorCode.GPU_OUT_OF_MEMORY if "cuda" in self.device else ErrorCode.INTERNAL,
+                                        f"out of memory: {exc}"))
         except Exception as exc:  # noqa: BLE001 - any bug in a kind fails only its job
             code = ErrorCode.GPU_OUT_OF_MEMORY if type(exc).__name__ == "OutOfMemoryError" else ErrorCode.INTERNAL
-            self.send({"op": "log", "job_id": job_id, "event": "job.exception", "level": "error", "traceback": traceback.format_exc()})
-            self._finish({"op": "failed", "job_id": job_id, "error": JobError(code, f"{type(exc).__name__}: {exc}").to_status()})
+            self.send(m.Log("job.exception", "error", job_id, {"traceback": traceback.format_exc()}))
+            self._fail(job_id, JobError(code, f"{type(exc).__name__}: {exc}"))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
             with self._current_lock:
@@ -183,33 +185,33 @@ class Worker:
                 # should not wait for a gc pass.
                 self.models.free_cache()
 
-    def _finish(self, msg: dict) -> None:
-        """The end of a job, with what the worker now holds (the arbiter places the next job by it)."""
-        self.send({**msg, "model_state": self.models.describe()})
+    def _fail(self, job_id: str, exc) -> None:
+        """The end of a failed job, with what the worker now holds (the arbiter places the next job by it)."""
+        self.send(m.Failed(job_id, exc.to_status(), self.models.describe()))
 
-    def _manage_model(self, msg: dict) -> None:
-        from pipeline.errors import ErrorCode, JobError
+    def _manage_model(self, msg: m.LoadModel | m.UnloadModel) -> None:
+        from contract.errors import ErrorCode, JobError
 
-        name = msg["model"]
+        name = msg.model
         try:
-            if msg["op"] == "load":
+            if isinstance(msg, m.LoadModel):
                 started = time.monotonic()
-                _, loaded_now = self.models.ensure(name, msg["config"])
-                self.send({"op": "log", "event": "model.loaded" if loaded_now else "model.already_loaded", "model": name,
-                           "device": self.device, "seconds": round(time.monotonic() - started, 3)})
+                _, loaded_now = self.models.ensure(name, msg.config)
+                self.send(m.Log("model.loaded" if loaded_now else "model.already_loaded", fields={
+                    "model": name, "device": self.device, "seconds": round(time.monotonic() - started, 3)}))
             elif self.models.unload(name):
-                self.send({"op": "log", "event": "model.unloaded", "model": name, "device": self.device})
+                self.send(m.Log("model.unloaded", fields={"model": name, "device": self.device}))
         except JobError as exc:
-            self.send({"op": "load_failed", "model": name, "error": exc.to_status()})
+            self.send(m.LoadFailed(name, exc.to_status()))
         except Exception as exc:  # noqa: BLE001 - a broken model must not take the worker down
             code = ErrorCode.GPU_OUT_OF_MEMORY if type(exc).__name__ == "OutOfMemoryError" else ErrorCode.MODEL_LOAD_FAILED
-            self.send({"op": "load_failed", "model": name, "error": JobError(code, f"{type(exc).__name__}: {exc}").to_status()})
+            self.send(m.LoadFailed(name, JobError(code, f"{type(exc).__name__}: {exc}").to_status()))
             self.models.free_cache()
 
     def _deliver(self, ctx, results_dir: Path) -> None:
         """Copies the results into the job folder (temp name, fsync, rename), waiting
         while the spool is unreachable or full; the daemon kills us if the job is lost."""
-        from pipeline.errors import MOUNT_ERRNOS, WRITE_ERRNOS, JobCanceled
+        from contract.errors import MOUNT_ERRNOS, WRITE_ERRNOS, JobCanceled
 
         waiting_since = None
         while True:

@@ -153,7 +153,7 @@ def test_coqui_failures(jobs, tiny_tts):
 def test_broken_checkpoint_is_model_load_failed(tiny_tts, tmp_path):
     import shutil
 
-    from pipeline.errors import JobError
+    from contract.errors import JobError
     from pipeline.speech.coqui import CoquiEngine
 
     broken = tmp_path / "broken"
@@ -168,9 +168,9 @@ def test_accepting_a_coqui_voice_loads_no_torch(tiny_tts):
     code = (
         "import sys\n"
         "from pipeline.kinds.tts import TtsParams, check\n"
-        "from pipeline.speech.voices import configure\n"
-        f"configure({{}}, [{str(tiny_tts['yourtts'].parent)!r}])\n"
-        f"check(TtsParams(text='Hello.', voice='coqui:{tiny_tts['yourtts']}'), {{'reference_audio': ['x.wav']}})\n"
+        "from contract.voices import VoiceBook\n"
+        f"voices = VoiceBook.from_config({{}}, [{str(tiny_tts['yourtts'].parent)!r}])\n"
+        f"check(TtsParams(text='Hello.', voice='coqui:{tiny_tts['yourtts']}'), {{'reference_audio': ['x.wav']}}, voices)\n"
         "heavy = [m for m in ('torch', 'TTS', 'numpy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

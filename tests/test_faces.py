@@ -12,7 +12,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from pipeline.errors import ErrorCode, JobError
+from contract.errors import ErrorCode, JobError
 from pipeline.faces.blend import crop_face, face_region, lower_face_mask, paste_face
 from pipeline.faces.detect import Box, FaceDetector
 from pipeline.faces.source import load_face_source

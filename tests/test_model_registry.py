@@ -10,9 +10,9 @@ import pytest
 
 from daemon.config import ConfigError, load_settings
 from daemon.registry import discover_models
-from pipeline.errors import JobError
-from pipeline.models.families import class_for, family_of, kinds_of
-from pipeline.models.locate import model_folder, read_index
+from contract.errors import JobError
+from contract.families import class_for, family_of, kinds_of
+from contract.model_folders import model_folder, read_index
 
 
 def fake_model(folder: Path, class_name: str = "WanPipeline") -> Path:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import ErrorCode, JobError
-from pipeline.lipsync import layout
+from contract.errors import ErrorCode, JobError
+from contract import lipsync_folders as layout
 from pipeline.lipsync.musetalk import WINDOW_STEPS, load_musetalk
 from tests.support import REPO
 

@@ -19,8 +19,9 @@ from PIL import Image
 from pydantic import ValidationError
 
 from pipeline.context import JobContext
-from pipeline.errors import ErrorCode, JobCanceled, JobError
+from contract.errors import ErrorCode, JobCanceled, JobError
 from pipeline.kinds.slideshow import KIND, SlideshowParams
+from contract.messages import Progress
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,7 +151,7 @@ def test_title_cards_images_crossfade_and_music_make_an_h264_aac_mp4(tmp_path: P
     assert ctx.meta["audio"]["codec"] == "aac"
     assert ctx.meta["audio"]["duration"] == pytest.approx(4.0, abs=0.1)
 
-    progress = [m for m in messages if m["op"] == "progress"]
+    progress = [vars(m) for m in messages if isinstance(m, Progress)]
     assert [m["progress"] for m in progress] == sorted(m["progress"] for m in progress)
     assert progress[-1]["stage"] == "encoding"
     rendering = [m for m in progress if m["stage"] == "rendering" and m["step"]]
@@ -202,11 +203,11 @@ def test_crossfade_blends_across_the_boundary_and_cut_does_not(
 
 def test_cancel_during_rendering_stops_at_the_next_frame_and_leaves_no_result(tmp_path: Path) -> None:
     cancel = threading.Event()
-    messages: list[dict] = []
+    messages: list[Progress] = []
 
-    def send(message: dict) -> None:  # stands in for the daemon: it sees progress, then cancels
+    def send(message) -> None:  # stands in for the daemon: it sees progress, then cancels
         messages.append(message)
-        if message.get("stage") == "rendering" and message.get("step"):
+        if isinstance(message, Progress) and message.stage == "rendering" and message.step:
             cancel.set()
 
     ctx = make_ctx(tmp_path, {"images": [gradient_image(tmp_path / "a.png", (320, 240))]}, send, cancel)
@@ -214,7 +215,7 @@ def test_cancel_during_rendering_stops_at_the_next_frame_and_leaves_no_result(tm
     with pytest.raises(JobCanceled):
         KIND.run(ctx, SlideshowParams(seconds_per_slide=60, width=320, height=240, fps=25))
 
-    steps = [m["step"] for m in messages if m.get("step")]
+    steps = [m.step for m in messages if isinstance(m, Progress) and m.step]
     assert steps == [1]
     assert list(ctx.results_dir.iterdir()) == []
 

@@ -28,6 +28,7 @@ import tiny_wav2lip  # noqa: E402
 
 from pipeline.faces.blend import face_region  # noqa: E402
 from pipeline.kinds.talking_head import REGION  # noqa: E402
+from contract.messages import Progress
 
 FPS = 25
 VIDEO_FPS = 10
@@ -222,7 +223,7 @@ def test_stages_and_progress_of_a_lip_synced_video(registry, scratch, tmp_path):
     ctx = JobContext("unit", {"kind": "talking-head"}, inputs, tmp_path, "cpu", sent.append, Event(),
                      models=ModelStore("cpu"), model_name="w", model_config={"path": str(registry / "wav2lip-tiny")})
     KIND.run(ctx, KIND.params(lipsync="w", width=96, height=96, fps=20))
-    progress = [m for m in sent if m["op"] == "progress"]
+    progress = [vars(m) for m in sent if isinstance(m, Progress)]
     order = []
     for m in progress:
         if not order or order[-1] != m["stage"]:

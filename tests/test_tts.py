@@ -16,6 +16,7 @@ from pipeline.speech.engine import Segment, speak
 from pipeline.speech.sentences import split_long, split_sentences
 from pipeline.speech.subtitles import format_srt, format_vtt, split_cues, srt_time, vtt_time
 from tests.support import REPO, Daemon, drop_folder, drop_json, wait_all_final, wait_status
+from contract.messages import Progress
 
 ENGLISH = "The quick brown fox jumps over the lazy dog. Then it ran home! Was it tired?"  # 16 words
 
@@ -265,7 +266,7 @@ def test_run_reports_speech_then_encoding_per_sentence(tmp_path):
     params = KIND.params(text="One. Two. Three. Four.", normalize=False, format="m4a", voice="+f2", language="en-gb")
     KIND.run(ctx, params)
     assert ctx.outputs == ["speech.m4a", "speech.srt"] and sorted(p.name for p in tmp_path.iterdir()) == ctx.outputs
-    progress = [m for m in sent if m["op"] == "progress"]
+    progress = [vars(m) for m in sent if isinstance(m, Progress)]
     stages = [m["stage"] for m in progress]
     assert stages[0] == "speech" and stages[-1] == "encoding" and stages.index("encoding") > 1
     steps = [(m["step"], m["total_steps"]) for m in progress if m["stage"] == "speech" and m["step"] is not None]

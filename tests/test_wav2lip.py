@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import ErrorCode, JobError
-from pipeline.lipsync import base, layout, mel
+from contract.errors import ErrorCode, JobError
+from contract import lipsync_folders as layout
+from pipeline.lipsync import base, mel
 from pipeline.lipsync.wav2lip import Wav2Lip, Wav2LipModel, load_wav2lip
 from tests.support import REPO
 

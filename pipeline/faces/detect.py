@@ -14,7 +14,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from pipeline.errors import ErrorCode, JobError
+from contract.errors import ErrorCode, JobError
 
 DETECT_LONG_SIDE = 640
 # Tried in order, each on its grey image, until one finds a face. The first looks at plain

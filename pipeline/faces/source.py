@@ -18,7 +18,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.errors import ErrorCode, JobError
+from contract.errors import ErrorCode, JobError
 from pipeline.media import error_reason
 
 # FFmpeg's text-art demuxers (ANSI, BIN, XBIN, iCE Draw) would render a text file as a

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from pipeline.errors import ErrorCode, JobError
+from contract.errors import ErrorCode, JobError
 from pipeline.faces.detect import Box, FaceDetector
 
 # Gaussian width, in frames, of the smoothing (about 5 frames at half height).

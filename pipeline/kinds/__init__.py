@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from pipeline.kinds.base import KindSpec
+from contract.kinds import KindSpec
 
 BUILTIN_MODULES = ("pipeline.kinds.slideshow", "pipeline.kinds.video_generation", "pipeline.kinds.tts",
                    "pipeline.kinds.narrated_video", "pipeline.kinds.talking_head")

@@ -48,9 +48,9 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.kinds.base import EvenSide, InputSpec, KindSpec
-from pipeline.kinds.tts import MAX_TEXT_CHARS, SpokenText
-from pipeline.kinds.tts import check as tts_check
+from contract.kinds import EvenSide, InputSpec, KindSpec
+from contract.voices import VoiceBook
+from pipeline.speech.params import Language, Normalize, SpokenText, Speed, Voice
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,12 +70,11 @@ _HEX = r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})"
 class NarratedVideoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: SpokenText = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="what to say; one scene per sentence")
-    voice: str | None = Field(default=None, min_length=1, max_length=200, description="as tts")
-    language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$",
-                                 description="as tts")
-    speed: float = Field(default=1.0, ge=0.25, le=4.0)
-    normalize: bool = True
+    text: SpokenText = Field(description="what to say; one scene per sentence")
+    voice: Voice = None
+    language: Language = None
+    speed: Speed = 1.0
+    normalize: Normalize = True
     width: EvenSide = Field(default=1280, ge=16, le=3840)
     height: EvenSide = Field(default=720, ge=16, le=3840)
     fps: int = Field(default=30, ge=1, le=60)
@@ -98,9 +97,11 @@ class NarratedVideoParams(BaseModel):
         return ["#" + (d if len(d) == 6 else "".join(c * 2 for c in d)) for d in (p[1:].lower() for p in parts)]
 
 
-def check(params: NarratedVideoParams, inputs: Mapping[str, list[Path]]) -> None:
+def check(params: NarratedVideoParams, inputs: Mapping[str, list[Path]], voices: VoiceBook = VoiceBook()) -> None:
     """At accept time: the voice and text as tts; images only with background 'images'."""
-    tts_check(params, {})
+    from pipeline.speech.for_jobs import check_speech
+
+    check_speech(params.text, params.voice, params.language, voices, cloning=False)
     if params.background == "images" and not inputs.get("images"):
         raise ValueError("background 'images' needs input 'images'")
     if inputs.get("images") and params.background != "images":
@@ -111,7 +112,7 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
     import numpy as np
 
     from pipeline import media
-    from pipeline.errors import ErrorCode, JobError
+    from contract.errors import ErrorCode, JobError
 
     from pipeline.context import StageSeconds, StepReporter
 
@@ -325,7 +326,7 @@ def open_library():
     import os
 
     from pipeline.backgrounds import MediaLibrary
-    from pipeline.errors import ErrorCode, JobError
+    from contract.errors import ErrorCode, JobError
 
     folder = os.environ.get(LIBRARY_ENV, "").strip()
     if not folder:
@@ -390,7 +391,7 @@ def add_subtitle_track(video: Path, srt: Path, out: Path) -> None:
     import shutil
     import subprocess
 
-    from pipeline.errors import ErrorCode, JobError
+    from contract.errors import ErrorCode, JobError
 
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
@@ -416,6 +417,7 @@ KIND = KindSpec(
     inputs=(InputSpec("images", media=("image",), many=True), InputSpec("music", media=("audio",))),
     run=run,
     check=check,
+    check_takes_voices=True,
     main_result="video.mp4",
     takes_model=True,  # background 'generate' runs a text-to-video model
     model_kinds=("text-to-video",),

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.kinds.base import EvenSide, InputSpec, KindSpec
+from contract.kinds import EvenSide, InputSpec, KindSpec
+from pipeline.text_wrap import wrap_text
 
 if TYPE_CHECKING:
     import numpy as np
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageFont
 
     from pipeline.context import JobContext
 
@@ -204,39 +205,6 @@ def load_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.truetype(FONT_PATH, size)
     except OSError:  # fonts-dejavu-core missing: Pillow's built-in font still renders text
         return ImageFont.load_default(size)
-
-
-def wrap_text(
-    draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_width: float
-) -> list[str]:
-    """Greedy word wrap to max_width pixels; keeps the text's own line breaks and splits
-    words too long for a line."""
-    lines: list[str] = []
-    for paragraph in text.splitlines() or [""]:
-        line = ""
-        for word in paragraph.split():
-            for piece in _split_long_word(draw, word, font, max_width):
-                candidate = f"{line} {piece}" if line else piece
-                if line and draw.textlength(candidate, font=font) > max_width:
-                    lines.append(line)
-                    line = piece
-                else:
-                    line = candidate
-        lines.append(line)
-    return lines
-
-
-def _split_long_word(
-    draw: ImageDraw.ImageDraw, word: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_width: float
-) -> list[str]:
-    pieces: list[str] = []
-    piece = ""
-    for char in word:
-        if piece and draw.textlength(piece + char, font=font) > max_width:
-            pieces.append(piece)
-            piece = ""
-        piece += char
-    return pieces + [piece] if piece else pieces
 
 
 KIND = KindSpec(

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.errors import ErrorCode, JobError
-from pipeline.kinds.base import EvenSide, InputSpec, KindSpec
-from pipeline.kinds.tts import MAX_TEXT_CHARS, SpokenText
-from pipeline.kinds.tts import check as tts_check
+from contract.errors import ErrorCode, JobError
+from contract.kinds import EvenSide, InputSpec, KindSpec
+from contract.voices import VoiceBook
+from pipeline.speech.params import REFERENCE_AUDIO, Language, Normalize, SpokenText, Speed, Voice
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,12 +61,11 @@ SEGMENTATION_MESSAGE = (
 class TalkingHeadParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: SpokenText | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS,
-                                    description="what the face says; or give input 'audio'")
-    voice: str | None = Field(None, min_length=1, max_length=1000, description="as tts")
-    language: str | None = Field(None, pattern=r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$", description="as tts")
-    speed: float = Field(1.0, ge=0.25, le=4.0)
-    normalize: bool = True
+    text: SpokenText | None = Field(None, description="what the face says; or give input 'audio'")
+    voice: Voice = None
+    language: Language = None
+    speed: Speed = 1.0
+    normalize: Normalize = True
     lipsync: str | None = Field(None, min_length=1, max_length=200,
                                 description='a talking-head model (Wav2Lip or MuseTalk folder) from the registry, or "none"; '
                                             "default: [kinds.talking-head] model")
@@ -80,7 +79,7 @@ class TalkingHeadParams(BaseModel):
     loop: Literal["pingpong", "loop"] = Field("pingpong", description="how a face video shorter than the speech repeats")
 
 
-def check(params: TalkingHeadParams, inputs: Mapping[str, list[Path]]) -> None:
+def check(params: TalkingHeadParams, inputs: Mapping[str, list[Path]], voices: VoiceBook = VoiceBook()) -> None:
     """At accept time: one source of speech, the voice as tts checks it, a keepable background."""
     has_audio = bool(inputs.get("audio"))
     if params.text is None and not has_audio:
@@ -94,7 +93,9 @@ def check(params: TalkingHeadParams, inputs: Mapping[str, list[Path]]) -> None:
     if params.background != "keep":
         raise JobError(ErrorCode.UNSUPPORTED_INPUT, SEGMENTATION_MESSAGE.format(name=params.background))
     if params.text is not None:
-        tts_check(params, inputs)
+        from pipeline.speech.for_jobs import check_speech
+
+        check_speech(params.text, params.voice, params.language, voices, cloning=bool(inputs.get("reference_audio")))
 
 
 def run(ctx: JobContext, params: TalkingHeadParams) -> None:
@@ -210,7 +211,7 @@ def check_lipsync_model(ctx: JobContext) -> str | None:
     """The backend of the job's lipsync model (None for "none"), its folder checked on disk."""
     if ctx.model_name is None:
         return None
-    from pipeline.models.locate import lipsync_backend, model_folder
+    from contract.model_folders import lipsync_backend, model_folder
 
     folder = model_folder(ctx.model_name, ctx.model_config)  # model_not_found names the path
     backend = lipsync_backend(ctx.model_name, folder, ctx.model_config)
@@ -336,9 +337,10 @@ KIND = KindSpec(
     name="talking-head",
     params=TalkingHeadParams,
     inputs=(InputSpec("face", media=("image", "video"), required=True), InputSpec("audio", media=("audio",)),
-            InputSpec("reference_audio", media=("audio",))),
+            REFERENCE_AUDIO),
     run=run,
     check=check,
+    check_takes_voices=True,
     main_result="video.mp4",
     model_param="lipsync",
     description="A face (photo or video) speaking a text or a recording, lip-synced by Wav2Lip or MuseTalk.",

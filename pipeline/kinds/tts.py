@@ -23,80 +23,38 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.kinds.base import InputSpec, KindSpec
-from pipeline.speech.for_jobs import MAX_SENTENCE_CHARS
+from contract.kinds import KindSpec
+from contract.voices import VoiceBook
+from pipeline.speech.params import REFERENCE_AUDIO, Language, Normalize, SpokenText, Speed, Voice
 
 if TYPE_CHECKING:
     from pipeline.context import JobContext
 
-MAX_TEXT_CHARS = 100_000
-
-
-def _something_to_say(value: str) -> str:
-    if not value.strip():
-        raise ValueError("is only whitespace: there is nothing to speak")
-    return value
-
-
-# The text of every kind that speaks.
-SpokenText = Annotated[str, AfterValidator(_something_to_say)]
 NORMALIZED_TEXT_CHARS = 2000
-CLONING_MESSAGE = (
-    'voice cloning needs a coqui voice ([voices.NAME] engine = "coqui" with a cloning model); '
-    "this host has none, so inputs.reference_audio cannot be used"
-)
 
 
 class TtsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: SpokenText = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="what to say")
-    voice: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=1000,
-        description='an espeak-ng voice: "en", "en-us", "de+f3", or "+f3" (a variant of language); '
-        'or a coqui model folder: "coqui:/path/to/folder" or "coqui:/path/to/folder#speaker"',
-    )
-    language: str | None = Field(
-        default=None,
-        pattern=r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$",
-        description="language of the text (en, de, fr, en-us …); default: the voice's, else en",
-    )
-    speed: float = Field(default=1.0, ge=0.25, le=4.0, description="1 is normal; espeak-ng: 175 words/min × speed, within 80–450")
-    normalize: bool = Field(default=True, description="turn numbers, dates, units, math into words first")
+    text: SpokenText = Field(description="what to say")
+    voice: Voice = None
+    language: Language = None
+    speed: Speed = 1.0
+    normalize: Normalize = True
     format: Literal["wav", "mp3", "m4a"] = "wav"
 
 
-def check(params: TtsParams, inputs: Mapping[str, list[Path]]) -> None:
-    """At accept time: the voice exists, the text says something, no cloning without coqui."""
-    from pipeline.errors import ErrorCode, JobError
+def check(params: TtsParams, inputs: Mapping[str, list[Path]], voices: VoiceBook = VoiceBook()) -> None:
+    """At accept time: the voice exists among `voices` (the daemon passes the host's; the
+    default has none configured and no model folders), the text says something, no cloning
+    without coqui."""
+    from pipeline.speech.for_jobs import check_speech
 
-    cloning = bool(inputs.get("reference_audio"))
-    from pipeline.speech.sentences import split_sentences
-
-    if not split_sentences(params.text, params.language or "en", MAX_SENTENCE_CHARS):
-        raise ValueError("params.text: has nothing to speak (no letters or digits)")
-    from pipeline.speech.engine import resolve_voice
-
-    try:
-        choice = resolve_voice(params.voice, params.language)
-        if cloning and choice.engine != "coqui":
-            raise ValueError(CLONING_MESSAGE)
-        if cloning:
-            from pipeline.speech.coqui import CoquiEngine
-
-            if not CoquiEngine(choice.model).can_clone():  # files only: no torch at accept
-                raise ValueError(f"inputs.reference_audio: the coqui model {choice.model} cannot clone a voice "
-                                 "(it has no speaker encoder: model_se.pth + config_se.json, or XTTS)")
-    except (ValueError, JobError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - the daemon's intake must get a JobError, never a crash
-        raise JobError(ErrorCode.INTERNAL, f"checking the voice failed: {type(exc).__name__}: {exc}") from None
+    check_speech(params.text, params.voice, params.language, voices, cloning=bool(inputs.get("reference_audio")))
 
 
 def run(ctx: JobContext, params: TtsParams) -> None:
@@ -138,9 +96,10 @@ def run(ctx: JobContext, params: TtsParams) -> None:
 KIND = KindSpec(
     name="tts",
     params=TtsParams,
-    inputs=(InputSpec("reference_audio", media=("audio",)),),
+    inputs=(REFERENCE_AUDIO,),
     run=run,
     check=check,
+    check_takes_voices=True,
     main_result="speech.wav",
     description="Text to speech (espeak-ng or coqui model folders; voice cloning with coqui), with sentence timings in speech.srt.",
 )

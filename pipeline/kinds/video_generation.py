@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.kinds.base import InputSpec, KindSpec
+from contract.kinds import InputSpec, KindSpec
 
 if TYPE_CHECKING:
     from pipeline.context import JobContext

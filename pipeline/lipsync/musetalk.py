@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.errors import ErrorCode, JobError
+from contract.errors import ErrorCode, JobError
 from pipeline.lipsync.base import AUDIO_RATE
-from pipeline.lipsync.layout import check_musetalk
+from contract.lipsync_folders import check_musetalk
 
 FACE_SIZE = 256
 UNET_CONFIG = "musetalkV15/musetalk.json"
@@ -175,7 +175,7 @@ def positional_encoding(length: int, d_model: int) -> torch.Tensor:
 
 
 def load_musetalk(folder, device: str, dtype=None) -> MuseTalkModel:
-    """MuseTalk 1.5 from a checked folder (pipeline.lipsync.layout); float16 on CUDA by default."""
+    """MuseTalk 1.5 from a checked folder (contract.lipsync_folders); float16 on CUDA by default."""
     folder = Path(folder)
     check_musetalk(folder.name, folder)
     if dtype is None:

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import ErrorCode, JobError
+from contract.errors import ErrorCode, JobError
 from pipeline.lipsync import mel
-from pipeline.lipsync.layout import wav2lip_checkpoint
+from contract.lipsync_folders import wav2lip_checkpoint
 
 FACE_SIZE = 96
 

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import ErrorCode, JobError
-from pipeline.lipsync.layout import BACKEND_CLASS
-from pipeline.models.families import class_for
-from pipeline.models.locate import lipsync_backend, model_folder, read_index, weights_bytes
+from contract.errors import ErrorCode, JobError
+from contract.lipsync_folders import BACKEND_CLASS
+from contract.families import class_for
+from contract.model_folders import lipsync_backend, model_folder, read_index, weights_bytes
 
 GIB = 1 << 30
 

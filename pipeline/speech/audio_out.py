@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline.errors import ErrorCode, JobError
+from contract.errors import ErrorCode, JobError
 
 FORMATS = ("wav", "mp3", "m4a")
 # format -> (FFmpeg muxer, encoder, container options)

@@ -25,8 +25,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from pipeline.errors import ErrorCode, JobError
-from pipeline.speech.engine import DEFAULT_LANGUAGE, VoiceInfo, base_language
+from contract.errors import ErrorCode, JobError
+from contract.voices import DEFAULT_LANGUAGE, VoiceInfo, base_language
 
 if TYPE_CHECKING:
     import numpy as np

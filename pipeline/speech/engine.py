@@ -1,17 +1,10 @@
-"""The speech-engine interface and `speak`, which turns a long text into one timed track.
+"""`speak`, which turns a long text into one timed track, and the engine for a job's voice.
 
-An engine turns one short text (a sentence) into mono float32 samples:
-
-    class SpeechEngine(Protocol):
-        name: str
-        def languages(self) -> list[str]: ...
-        def voices(self) -> list[VoiceInfo]: ...
-        def synthesize(self, text, language, voice, speed) -> (samples, sample_rate)
-
-`synthesize` may also return `(samples, sample_rate, words)`, where `words` are
-`(word, start_s, end_s)` within those samples, when the engine knows them; `speak` then
-puts them on the track's time line in `Segment.words`. espeak-ng through its command line
-does not report word times, so its segments have none.
+The engine interface and the track's types are in pipeline/speech/interface.py; the
+engines (espeak.py, coqui.py) import only that, and this module imports them lazily, so
+the imports go one way. `speak` puts the words an engine reports (see SpeechEngine) on
+the track's time line in `Segment.words`; espeak-ng through its command line does not
+report word times, so its segments have none.
 
 `speak(engine, text, ...)` splits the text into paragraphs and sentences
 (pipeline.speech.sentences), synthesizes each sentence, trims the silence the engine puts
@@ -26,76 +19,23 @@ inside the functions that need it, so the daemon can resolve voices without it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
+
+from contract.voices import DEFAULT_LANGUAGE, VoiceBook
+from pipeline.speech.interface import Segment, Speech, SpeechEngine, VoiceChoice, Word
 
 if TYPE_CHECKING:
     import numpy as np
 
-DEFAULT_LANGUAGE = "en"
+# The track's types come with speak (callers import them from here).
+__all__ = ["Segment", "Speech", "SpeechEngine", "VoiceChoice", "Word", "get_engine", "resolve_voice", "speak"]
+
 # Silence kept around each sentence when trimming, so soft onsets and endings survive.
 TRIM_MARGIN_SECONDS = 0.03
 # A sample is silence when below this fraction of the sentence's peak (-40 dB) ...
 TRIM_RELATIVE = 0.01
 # ... or below this absolute level.
 TRIM_ABSOLUTE = 1e-3
-
-
-class Word(NamedTuple):
-    text: str
-    start: float
-    end: float
-
-
-class Segment(NamedTuple):
-    """One sentence on the track: what was spoken, from `start` to `end` seconds."""
-
-    text: str
-    start: float
-    end: float
-    words: tuple[Word, ...] = ()
-
-
-@dataclass
-class Speech:
-    samples: np.ndarray  # float32, mono, in [-1, 1]
-    sample_rate: int
-    segments: list[Segment] = field(default_factory=list)
-
-    @property
-    def duration(self) -> float:
-        return len(self.samples) / self.sample_rate if self.sample_rate else 0.0
-
-
-@dataclass(frozen=True)
-class VoiceInfo:
-    id: str  # what a job passes as `voice`
-    name: str
-    language: str
-    gender: str | None = None
-    engine: str = ""
-
-
-@dataclass(frozen=True)
-class VoiceChoice:
-    """A job's voice, resolved: which engine speaks, with which of its voices, in which language."""
-
-    engine: str
-    voice: str | None
-    language: str
-    model: str | None = None  # coqui: the model folder
-    reference_audio: str | None = None  # a configured voice that clones this recording
-
-
-@runtime_checkable
-class SpeechEngine(Protocol):
-    name: str
-
-    def languages(self) -> list[str]: ...
-
-    def voices(self) -> list[VoiceInfo]: ...
-
-    def synthesize(self, text: str, language: str, voice: str | None, speed: float) -> tuple: ...
 
 
 def get_engine(name: str, model: str | None = None, device: str = "cpu") -> SpeechEngine:
@@ -113,22 +53,22 @@ def get_engine(name: str, model: str | None = None, device: str = "cpu") -> Spee
     raise ValueError(f"unknown speech engine {name!r} (available: espeak, coqui)")
 
 
-def resolve_voice(voice: str | None, language: str | None) -> VoiceChoice:
-    """The engine and voice for a job's `voice` and `language` params.
+def resolve_voice(voice: str | None, language: str | None, voices: VoiceBook) -> VoiceChoice:
+    """The engine and voice for a job's `voice` and `language` params, on a host whose
+    configured voices and model folders are `voices`.
 
-    For now every voice is an espeak-ng voice: "en", "en-us", "de+f3", "+m3" (a variant of
-    `language`), or None (the default voice of `language`, else English). Raises ValueError
-    with a message for the user when the voice or language is unknown, and JobError
-    (internal) when espeak-ng is not installed.
+    A `[voices.NAME]` name is that configured voice. Otherwise an espeak-ng voice: "en",
+    "en-us", "de+f3", "+m3" (a variant of `language`), or None (the default voice of
+    `language`, else English). Raises ValueError with a message for the user when the
+    voice or language is unknown, and JobError (internal) when espeak-ng is not installed.
 
     "coqui:/path/to/model_folder" or "coqui:/path/to/model_folder#speaker" is a coqui
-    model. Only the folder and its config.json are checked here (JobError model_not_found
-    naming the path), without loading torch; the speaker and language are checked when the
-    model is loaded. The language is `language`, else English.
+    model, inside one of `voices.model_roots`. Only the folder and its config.json are
+    checked here (JobError model_not_found naming the path), without loading torch; the
+    speaker and language are checked when the model is loaded. The language is
+    `language`, else English.
     """
-    from pipeline.speech import voices
-
-    configured = voices.configured(voice)
+    configured = voices.voice(voice)
     if configured is not None:  # [voices.NAME] in config
         language = language or configured.get("language")
         if configured.get("engine") == "coqui":
@@ -152,11 +92,6 @@ def resolve_voice(voice: str | None, language: str | None) -> VoiceChoice:
     engine = EspeakEngine.shared()
     voice_id, resolved_language = engine.resolve(voice, language)
     return VoiceChoice(engine=engine.name, voice=voice_id, language=resolved_language)
-
-
-def base_language(language: str) -> str:
-    """"en-us" -> "en", "pt_BR" -> "pt"."""
-    return language.replace("_", "-").split("-")[0].lower()
 
 
 def speak(

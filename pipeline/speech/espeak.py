@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 import io
-import re
 import shutil
 import subprocess
 import threading
@@ -23,18 +22,15 @@ import wave
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from pipeline.errors import ErrorCode, JobError
-from pipeline.speech.engine import DEFAULT_LANGUAGE, VoiceInfo, base_language
+from contract.errors import ErrorCode, JobError
+from contract.voices import (DEFAULT_LANGUAGE, ESPEAK_EXECUTABLE, ESPEAK_INSTALL_HINT, VoiceInfo, base_language,
+                             parse_espeak_voices, run_espeak_list)
 
 if TYPE_CHECKING:
     import numpy as np
 
-EXECUTABLE = "espeak-ng"
 BASE_WPM = 175
 MIN_WPM, MAX_WPM = 80, 450
-LIST_TIMEOUT_SECONDS = 30
-INSTALL_HINT = "espeak-ng is not installed on this host: apt-get install espeak-ng"
-_OTHER_LANGUAGE = re.compile(r"\(([^\s()]+)\s+\d+\)")
 
 
 def words_per_minute(speed: float) -> int:
@@ -56,7 +52,7 @@ class EspeakEngine:
     _shared: ClassVar[EspeakEngine | None] = None
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, executable: str = EXECUTABLE):
+    def __init__(self, executable: str = ESPEAK_EXECUTABLE):
         self.executable = executable
         self._catalog: _Catalog | None = None
         self._lock = threading.Lock()
@@ -70,23 +66,11 @@ class EspeakEngine:
             return cls._shared
 
     # -- catalogue -------------------------------------------------------------
-    def _run_list(self, argument: str) -> str:
-        path = shutil.which(self.executable)
-        if path is None:
-            raise JobError(ErrorCode.INTERNAL, INSTALL_HINT)
-        try:
-            out = subprocess.run([path, argument], capture_output=True, timeout=LIST_TIMEOUT_SECONDS, check=False)
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise JobError(ErrorCode.INTERNAL, f"espeak-ng {argument} failed: {exc}") from None
-        if out.returncode != 0:
-            detail = out.stderr.decode("utf-8", "replace").strip()
-            raise JobError(ErrorCode.INTERNAL, f"espeak-ng {argument} failed (exit {out.returncode}): {detail}")
-        return out.stdout.decode("utf-8", "replace")
-
     def catalog(self) -> _Catalog:
         with self._lock:
             if self._catalog is None:
-                self._catalog = self._parse(self._run_list("--voices"), self._run_list("--voices=variant"))
+                self._catalog = self._parse(run_espeak_list("--voices", self.executable),
+                                            run_espeak_list("--voices=variant", self.executable))
             return self._catalog
 
     @staticmethod
@@ -94,18 +78,14 @@ class EspeakEngine:
         voices: list[VoiceInfo] = []
         languages: dict[str, tuple[str, str]] = {}
         names: dict[str, tuple[str, str]] = {}
-        for line in voices_text.splitlines()[1:]:
-            fields = line.split(None, 4)
-            if len(fields) < 5:
-                continue
-            _, code, age_gender, name, rest = fields
-            gender = {"M": "male", "F": "female"}.get(age_gender.rpartition("/")[2])
-            voices.append(VoiceInfo(id=code, name=name.replace("_", " "), language=code, gender=gender, engine="espeak"))
+        for voice in parse_espeak_voices(voices_text):
+            code = voice.code
+            voices.append(voice.info())
             languages.setdefault(code.lower(), (code, code))
-            for other in _OTHER_LANGUAGE.findall(rest):
+            for other in voice.other_languages:
                 # "en" is no voice of its own: espeak picks the best of those listing it.
                 languages.setdefault(other.lower(), (other, other))
-            names.setdefault(name.lower(), (code, code))
+            names.setdefault(voice.name.lower(), (code, code))
         codes = tuple(sorted(languages))
         for key, value in names.items():
             languages.setdefault(key, value)
@@ -181,7 +161,7 @@ class EspeakEngine:
         voice_id, _ = self.resolve(voice, language if voice is None else None)
         path = shutil.which(self.executable)
         if path is None:
-            raise JobError(ErrorCode.INTERNAL, INSTALL_HINT)
+            raise JobError(ErrorCode.INTERNAL, ESPEAK_INSTALL_HINT)
         command = [path, "-v", voice_id, "-s", str(words_per_minute(speed)), "-b", "1", "--stdout"]
         # Generous: espeak-ng speaks ~50x faster than real time; a hung process must not hang the job.
         timeout = 60 + len(text) / 10

@@ -1389,3 +1389,24 @@ def normalize(text: str, language: str = "en") -> str:
     for step in PASSES:
         text = step(text, lang)
     return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipeline.speech.normalize TEXT [--language en]` (what `vidspool normalize` runs)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="vidspool normalize", description="the spoken form of a text")
+    parser.add_argument("text")
+    parser.add_argument("--language", default="en")
+    args = parser.parse_args(argv)
+    try:
+        print(normalize(args.text, args.language))
+    except ValueError as exc:
+        print(f"vidspool: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

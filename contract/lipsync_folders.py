@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import ErrorCode, JobError
+from contract.errors import ErrorCode, JobError
 
 BACKENDS = ("wav2lip", "musetalk")
 WAV2LIP_CHECKPOINTS = ("wav2lip_gan.pth", "wav2lip.pth")

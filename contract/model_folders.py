@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.errors import ErrorCode, JobError
+from contract.errors import ErrorCode, JobError
 
 INDEX = "model_index.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
@@ -49,7 +49,7 @@ def model_folder(name: str, config: dict) -> Path:
 def lipsync_backend(name: str, folder: Path, config: dict) -> str | None:
     """The lip-sync backend of a talking-head model folder (checked complete), or None for
     a diffusers folder."""
-    from pipeline.lipsync.layout import backend_of, check_folder
+    from contract.lipsync_folders import backend_of, check_folder
 
     if not (config.get("backend") or backend_of(folder)):
         return None
@@ -58,7 +58,7 @@ def lipsync_backend(name: str, folder: Path, config: dict) -> str | None:
 
 def describe_folder(name: str, folder: Path, config: dict) -> str:
     """What loads from `folder`: a diffusers pipeline class or a lip-sync backend (checked)."""
-    from pipeline.lipsync.layout import BACKEND_CLASS
+    from contract.lipsync_folders import BACKEND_CLASS
 
     backend = lipsync_backend(name, folder, config)
     return BACKEND_CLASS[backend] if backend else read_index(name, folder)["_class_name"]
