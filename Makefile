@@ -22,6 +22,7 @@ bench: setup
 	$(PY) bench/api.py
 	$(PY) bench/speech.py
 	$(PY) bench/talking_head.py
+	$(PY) bench/soak.py
 
 # Tiny random-weight models of every family (noise, for trying the video kinds offline).
 tiny-models: setup

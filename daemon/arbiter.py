@@ -87,6 +87,15 @@ class LoopFailures:
         return f"daemon loop failing: {self.in_a_row} turns in a row, last: {self.last}"
 
 
+def folder_gone(path: Path) -> bool:
+    """Whether a job folder is surely gone (taken over); a broken spool cannot tell, and then
+    the end is published later or found lost by recovery."""
+    try:
+        return not path.exists()
+    except OSError:
+        return False
+
+
 class Arbiter:
     def __init__(self, settings: Settings, config_file: Path | None = None):
         self.settings = settings
@@ -99,7 +108,7 @@ class Arbiter:
         self.crash = CrashPoints.from_env()  # tests only: kill this daemon at a named step
         self.health = SpoolHealth(self.spool.root)
         self.transitions = Transitions(self.spool, settings, self.kinds, self.statuses, self.crash)
-        self.ends = JobEnds(self.transitions, self.health, on_requeued=self.refresh_queue)
+        self.ends = JobEnds(self.transitions, self.statuses, self.health, on_requeued=self.refresh_queue)
         self.scanner = InboxScanner(self.spool.inbox, sc.stable_seconds, sc.input_wait_seconds, settings.limits.job_json_bytes)
         self.scanner.presets = {name: p.accept for name, p in settings.presets.items()}
         self.intake = Intake(self.spool, self.scanner, self.transitions, self.ends, self.crash,
@@ -531,6 +540,9 @@ class Arbiter:
         elif isinstance(msg, (m.Done, m.Failed, m.Canceled)):
             worker.job = None
             worker.jobs_done += 1
+            if not rj.lost and folder_gone(rj.job_dir):
+                rj.lost = True
+                self.statuses.forget(rj.job_id)  # another host owns it now: never write its status
             if rj.lost:
                 log.warning("job.lost", job_id=rj.job_id, device=worker.device, reason="the job was taken over; result dropped")
             elif isinstance(msg, m.Done):

@@ -11,6 +11,7 @@ import structlog
 from contract.errors import ErrorCode, JobError
 from daemon.fscheck import spool_fault
 from daemon.spoolhealth import SpoolHealth
+from daemon.status import StatusWriter
 from daemon.transitions import Transitions
 
 log = structlog.get_logger()
@@ -21,8 +22,10 @@ def canceled_error() -> dict:
 
 
 class JobEnds:
-    def __init__(self, transitions: Transitions, health: SpoolHealth, on_requeued: Callable[[], None]):
+    def __init__(self, transitions: Transitions, statuses: StatusWriter, health: SpoolHealth,
+                 on_requeued: Callable[[], None]):
         self.transitions = transitions
+        self.statuses = statuses
         self.health = health
         self.on_requeued = on_requeued  # the queue changed: list it again
         self.counts = {"accepted": 0, "completed": 0, "failed": 0, "canceled": 0, "requeued": 0}
@@ -38,7 +41,11 @@ class JobEnds:
             except OSError as exc:
                 if spool_fault(exc) is not None:
                     raise  # to the guard: kept for when the spool is back
-                log.error("job.publish_failed", job_id=job_id, error=str(exc))
+                self.statuses.forget(job_id)  # its last progress must never be written now
+                if not job_dir.exists():
+                    log.warning("job.lost", job_id=job_id, reason="the job folder was taken over; not publishing")
+                else:
+                    log.error("job.publish_failed", job_id=job_id, error=str(exc))
 
     def requeue(self, job_dir: Path, job_id: str, reason: str, undo_attempt: int | None = None) -> None:
         """Puts a job we own back in the queue; on a broken spool, recovery does it later."""

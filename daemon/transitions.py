@@ -234,9 +234,11 @@ class Transitions:
         attempts = attempts_started(job_dir)
         if not move(job_dir, self.spool.queue / str(qn)):
             return False
-        # A crash here leaves a queued job whose status still says running until it is
-        # claimed again; the status is written after the move so that a host that lost
-        # the job never writes it.
+        # From here another host may claim it: our last progress must never be flushed. A
+        # crash (or a full disk) before the next line leaves a queued job whose status still
+        # says running until it is claimed again; the status is written after the move so
+        # that a host that lost the job never writes it.
+        self.statuses.forget(job_id)
         self.crash.hit("requeue.moved")
         self.statuses.write(
             new_status(job_id, job, "queued", attempt=attempts, message=reason,
@@ -259,6 +261,7 @@ class Transitions:
         """The commit rename of a job whose end state is recorded; False if it was lost."""
         publish = self.spool.publish_dir(job_id)
         if not move(job_dir, publish):
+            self.statuses.forget(job_id)  # not ours any more: never write its status
             log.warning("job.lost", job_id=job_id, reason="another host took the job; not publishing")
             return False
         self.crash.hit("commit.renamed")

@@ -9,6 +9,7 @@ LoadFailed out.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import queue
 import shutil
@@ -68,7 +69,10 @@ class Worker:
 
     def send(self, msg: m.FromWorker) -> None:
         with self._send_lock:
-            self.conn.send(msg)
+            try:
+                self.conn.send(msg)
+            except (BrokenPipeError, ConnectionResetError, EOFError):
+                os._exit(0)  # the daemon is gone (it requeues the job when it comes back)
 
     def serve(self, warm_imports: bool = False) -> None:
         threading.Thread(target=self._read_commands, name="commands", daemon=True).start()
@@ -227,7 +231,8 @@ class Worker:
                     os.replace(tmp, results_dir / name)
                 return
             except OSError as exc:
-                if exc.errno not in MOUNT_ERRNOS | WRITE_ERRNOS:
+                folder_gone = exc.errno == errno.ENOENT and not results_dir.parent.exists()
+                if exc.errno not in MOUNT_ERRNOS | WRITE_ERRNOS and not folder_gone:
                     raise
                 if ctx.canceled:
                     raise JobCanceled() from None

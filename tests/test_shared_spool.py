@@ -5,68 +5,10 @@ import json
 import os
 import random
 import signal
-import threading
 import time
 
-from tests.support import FINAL, Daemon, leftovers, wait_all_final
-
-SHARED = {  # leases well above sshfs's 1 s mtime resolution and its ~12 ms visibility lag
-    "VIDSPOOL_SPOOL__LEASE_SECONDS": "4",
-    "VIDSPOOL_SPOOL__HEARTBEAT_SECONDS": "0.5",
-    "VIDSPOOL_SPOOL__RESCAN_SECONDS": "0.5",
-}
-
-
-def _status_order(doc):
-    """A key that never goes down over a job's life: the attempt a status is about (a queued
-    job waits for attempt+1), then queued < running, then progress; final states on top."""
-    if doc["state"] in FINAL:
-        return (float("inf"), 0, 0)
-    if doc["state"] == "queued":
-        return (doc["attempt"] + 1, 0, 0)
-    return (doc["attempt"], 1, doc["progress"] or 0)
-
-
-class StatusWatcher(threading.Thread):
-    """Reads every status.json over and over; records any that went backwards."""
-
-    def __init__(self, root):
-        super().__init__(daemon=True)
-        self.root, self.last, self.backwards, self.stop_flag = root, {}, [], threading.Event()
-
-    def run(self):
-        outbox = self.root / "outbox"
-        while not self.stop_flag.is_set():
-            for job_id in os.listdir(outbox):
-                try:
-                    doc = json.loads((outbox / job_id / "status.json").read_text())
-                except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
-                    continue
-                key = _status_order(doc)
-                prev = self.last.get(job_id)
-                if prev is not None and key < prev[0]:
-                    self.backwards.append((job_id, prev[1], (doc["state"], doc["attempt"], doc["progress"], doc["host"])))
-                if prev is None or key >= prev[0]:
-                    self.last[job_id] = (key, (doc["state"], doc["attempt"], doc["progress"], doc["host"]))
-            time.sleep(0.05)
-
-
-def _is_worker(pid: int) -> bool:
-    try:
-        return b"multiprocessing" in open(f"/proc/{pid}/cmdline", "rb").read()
-    except OSError:
-        return False
-
-
-def _attempt_spans(journal):
-    """job → [(first record, last record, host, attempt, pid)] per execution."""
-    spans = collections.defaultdict(dict)
-    for line in journal.read_text().splitlines():
-        r = json.loads(line)
-        key = (r["host"], r["attempt"], r["pid"])
-        first, last, ended = spans[r["job"]].get(key, (r["t"], r["t"], False))
-        spans[r["job"]][key] = (min(first, r["t"]), max(last, r["t"]), ended or r["event"] == "end")
-    return spans
+from tests.chaos import SHARED, StatusWatcher, _attempt_spans, _is_worker
+from tests.support import Daemon, leftovers, wait_all_final
 
 
 def test_chaos_three_daemons_two_over_sshfs_500_jobs_exactly_once(ssh_export, tmp_path):
