@@ -11,7 +11,7 @@ import structlog
 
 from daemon.crashpoints import CrashPoints
 from daemon.fscheck import spool_fault
-from daemon.intake import Drop, InboxScanner, entry_fault, note_accept_failure, printable, stage_drop
+from daemon.intake import Drop, InboxScanner, entry_fault, error_line, note_accept_failure, printable, stage_drop
 from daemon.jobends import JobEnds
 from daemon.spool import QueueName, Spool
 from daemon.transitions import Transitions
@@ -52,10 +52,10 @@ class Intake:
                 return None
             staging = stage_drop(drop, self.spool.active, self.spool.inbox, self.crash)
         except Exception as exc:  # noqa: BLE001 - one drop must never stop the others
-            if isinstance(exc, OSError) and entry_fault(exc):
+            if entry_fault(exc):
                 raise  # the spool, not the drop: the arbiter waits the fault out
             if self.scanner.note_failure(drop.path, exc, now):
-                log.exception("intake.stage_failed", drop=printable(str(drop.path)), error=f"{type(exc).__name__}: {exc}")
+                log.exception("intake.stage_failed", drop=printable(str(drop.path)), error=error_line(exc))
             return None
         self.scanner.forget(drop.path)
         for p in drop.inputs:
@@ -66,7 +66,7 @@ class Intake:
         try:
             qn = self.transitions.accept(staging)
         except Exception as exc:  # noqa: BLE001 - one drop must never stop the intake
-            if isinstance(exc, OSError) and spool_fault(exc) is not None:
+            if spool_fault(exc) is not None:
                 raise  # a broken spool, not a bad drop: never fail a job for it; recovery retries
             if not self._accept_failed(staging, exc):
                 return
@@ -80,7 +80,7 @@ class Intake:
     def _accept_failed(self, staging: Path, exc: Exception) -> bool:
         """After an accept raised: the drop stays staged for another try (False), or, after
         MAX_ACCEPT_TRIES, is failed `internal` with its files kept (True)."""
-        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        error = error_line(exc)
         try:
             tries = note_accept_failure(staging)
             if tries < MAX_ACCEPT_TRIES:
@@ -90,9 +90,9 @@ class Intake:
             log.error("intake.accept_given_up", staging=str(staging), tries=tries, error=error)
             self.transitions.fail_staged(staging, f"accepting the drop failed {tries} times, last: {error}")
         except Exception as again:  # noqa: BLE001 - left staged: the next start tries again
-            if isinstance(again, OSError) and spool_fault(again) is not None:
+            if spool_fault(again) is not None:
                 raise
-            log.exception("intake.accept_failed", staging=str(staging), error=f"{type(again).__name__}: {again}")
+            log.exception("intake.accept_failed", staging=str(staging), error=error_line(again))
             return False
         self._retry.discard(staging)
         return True

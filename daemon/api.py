@@ -386,7 +386,7 @@ async def json_errors(request: web.Request, handler):
         return error(exc.status, code, exc.reason)
 
 
-async def start_api(view: ReadModel, host: str, port: int):
+async def start_api(view: ReadModel, host: str, port: int, listeners: int = 1):
     api = Api(view)
     settings = view.settings.api
     policy = HttpPolicy.for_listener(host, settings.allowed_hosts, settings.allowed_origins,
@@ -402,7 +402,7 @@ async def start_api(view: ReadModel, host: str, port: int):
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,  # open event streams end at once
                            keepalive_timeout=settings.read_timeout_seconds, lingering_time=1.0)
     await runner.setup()
-    max_connections = connection_budget(settings.max_connections)
+    max_connections = connection_budget(settings.max_connections, listeners)
     if max_connections < settings.max_connections:
         log.warning("api.connections_capped", configured=settings.max_connections, max_connections=max_connections,
                     reason="the file-descriptor limit leaves room for no more beside spool work")

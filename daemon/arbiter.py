@@ -37,7 +37,7 @@ from daemon.fds import raise_nofile_limit
 from daemon.fscheck import FsClass, classify, spool_fault
 from daemon.fsops import create_exclusive, read_json
 from daemon.hosts import Heartbeat, LeaseTracker
-from daemon.intake import InboxScanner, printable
+from daemon.intake import InboxScanner, error_line, printable
 from daemon.jobends import JobEnds
 from daemon.jobpolicy import End, Start, Unreadable, before_start, run_message
 from daemon.notify import Notifier
@@ -73,7 +73,7 @@ class LoopFailures:
 
     def failed(self, exc: Exception) -> None:
         self.in_a_row += 1
-        self.last = f"{type(exc).__name__}: {str(exc)[:200]}"
+        self.last = error_line(exc, 200)
         log.error("daemon.tick_failed", error=self.last, exc_info=exc)
 
     def succeeded(self) -> None:
@@ -126,6 +126,8 @@ class Arbiter:
         self.notifier = Notifier()
         self.watcher: SpoolWatcher | None = None
         self.api_url: str | None = None
+        self.compat_urls: dict[str, str] = {}
+        self._compat_runners: list = []
         self.stop_requested = False
         self.reload_requested = False
         self.draining = False
@@ -166,11 +168,7 @@ class Arbiter:
         self.loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
         for w in self.workers:
             self._start_worker(w)
-        if self.settings.api.enabled:
-            from daemon.api import start_api
-            from daemon.readmodel import ReadModel
-
-            self._api_runner, self.api_url = await start_api(ReadModel(self), self.settings.api.host, self.settings.api.port)
+        await self._start_http()
         # The first turn (at once: both deadlines are due) lists the queue and beats with the API url.
         self._next_rescan = self._next_beat = 0.0
         self.notifier.ready(self._status_line())
@@ -193,6 +191,27 @@ class Arbiter:
                 self.loop_failures.succeeded()
         await self.drain()
         return self.exit_code
+
+    async def _start_http(self) -> None:
+        """The native API and the seed personalities: one read model, on this loop, sharing
+        the connection budget."""
+        from daemon.readmodel import ReadModel
+
+        personalities = self.settings.compat.enabled()
+        listeners = len(personalities) + bool(self.settings.api.enabled)
+        if not listeners:
+            return
+        view = ReadModel(self)
+        if self.settings.api.enabled:
+            from daemon.api import start_api
+
+            self._api_runner, self.api_url = await start_api(view, self.settings.api.host, self.settings.api.port, listeners)
+        if personalities:
+            from daemon.compat import start_personalities
+            from daemon.fds import connection_budget
+
+            budget = connection_budget(self.settings.api.max_connections, listeners)
+            self._compat_runners, self.compat_urls = await start_personalities(view, budget)
 
     def _open_spool(self) -> int | None:
         """Creates the layout, checks who else uses it, recovers what our last run left.
@@ -664,7 +683,7 @@ class Arbiter:
             log.error("daemon.reload_failed", error=str(exc))
             self.notifier.ready(self._status_line())
             return
-        for section in ("spool", "workers", "api"):
+        for section in ("spool", "workers", "api", "compat"):
             if getattr(new, section) != getattr(self.settings, section):
                 log.warning("daemon.reload_needs_restart", section=section)
             setattr(new, section, getattr(self.settings, section))
@@ -717,6 +736,8 @@ class Arbiter:
                 self._on_worker_exit(w)
         if self.watcher:
             self.watcher.stop()
+        for runner in self._compat_runners:
+            await runner.cleanup()
         if getattr(self, "_api_runner", None) is not None:
             await self._api_runner.cleanup()
         try:
@@ -773,6 +794,7 @@ class Arbiter:
     def _beat_info(self) -> dict:
         return {
             "api_url": self.api_url,
+            "compat_urls": self.compat_urls,
             "workers": [w.describe() for w in self.workers],
             "queued_seen": len(self.queue),
             "counts": self.counts,

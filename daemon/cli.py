@@ -14,7 +14,7 @@ from pathlib import Path
 
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.fsops import move, read_json
-from daemon.spool import Spool, is_valid_job_id, sanitize_job_id
+from daemon.spool import Spool, candidate_ids, is_valid_job_id, sanitize_job_id
 from contract.status import FINAL_STATES
 
 
@@ -228,8 +228,7 @@ def _rename_into_inbox(tmp: Path, inbox: Path, name: str, spool: Spool, given: s
 def _taken_ids(spool: Spool, wanted: str) -> set[str]:
     """`wanted`, wanted-2 … that are in the outbox already."""
     taken: set[str] = set()
-    while True:
-        candidate = wanted if not taken else f"{wanted}-{len(taken) + 1}"
+    for candidate in candidate_ids(wanted):
         if not spool.job_outbox(candidate).exists():
             return taken
         taken.add(candidate)
@@ -240,15 +239,12 @@ def _wait_for_id(spool: Spool, wanted: str, drop: str, taken: set[str], timeout:
     ids were there before the drop (an earlier drop of the same name)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        n = 1
-        while True:
-            candidate = wanted if n == 1 else f"{wanted}-{n}"
+        for candidate in candidate_ids(wanted):
             if not spool.job_outbox(candidate).exists():
                 break
             doc = read_json(spool.status_path(candidate)) if candidate not in taken else None
             if doc and doc.get("drop") == drop:
                 return candidate
-            n += 1
         time.sleep(0.1)
     return None
 

@@ -92,6 +92,10 @@ class StatusConfig(Section):
     progress_interval_seconds: float = Field(0.5, ge=0)
 
 
+def _is_loopback_host(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
 class TokenConfig(Section):
     token: str = Field(min_length=16)
     scopes: list[Literal["read", "submit"]] = ["read", "submit"]
@@ -135,8 +139,7 @@ class ApiConfig(Section):
 
     @model_validator(mode="after")
     def _remote_needs_tokens(self):
-        loopback = self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
-        if self.enabled and not loopback and not (self.tokens or self.tokens_file) and not self.allow_unauthenticated:
+        if self.enabled and not _is_loopback_host(self.host) and not (self.tokens or self.tokens_file) and not self.allow_unauthenticated:
             raise ValueError(
                 f"binding {self.host} (not loopback) needs [api] tokens or tokens_file; "
                 "set allow_unauthenticated = true to serve it without")
@@ -215,6 +218,79 @@ class RegistryConfig(Section):
     dir: Path = Path("models")
 
 
+def split_listen(value: str) -> tuple[str, int]:
+    """"HOST:PORT" or "[V6]:PORT" → (host, port); ValueError names the problem."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen {value!r} must be HOST:PORT, e.g. 127.0.0.1:8002 (port 0: any free one)")
+    return host, int(port)
+
+
+class CompatConfig(Section):
+    """[compat.NAME]: one seed service's API served on its own port (SPEC §9)."""
+
+    # "HOST:PORT"; unset: this personality is off.
+    listen: str | None = None
+    # A [presets.X] whose model, params and labels its jobs get (the kind stays the seed's).
+    preset: str | None = None
+    # On a non-loopback address: serve it without tokens (anyone who reaches it may submit).
+    allow_unauthenticated: bool = False
+    # Require [api] tokens as `Authorization: Bearer` (Visualizr always does when tokens exist).
+    require_tokens: bool = False
+    # talking-head seeds: the face used when a request brings none.
+    default_face: Path | None = None
+    # A voice name ([voices.*] or an espeak voice) for the jobs that speak; default: the kind's.
+    voice: str | None = None
+    # Visualizr `style` → words added to the prompt; a style not listed is ignored (and said so).
+    styles: dict[str, str] = {}
+    # Wan: jobs of this personality queued or running at once; more are answered 429.
+    max_concurrent: int | None = Field(None, ge=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v):
+        if v is not None:
+            split_listen(v)
+        return v
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return split_listen(self.listen) if self.listen else None
+
+
+class CompatSection(Section):
+    heygem: CompatConfig = CompatConfig()
+    story: CompatConfig = CompatConfig()
+    paksatalker: CompatConfig = CompatConfig()
+    visualizr: CompatConfig = CompatConfig()
+    wan: CompatConfig = CompatConfig()
+
+    def enabled(self) -> dict[str, CompatConfig]:
+        return {name: c for name in type(self).model_fields if (c := getattr(self, name)).listen}
+
+
+class CharacterConfig(Section):
+    """[characters.ID]: a character for Visualizr's character animation (image-to-video)."""
+
+    image: Path
+    # Filled from the request: {action} {emotion} {background} {animation_style}.
+    prompt: str = "{action}, {emotion}, {background}, {animation_style}"
+    model: str | None = None
+    name: str = ""
+
+    @field_validator("prompt")
+    @classmethod
+    def _template(cls, v):
+        import string
+
+        fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        unknown = fields - {"action", "emotion", "background", "animation_style"}
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; use {{action}} {{emotion}} {{background}} {{animation_style}}")
+        return v
+
+
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -236,6 +312,8 @@ class Settings(BaseSettings):
     models: dict[str, ModelConfig] = {}
     registry: RegistryConfig = RegistryConfig()
     voices: dict[str, VoiceConfig] = {}
+    compat: CompatSection = CompatSection()
+    characters: dict[str, CharacterConfig] = {}
     # Names of the [models.*] entries (config or environment), which a registry rescan never
     # replaces or drops; None: not built by load_settings, so every entry counts as one.
     _configured_models: frozenset[str] | None = PrivateAttr(None)
@@ -245,10 +323,34 @@ class Settings(BaseSettings):
         """The [models.*] names, as opposed to folders found in [registry] dir."""
         return frozenset(self.models) if self._configured_models is None else self._configured_models
 
+    def voice_configs(self) -> dict[str, dict]:
+        """[voices.*] as the plain dicts a VoiceBook (and a worker's run message) takes."""
+        return {name: v.model_dump(mode="json") for name, v in self.voices.items()}
+
     def voice_book(self) -> VoiceBook:
         """The voices a job may name: [voices.*], and coqui folders by path inside [registry] dir."""
-        return VoiceBook.from_config({name: v.model_dump(mode="json") for name, v in self.voices.items()},
-                                     [str(self.registry.dir)])
+        return VoiceBook.from_config(self.voice_configs(), [str(self.registry.dir)])
+
+    @model_validator(mode="after")
+    def _compat_checks(self):
+        tokens = bool(self.api.tokens or self.api.tokens_file)
+        for name, c in self.compat.enabled().items():
+            host, _ = c.address
+            if c.preset is not None and c.preset not in self.presets:
+                raise ValueError(f"compat.{name}.preset: no [presets.{c.preset}]")
+            if c.require_tokens and not tokens:
+                raise ValueError(f"compat.{name}.require_tokens needs [api] tokens or tokens_file")
+            guarded = c.require_tokens or (name == "visualizr" and tokens)
+            if not _is_loopback_host(host) and not guarded and not c.allow_unauthenticated:
+                raise ValueError(
+                    f"compat.{name}.listen {c.listen} is not loopback: set require_tokens = true (with [api] tokens) "
+                    "or allow_unauthenticated = true to serve it without")
+        listens = [(self.api.host, self.api.port)] if self.api.enabled else []
+        for name, c in self.compat.enabled().items():
+            if c.address[1] and c.address in listens:
+                raise ValueError(f"compat.{name}.listen {c.listen} is already in use by another listener (e.g. [api] port 8080)")
+            listens.append(c.address)
+        return self
 
     @field_validator("presets")
     @classmethod

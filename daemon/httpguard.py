@@ -136,8 +136,9 @@ def own_origin(request: web.Request) -> str | None:
     return origin_of(f"{request.scheme}://{host}") if host else None
 
 
-def guard_middleware(policy: HttpPolicy):
-    """The request checks of one HTTP front, as an aiohttp middleware (run it first)."""
+def guard_middleware(policy: HttpPolicy, error: Callable[..., web.Response] = json_error):
+    """The request checks of one HTTP front, as an aiohttp middleware (run it first);
+    `error(status, code, message)` answers a refusal in the front's error shape."""
 
     @web.middleware
     async def guard(request: web.Request, handler):
@@ -145,25 +146,25 @@ def guard_middleware(policy: HttpPolicy):
         if host is not None:  # HTTP/1.0 without Host comes from no browser
             name = host_name(host)
             if name is None or not policy.host_allowed(name):
-                return json_error(421, "misdirected_request", (
+                return error(421, "misdirected_request", (
                     f"Host {host!r} is not a name of this daemon; add it to [api] allowed_hosts "
                     "if clients reach the daemon by it"))
         origin = request_origin(request)
         cors = origin is not None and origin in policy.allowed_origins
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             if not cors:
-                return json_error(403, "forbidden_origin", f"cross-origin requests from {origin!r} are not allowed "
+                return error(403, "forbidden_origin", f"cross-origin requests from {origin!r} are not allowed "
                                   "(add the front-end's origin to [api] allowed_origins)")
             return web.Response(status=204, headers={
                 **cors_headers(origin), "Access-Control-Allow-Methods": CORS_METHODS,
                 "Access-Control-Allow-Headers": CORS_HEADERS, "Access-Control-Max-Age": "600"})
         if request.method in STATE_CHANGING and origin is not None and not cors and origin != own_origin(request):
             log.warning("api.cross_origin_refused", method=request.method, path=request.path, origin=origin)
-            return json_error(403, "forbidden_origin", (
+            return error(403, "forbidden_origin", (
                 f"{request.method} from origin {origin!r} refused: only this daemon's own page and "
                 "[api] allowed_origins may change things"))
         if request.method in STATE_CHANGING and request.body_exists and request.content_type not in policy.body_types:
-            return json_error(415, "unsupported_media_type", (
+            return error(415, "unsupported_media_type", (
                 f"Content-Type {request.content_type or '(none)'!r} is not accepted; send "
                 f"{' or '.join(sorted(policy.body_types))}"))
         if cors:

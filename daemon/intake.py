@@ -44,11 +44,21 @@ def entry_fault(exc: BaseException) -> bool:
     return spool_fault(exc) is not None and exc.errno not in (errno.EACCES, errno.EPERM)
 
 
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception in one line: its type and the start of its message."""
+    return f"{type(exc).__name__}: {str(exc)[:limit]}"
+
+
 def error_kind(exc: BaseException) -> str:
     """An error in one line, an OSError without its paths (a staging name differs on each try)."""
     if isinstance(exc, OSError) and exc.errno is not None:
         return f"{type(exc).__name__}: [Errno {exc.errno}] {exc.strerror}"
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+    return error_line(exc)
+
+
+def plain_name(name) -> bool:
+    """Whether `name` is a file name of one folder's own: a non-empty string, no '/', not . or .."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
 
 
 def printable(name: str) -> str:
@@ -238,11 +248,11 @@ class InboxScanner:
         try:
             return step(scan, entry, path)
         except Exception as exc:  # noqa: BLE001 - one odd entry must not stop the intake
-            if isinstance(exc, OSError) and entry_fault(exc):
+            if entry_fault(exc):
                 raise
             scan.present.add(path)
             if self.note_failure(path, exc, scan.now):
-                log.warning("intake.entry_failed", path=printable(str(path)), error=f"{type(exc).__name__}: {str(exc)[:300]}",
+                log.warning("intake.entry_failed", path=printable(str(path)), error=error_line(exc),
                             action=f"taken as a drop (accept gives it a status) if it still fails in {self.stable_seconds:g} s")
             if scan.now - self.failing[path][0] < self.stable_seconds:
                 return []
@@ -305,7 +315,7 @@ class InboxScanner:
         names: list[str] = []
         for value in inputs.values():
             for v in value if isinstance(value, list) else [value]:
-                if isinstance(v, str) and v and "/" not in v and v not in (".", "..", json_name) and v not in names:
+                if plain_name(v) and v != json_name and v not in names:
                     names.append(v)
         return names
 
@@ -415,7 +425,7 @@ def _sound_drop_doc(info: dict | None) -> bool:
     if not isinstance(info, dict) or info.get("form") not in ("json", "folder", "link", "bare"):
         return False
     name, preset = info.get("name"), info.get("preset")
-    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name:
+    if not plain_name(name):
         return False
     if info["form"] == "json" and not name.endswith(".json"):
         return False

@@ -72,10 +72,6 @@ def run_message(job_id: str, start: Start, attempt: int, host: str, job_dir: Pat
         inputs={k: [str(p) for p in v] for k, v in start.inputs.items()},
         host=host, attempt=attempt, results_dir=str(job_dir / RESULTS_DIR),
         scratch_dir=str(scratch_root / f"{job_id}.{attempt}"), limits=settings.limits.model_dump(),
-        model_config=start.model_config, voices=voice_configs(settings),
+        model_config=start.model_config, voices=settings.voice_configs(),
         model_roots=(str(settings.registry.dir.resolve()),),
     )
-
-
-def voice_configs(settings: Settings) -> dict[str, dict]:
-    return {name: v.model_dump(mode="json") for name, v in settings.voices.items()}

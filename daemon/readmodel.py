@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -126,6 +126,13 @@ class ReadModel:
             if len(jobs) == limit:
                 break
         return jobs, (jobs[-1]["id"] if len(jobs) == limit else None)
+
+    def jobs_labelled(self, key: str, value: str) -> Iterator[dict]:
+        """Status documents of the jobs whose `labels[key]` is `value`, in id order."""
+        for name in sorted(n for n in os.listdir(self.spool.outbox) if is_valid_job_id(n)):
+            doc = self.daemon.statuses.current(name)
+            if doc is not None and (doc.get("labels") or {}).get(key) == value:
+                yield doc
 
     def result_file(self, job_id: str, name: str | None) -> tuple[Path, str] | None:
         """A file the job's status lists as a result (None: its main result), looked up in

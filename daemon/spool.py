@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,12 +137,9 @@ class Spool:
 
     def reserve_job_id(self, wanted: str) -> str:
         """Creates outbox/<id>/ exclusively; on collision tries wanted-2, wanted-3, …"""
-        n = 1
-        while True:
-            candidate = wanted if n == 1 else f"{wanted[: 64 - len(str(n)) - 1]}-{n}"
+        for candidate in candidate_ids(wanted):
             if mkdir_exclusive(self.outbox / candidate):
                 return candidate
-            n += 1
 
     # An id the API handed out before the drop was accepted: outbox/<id>/ holds a marker
     # named after the drop, which accept removes to take the id (unlink succeeds once).
@@ -171,6 +169,16 @@ class Spool:
                     unparsed.append(entry.name)
         names.sort()
         return names
+
+
+def candidate_ids(wanted: str) -> Iterator[str]:
+    """The ids a drop that wants `wanted` may get, in order: wanted, wanted-2, wanted-3, …
+    (cut so that each stays within 64 characters)."""
+    yield wanted
+    n = 2
+    while True:
+        yield f"{wanted[: 64 - len(str(n)) - 1]}-{n}"
+        n += 1
 
 
 def attempts_started(job_dir: Path) -> int:

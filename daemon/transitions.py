@@ -26,6 +26,7 @@ from daemon.fsops import atomic_write_json, create_exclusive, move, read_json
 from daemon.intake import (
     bare_file_job,
     link_drop_error,
+    plain_name,
     read_id_marker,
     read_job_file,
     staged_job_file,
@@ -129,8 +130,7 @@ class Transitions:
             return
         folder = (self.spool.root / drop).parent
         for name in names:
-            if isinstance(name, str) and name not in ("", ".", "..") and "/" not in name \
-                    and not os.path.lexists(payload / name) and os.path.lexists(folder / name):
+            if plain_name(name) and not os.path.lexists(payload / name) and os.path.lexists(folder / name):
                 move(folder / name, payload / name)
 
     def _read_drop(self, payload: Path, job_file: Path | None, info: dict) -> tuple[dict, JobError | None]:

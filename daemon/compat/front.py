@@ -1,0 +1,319 @@
+"""What every seed personality shares (design: docs/compat.md).
+
+A personality turns a seed's request into an ordinary version-1 job (`labels.compat =
+NAME`, the seed-shaped id) and submits it through the read model like `POST /api/v1/jobs`;
+it answers from the job's status.json. This module holds the shared parts: reading a
+seed's form or JSON body (uploads streamed to disk with the native limits), building and
+submitting the job, moving a value the model cannot take to the nearest one it takes, and
+the seed's error shape for the checks every front runs (Host, Origin, body type, spool
+faults, aiohttp's own 404/405/413).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from contract.families import Family, family_of
+from contract.model_folders import INDEX
+from daemon.config import CompatConfig, Settings
+from daemon.fscheck import spool_fault
+from daemon.httpguard import JSON_AND_MULTIPART, ReadTimeout, read_body, within
+from daemon.readmodel import ReadModel
+
+FORM_TYPES = JSON_AND_MULTIPART | {"application/x-www-form-urlencoded"}
+SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+
+
+class BadRequest(Exception):
+    """A request the seed's document says is wrong: answered with `status` in its shape."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "bad_request"):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+@dataclass
+class Form:
+    """A request's fields and the files it uploaded (staged in the inbox, not yet a job)."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)  # form field → staged file
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.fields.get(name)
+        return default if value is None or value == "" else value
+
+    def number(self, name: str, kind: type, default=None, low=None, high=None):
+        """A numeric field as `kind` (int or float); BadRequest names a bad one."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = kind(float(raw)) if kind is int and re.fullmatch(r"-?\d+(\.0*)?", raw.strip()) else kind(raw)
+        except (TypeError, ValueError):
+            raise BadRequest(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise BadRequest(f"{name} must be between {low} and {high}, got {raw}")
+        return value
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        raw = self.text(name)
+        return default if raw is None else raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class Submission:
+    """A job being built from a request; `submit()` makes it a job."""
+
+    kind: str
+    params: dict = field(default_factory=dict)
+    inputs: dict[str, str | list[str]] = field(default_factory=dict)
+    model: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    adjusted: list[str] = field(default_factory=list)  # "num_frames 64→65 (Wan2.1 takes 4k+1)"
+    ignored: list[str] = field(default_factory=list)  # "emotion=happy (no expression engine here)"
+
+
+def iso(value: str | None) -> str | None:
+    """A status time ("…123Z") as the seeds print them: ISO 8601 with Z, to the second."""
+    if not value:
+        return None
+    return value.split(".")[0].rstrip("Z") + "Z"
+
+
+def unix_seconds(value: str | None) -> int | None:
+    if not value:
+        return None
+    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    a = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    b = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    return round((b - a).total_seconds(), 3)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def notes(doc: dict, key: str) -> list[str]:
+    """compat_adjusted / compat_ignored of a job, as the list it was built from."""
+    raw = (doc.get("labels") or {}).get(key)
+    return [n for n in raw.split("; ") if n] if raw else []
+
+
+class Personality:
+    """One seed's API. Subclasses set `name`, write `routes()` and `error()`, and build jobs
+    with the helpers below."""
+
+    name = ""
+    body_types = FORM_TYPES
+    # Seed-document-wide settings this personality needs a worker model for (for /health).
+    kinds: tuple[str, ...] = ()
+
+    def __init__(self, view: ReadModel, config: CompatConfig):
+        self.view = view
+        self.config = config
+
+    @property
+    def settings(self) -> Settings:
+        return self.view.settings
+
+    def routes(self) -> list:
+        raise NotImplementedError
+
+    def error(self, status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
+        """The seed's error body (default: `{"error": message}`, as three of them answer)."""
+        return web.json_response({"error": message}, status=status, headers=headers)
+
+    def middlewares(self) -> list:
+        """Run after the guard and the seed-shaped error translation (e.g. tokens)."""
+        return []
+
+    # -- reading requests ------------------------------------------------------------------
+    @property
+    def read_timeout(self) -> float:
+        return self.settings.api.read_timeout_seconds
+
+    async def json_body(self, request: web.Request) -> dict:
+        """The JSON object a request carries; BadRequest otherwise."""
+        limit = self.settings.limits.job_json_bytes
+        try:
+            raw = await read_body(request, limit, self.read_timeout)
+        except web.HTTPRequestEntityTooLarge:
+            raise BadRequest(f"request body over [limits] job_json_bytes ({limit})", 413, "too_large") from None
+        except ReadTimeout as exc:
+            raise BadRequest(str(exc), 408, "request_timeout") from None
+        if not raw.strip():
+            return {}
+        try:
+            doc = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise BadRequest("body must be a JSON object")
+        return doc
+
+    async def form(self, request: web.Request, staging: Path, file_fields: set[str]) -> Form:
+        """A multipart or url-encoded form: text fields, and the files of `file_fields`
+        streamed into `staging` (at most [limits] input_bytes each). Other file fields are
+        refused; a JSON body is read as fields too (some clients send one)."""
+        form = Form()
+        if request.content_type == "application/json":
+            form.fields = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (await self.json_body(request)).items()}
+            return form
+        if request.content_type != "multipart/form-data":
+            try:
+                posted = await within(request.post(), self.read_timeout)
+            except ReadTimeout as exc:
+                raise BadRequest(str(exc), 408, "request_timeout") from None
+            except web.HTTPRequestEntityTooLarge:
+                raise BadRequest("form over [limits] job_json_bytes", 413, "too_large") from None
+            form.fields = {k: v for k, v in posted.items() if isinstance(v, str)}
+            return form
+        limits = self.settings.limits
+        try:
+            reader = await request.multipart()
+            while (part := await within(reader.next(), self.read_timeout)) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise BadRequest("nested multipart parts are not accepted")
+                if part.filename is None:
+                    raw = await within(part.read(decode=True), self.read_timeout)
+                    if len(raw) > limits.job_json_bytes:
+                        raise BadRequest(f"form field {part.name!r} over [limits] job_json_bytes", 413, "too_large")
+                    form.fields[part.name or ""] = raw.decode("utf-8", "replace")
+                    continue
+                if part.name not in file_fields:
+                    raise BadRequest(f"unexpected file field {part.name!r} (this endpoint takes {', '.join(sorted(file_fields)) or 'no files'})")
+                if part.name in form.files:
+                    raise BadRequest(f"file field {part.name!r} sent twice")
+                suffix = Path(part.filename.replace("\\", "/")).suffix.lower()
+                target = staging / f"{part.name}{suffix if SAFE_SUFFIX.match(suffix) else ''}"
+                size = 0
+                with open(target, "wb") as f:
+                    while chunk := await within(part.read_chunk(1 << 20), self.read_timeout):
+                        size += len(chunk)
+                        if size > limits.input_bytes:
+                            raise BadRequest(f"file {part.name!r} is over [limits] input_bytes ({limits.input_bytes})", 413, "too_large")
+                        f.write(chunk)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if size == 0:
+                    target.unlink()
+                    continue  # an empty file field is a field left out (browsers send those)
+                form.files[part.name] = target
+        except ReadTimeout as exc:
+            raise BadRequest(str(exc), 408, "request_timeout") from None
+        except (ValueError, RuntimeError, HttpProcessingError) as exc:
+            raise BadRequest(f"malformed multipart body: {exc}") from None
+        return form
+
+    # -- submitting --------------------------------------------------------------------------
+    def staging(self) -> tuple[str, Path]:
+        return self.view.new_submission()
+
+    def discard(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def stage_file(self, staging: Path, name: str, source: Path) -> str:
+        """Copies a configured file (a default face, a character's image) into the job."""
+        target = staging / f"{name}{source.suffix.lower()}"
+        shutil.copyfile(source, target)
+        return target.name
+
+    def submit(self, token: str, staging: Path, job: Submission, job_id: str) -> str:
+        """The job into the inbox (through the read model, like POST /api/v1/jobs), with this
+        personality's preset applied under the request's own values. Returns its id."""
+        preset = self.settings.presets.get(self.config.preset) if self.config.preset else None
+        labels = {**(preset.labels if preset else {}), **job.labels, "compat": self.name}
+        if job.adjusted:
+            labels["compat_adjusted"] = "; ".join(job.adjusted)
+        if job.ignored:
+            labels["compat_ignored"] = "; ".join(job.ignored)
+        doc = {"id": job_id, "kind": job.kind, "params": {**(preset.params if preset else {}), **job.params},
+               "inputs": job.inputs, "labels": labels}
+        model = job.model or (preset.model if preset else None)
+        if model:
+            doc["model"] = model
+        if preset and preset.priority:
+            doc["priority"] = preset.priority
+        return self.view.submit(token, staging, doc)
+
+    def model_for(self, kind: str, model: str | None = None) -> str | None:
+        """The model a job of `kind` will run: its own, the preset's, or the kind's default."""
+        preset = self.settings.presets.get(self.config.preset) if self.config.preset else None
+        kind_cfg = self.settings.kinds.get(kind)
+        return model or (preset.model if preset else None) or (kind_cfg.model if kind_cfg else None)
+
+    def family(self, model: str | None) -> Family | None:
+        """The pipeline family of a registry model, from its model_index.json (no torch)."""
+        config = self.settings.models.get(model or "")
+        if config is None or config.path is None:
+            return None
+        try:
+            index = json.loads((Path(config.path) / INDEX).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return family_of(config.pipeline or index.get("_class_name") or "")
+
+    def fit(self, job: Submission) -> None:
+        """Moves width, height and num_frames the job's model cannot take exactly to the
+        nearest values it takes, noting each change in `job.adjusted`."""
+        family = self.family(self.model_for(job.kind, job.model))
+        if family is None:
+            return
+        m = family.size_multiple
+        for key in ("width", "height"):
+            value = job.params.get(key)
+            if isinstance(value, int) and value % m:
+                fitted = max(m, int(value / m + 0.5) * m)
+                job.params[key] = fitted
+                job.adjusted.append(f"{key} {value}→{fitted} ({family.name} takes multiples of {m})")
+        frames = job.params.get("num_frames")
+        if isinstance(frames, int) and not family.frames_ok(frames):
+            lower = family.nearest_frames(frames)
+            upper = lower + family.frame_rule[0]
+            fitted = lower if lower >= frames or frames - lower < upper - frames else upper
+            job.params["num_frames"] = fitted
+            job.adjusted.append(f"num_frames {frames}→{fitted} ({family.name} takes {family.describe_frames()})")
+
+    # -- answering ----------------------------------------------------------------------------
+    def status(self, job_id: str) -> dict | None:
+        return self.view.status(job_id)
+
+    def own_jobs(self) -> Iterator[dict]:
+        """Status documents of this personality's jobs, in id order."""
+        yield from self.view.jobs_labelled("compat", self.name)
+
+    def result(self, job_id: str, name: str | None = None) -> tuple[Path, str] | None:
+        return self.view.result_file(job_id, name)
+
+    def send_file(self, found: tuple[Path, str], download_name: str | None = None, attachment: bool = False):
+        path, media_type = found
+        disposition = "attachment" if attachment else "inline"
+        return web.FileResponse(path, headers={
+            "Content-Type": media_type, "Cache-Control": "private, no-cache",
+            "Content-Disposition": f'{disposition}; filename="{download_name or path.name}"'})
+
+
+def spool_error(exc: OSError) -> tuple[int, str, str] | None:
+    """A broken spool met by a request: (status, code, message), or None for other errors."""
+    reason = spool_fault(exc)
+    if reason is None:
+        return None
+    if "ENOSPC" in reason or "EDQUOT" in reason:
+        return 507, "insufficient_storage", f"spool unavailable: {reason}"
+    return 503, "spool_unavailable", f"spool unavailable: {reason}"
