@@ -21,6 +21,9 @@
                   daemon/api.py itself is not changed;
   --fsync-trace N wrk N times against a daemon under strace (fsync/fdatasync only): the fsyncs
                   its API loop waits for during the load.
+  --compat        the seed personalities' translated status beside the native GET, on one daemon
+                  (Wan's GET /api/v1/job/{id}, Visualizr's GET /api/v1/generate/status/{id}):
+                  wrk rounds native / wan / visualizr, the same ids at random (issue 16: >= 0.8x).
 
 Other sessions on this 2-core machine skew every figure: before each load run the bench waits
 (--quiet-wait) for the machine to be idle, reads every status.json once (this VM's DAMON
@@ -70,8 +73,43 @@ def job_ids(n: int) -> list[str]:
     return [f"api-{i:0{width}d}" for i in range(n)]
 
 
-def new_daemon(root: Path, log_dir: Path) -> Daemon:
-    return Daemon(root, host=HOST, workers=["cpu", "cpu"], log_dir=log_dir)
+def new_daemon(root: Path, log_dir: Path, **settings: str) -> Daemon:
+    return Daemon(root, host=HOST, workers=["cpu", "cpu"], log_dir=log_dir, **settings)
+
+
+# The personalities' status paths (daemon/compat/), in wrk's id format.
+COMPAT_PATHS = {"wan": "/api/v1/job/", "visualizr": "/api/v1/generate/status/"}
+
+
+def compat_rounds(root: Path, log_dir: Path, wrk: str, ids: list[str], measured, args, rounds: int = 3) -> dict:
+    """Native GET /jobs/{id} and the translated status of each personality, alternated on
+    one daemon; the median of each over `rounds`, and its ratio to the native."""
+    d = new_daemon(root, log_dir, **{f"VIDSPOOL_COMPAT__{n.upper()}__LISTEN": "127.0.0.1:0" for n in COMPAT_PATHS})
+    d.start()
+    try:
+        urls = d.heartbeat["compat_urls"]
+        pids = (d.proc.pid, [w["pid"] for w in d.heartbeat["workers"]])
+        targets = {"native": (d.api, f"{API}/jobs/"), **{n: (urls[n], path) for n, path in COMPAT_PATHS.items()}}
+        luas = {}
+        for name, (_, path) in targets.items():
+            luas[name] = log_dir / f"ids-{name}.lua"
+            luas[name].write_text(WRK_LUA.replace("/api/v1/jobs/", path) % {"n": len(ids), "width": len(ids[0]) - 4})
+            run_wrk(wrk, targets[name][0] + path + "x", 2, args.connections, args.threads, luas[name], None)  # warm-up
+        runs: dict[str, list[dict]] = {name: [] for name in targets}
+        for _ in range(rounds):
+            for name, (base, path) in targets.items():
+                runs[name].append(measured(lambda: run_wrk(wrk, base + path + "x", args.seconds, args.connections,
+                                                           args.threads, luas[name], CpuWindow(*pids))))
+    finally:
+        d.stop()
+
+    def median_rps(name: str) -> float:
+        return sorted(r["requests_per_s"] for r in runs[name])[rounds // 2]
+
+    native = median_rps("native")
+    return {name: {"requests_per_s": median_rps(name), "ratio": round(median_rps(name) / native, 3),
+                   "rounds": [r["requests_per_s"] for r in runs[name]],
+                   "non_2xx": sum(r.get("non_2xx") or 0 for r in runs[name])} for name in targets}
 
 
 # -- fill ---------------------------------------------------------------------------------
@@ -762,6 +800,12 @@ def print_report(R: dict) -> None:
               f"while profiled; busy {PR['groups_s']['busy (all but the epoll wait)']:.1f} s of {PR['profile_total_s']:.1f} s):")
         for k, v in PR["groups_share_of_busy"].items():
             print(f"  {k:<56} {v * 100:5.1f}%  {PR['groups_us_per_request'][k]:6.0f} µs/request")
+    CP = R.get("compat")
+    if CP:
+        print()
+        print("Seed personalities: translated status beside the native GET /jobs/{id} (wrk, median of rounds):")
+        for name, x in CP.items():
+            print(f"  {name:<10} {x['requests_per_s']:7.0f} req/s  x{x['ratio']:.2f} of native  rounds {x['rounds']}  non-2xx {x['non_2xx']}")
     V = R.get("variants")
     if V:
         print()
@@ -804,6 +848,8 @@ def main() -> int:
                     help="also run wrk against the daemon patched (in a wrapper) with candidate fixes: " + ", ".join(VARIANTS))
     ap.add_argument("--fsync-trace", type=int, default=0, metavar="RUNS",
                     help="also run wrk RUNS times against a daemon under strace (fsync/fdatasync only), timing its fsyncs")
+    ap.add_argument("--compat", action="store_true",
+                    help="also load the seed personalities' translated status beside the native GET (rounds, ratios)")
     ap.add_argument("--out", type=Path, default=OUT / "api.json")
     args = ap.parse_args()
 
@@ -907,6 +953,9 @@ def main() -> int:
         if args.variants:
             print("variants: wrk against patched daemons ...", flush=True)
             R["variants"] = run_variants(root, base_dir, wrk, lua, measured, args.seconds, args.connections, args.threads)
+        if args.compat:
+            print("compat: native GET and the personalities' translated status, alternating ...", flush=True)
+            R["compat"] = compat_rounds(root, base_dir, wrk, ids, measured, args)
         if args.fsync_trace:
             print(f"fsync trace: {args.fsync_trace} wrk runs against a daemon under strace ...", flush=True)
             R["fsync_trace"] = fsync_trace(root, base_dir, wrk, lua, prep, args.fsync_trace, args.seconds, args.connections, args.threads)

@@ -21,7 +21,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon.auth import find_token, load_tokens, presented_token
 from daemon.fds import connection_budget
-from daemon.fscheck import spool_fault
 from daemon.http_paths import API, OPEN_PATHS, STATIC_FILES
 from daemon.httpguard import (
     GuardedSite,
@@ -31,6 +30,7 @@ from daemon.httpguard import (
     guard_middleware,
     json_error,
     read_body,
+    spool_answer,
     timeout_response,
     within,
 )
@@ -73,6 +73,8 @@ class Api:
             web.post(f"{API}/jobs", self.submit),
             web.get(f"{API}/jobs/{{id}}", self.get_job),
             web.delete(f"{API}/jobs/{{id}}", self.cancel_job),
+            web.delete(f"{API}/jobs/{{id}}/results", self.delete_results),
+            web.get(f"{API}/stats", self.stats),
             web.get(f"{API}/jobs/{{id}}/files/{{name}}", self.get_file),
             web.get(f"{API}/jobs/{{id}}/download", self.download),
             web.get(f"{API}/events", self.stream_events),
@@ -81,6 +83,7 @@ class Api:
             web.get(f"{API}/languages", self.list_languages),
             web.post(f"{API}/models/{{name}}/load", self.load_model),
             web.post(f"{API}/models/{{name}}/unload", self.unload_model),
+            web.post(f"{API}/models/download", self.download_model),
             web.get(f"{API}/openapi.json", self.openapi),
         ]
 
@@ -159,7 +162,23 @@ class Api:
         doc = self.view.status(job_id)
         if doc is None:
             return error(404, "not_found", f"no job {job_id!r}")
+        if doc.get("state") in ("queued", "running"):
+            doc = {**doc, **{k: v for k, v in self.view.estimate(doc).items() if k != "basis"}}
         return web.json_response(doc)
+
+    async def delete_results(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["id"]
+        outcome, freed = self.view.delete_results(job_id)
+        if outcome == "not_found":
+            return error(404, "not_found", f"no job {job_id!r}")
+        if outcome == "not_ended":
+            return error(409, "conflict", f"job {job_id!r} has not ended; cancel it first")
+        if outcome == "busy":
+            return error(409, "conflict", f"the results of job {job_id!r} are being deleted by another request")
+        return web.json_response({"id": job_id, "state": outcome, "freed_bytes": freed})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.view.statistics())
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         q = request.query
@@ -219,15 +238,16 @@ class Api:
         return self.view.settings.api.read_timeout_seconds
 
     @staticmethod
-    def _parse_job(raw) -> dict | web.Response | ReadTimeout:
+    def _parse_job(raw, code: str = "invalid_job", shape: str = " (the job file)") -> dict | web.Response | ReadTimeout:
+        """The JSON object of a body (or the error `raw` already is)."""
         if isinstance(raw, (web.Response, ReadTimeout)):
             return raw
         try:
             doc = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            return error(400, "invalid_job", f"body is not valid JSON: {exc}")
+            return error(400, code, f"body is not valid JSON: {exc}")
         if not isinstance(doc, dict):
-            return error(400, "invalid_job", "body must be a JSON object (the job file)")
+            return error(400, code, f"body must be a JSON object{shape}")
         return doc
 
     async def _receive_multipart(self, request: web.Request, staging: Path) -> dict | web.Response:
@@ -360,6 +380,26 @@ class Api:
             return error(404, "not_found", f"no model {name!r} in the registry")
         return web.json_response({"model": name, "devices": self.view.unload_model(name), "state": "unloading"}, status=202)
 
+    async def download_model(self, request: web.Request) -> web.Response:
+        """`{"repo", "revision"?}`: a hub download in the background (daemon/downloads.py)."""
+        from daemon.downloads import DownloadRefused
+
+        doc = self._parse_job(await self._read_limited(request), "bad_request",
+                              ': {"repo": "ORG/NAME", "revision": "main"}')
+        if isinstance(doc, ReadTimeout):
+            return timeout_response(doc)
+        if isinstance(doc, web.Response):
+            return doc
+        unknown = sorted(set(doc) - {"repo", "revision"})
+        if unknown or "repo" not in doc:
+            return error(400, "bad_request", f"unknown field {unknown[0]!r}: send repo and revision" if unknown
+                         else "repo is required, e.g. {\"repo\": \"Wan-AI/Wan2.1-T2V-1.3B-Diffusers\"}")
+        try:
+            download = self.view.download_model(doc["repo"], doc.get("revision", "main"))
+        except DownloadRefused as exc:
+            return error({"offline": 503, "conflict": 409}.get(exc.code, 400), exc.code, exc.message)
+        return web.json_response(download, status=202)
+
 
 @web.middleware
 async def spool_errors(request: web.Request, handler):
@@ -367,11 +407,10 @@ async def spool_errors(request: web.Request, handler):
     try:
         return await handler(request)
     except OSError as exc:
-        reason = spool_fault(exc)
-        if reason is None:
+        found = spool_answer(exc)
+        if found is None:
             raise
-        status, code = (507, "insufficient_storage") if "ENOSPC" in reason or "EDQUOT" in reason else (503, "spool_unavailable")
-        return error(status, code, f"spool unavailable: {reason}")
+        return error(*found)
 
 
 @web.middleware

@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("id", nargs="?")
     p = sub.add_parser("cancel", help="cancel a job (drops ID.cancel)")
     p.add_argument("id")
+    p = sub.add_parser("purge", help="delete ended jobs' result files (their status, log and inputs stay)")
+    p.add_argument("ids", nargs="+", metavar="ID")
     sub.add_parser("doctor", help="check config, tools, GPUs, models and the spool filesystem")
     p = sub.add_parser("models", help="the model registry: list, load/unload in the running daemon, import a folder")
     msub = p.add_subparsers(dest="models_command", required=True)
@@ -46,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         if verb == "load":
             q.add_argument("--wait", action="store_true", help="wait until a worker holds it")
             q.add_argument("--timeout", type=float, default=1800)
+    q = msub.add_parser("download", help="download a model from the Hugging Face hub in the running daemon")
+    q.add_argument("repo", help="ORG/NAME, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
+    q.add_argument("--revision", default="main", help="a branch, tag or commit (default: main)")
+    q.add_argument("--wait", action="store_true", help="wait until it is downloaded and registered, or failed")
+    q.add_argument("--timeout", type=float, default=24 * 3600)
     q = msub.add_parser("import", help="copy a downloaded diffusers model folder into [registry] dir")
     q.add_argument("folder", type=Path)
     q.add_argument("--name", help="model name (default: the folder's name)")
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handler = {
         "run": cmd_run, "init": cmd_init, "submit": cmd_submit, "status": cmd_status,
-        "cancel": cmd_cancel, "doctor": cmd_doctor, "models": cmd_models, "voices": cmd_voices,
+        "cancel": cmd_cancel, "purge": cmd_purge, "doctor": cmd_doctor, "models": cmd_models, "voices": cmd_voices,
     }[args.command]
     return handler(settings, args)
 
@@ -303,6 +310,31 @@ def cmd_cancel(settings: Settings, args) -> int:
     os.rename(tmp, spool.inbox / f"{args.id}.cancel")
     print(f"cancel requested for {args.id} (state {doc.get('state')})")
     return 0
+
+
+def cmd_purge(settings: Settings, args) -> int:
+    """Works on the spool itself (no daemon needed), safe beside daemons on other hosts."""
+    from daemon.results import delete_results
+
+    spool = _existing_spool(settings)
+    if spool is None:
+        return 2
+    failed = 0
+    for job_id in args.ids:
+        outcome, freed = delete_results(spool, job_id, by=f"cli@{spool.host}")
+        message = {
+            "deleted": f"{job_id}: results deleted, {freed} bytes freed",
+            "already_deleted": f"{job_id}: results were already deleted",
+            "not_found": f"vidspool: no job {job_id!r}",
+            "not_ended": f"vidspool: job {job_id!r} has not ended; cancel it first",
+            "busy": f"vidspool: the results of {job_id!r} are being deleted by someone else",
+        }[outcome]
+        if outcome in ("deleted", "already_deleted"):
+            print(message)
+        else:
+            print(message, file=sys.stderr)
+            failed = 1
+    return failed
 
 
 def cmd_doctor(settings: Settings, args) -> int:

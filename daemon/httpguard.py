@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 import structlog
 from aiohttp import web
 
+from daemon.fscheck import spool_fault
+
 log = structlog.get_logger()
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -45,6 +47,17 @@ REFUSED_LINGER_SECONDS = 1.0
 
 def json_error(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+def spool_answer(exc: OSError) -> tuple[int, str, str] | None:
+    """A broken spool met by a request (dead mount: 503, full disk: 507) as (status, code,
+    message); None for an error that is not the spool's."""
+    reason = spool_fault(exc)
+    if reason is None:
+        return None
+    if "ENOSPC" in reason or "EDQUOT" in reason:
+        return 507, "insufficient_storage", f"spool unavailable: {reason}"
+    return 503, "spool_unavailable", f"spool unavailable: {reason}"
 
 
 def host_name(value: str) -> str | None:

@@ -1,7 +1,8 @@
-"""`vidspool models list|load|unload|import`: the registry from the command line.
+"""`vidspool models list|load|unload|import|download`: the registry from the command line.
 
-list works without a daemon (it reads the config and looks at the folders); load and
-unload ask the running daemon through its API; import copies a downloaded model folder
+list works without a daemon (it reads the config and looks at the folders); load, unload
+and download ask the running daemon through its API (download: from the Hugging Face hub
+into the hub cache, registered when complete); import copies a downloaded model folder
 into `[registry] dir`, where the running daemon finds it without a reload.
 """
 
@@ -22,12 +23,15 @@ from contract.errors import JobError
 
 
 def run(settings: Settings, args) -> int:
-    return {"list": _list, "load": _load, "unload": _unload, "import": _import}[args.models_command](settings, args)
+    return {"list": _list, "load": _load, "unload": _unload, "import": _import,
+            "download": _download}[args.models_command](settings, args)
 
 
-def api_call(settings: Settings, method: str, path: str, timeout: float = 5.0) -> dict:
+def api_call(settings: Settings, method: str, path: str, timeout: float = 5.0, body: dict | None = None) -> dict:
     host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::", "") else settings.api.host
-    request = urllib.request.Request(f"http://{host}:{settings.api.port}/api/v1{path}", method=method)
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://{host}:{settings.api.port}/api/v1{path}", data=data, method=method,
+                                     headers={} if body is None else {"Content-Type": "application/json"})
     if settings.api.tokens:
         request.add_header("Authorization", f"Bearer {settings.api.tokens[0]}")
     try:
@@ -86,6 +90,34 @@ def _unload(settings: Settings, args) -> int:
         print(f"vidspool: {exc}", file=sys.stderr)
         return 1
     print(f"{args.name}: unloading on {', '.join(answer['devices']) or 'no worker (it was not loaded)'}")
+    return 0
+
+
+def _download(settings: Settings, args) -> int:
+    """Asks the daemon to download a hub repo; --wait: until it is registered or has failed."""
+    try:
+        d = api_call(settings, "POST", "/models/download", body={"repo": args.repo, "revision": args.revision})
+        print(f"{d['repo']}@{d['revision']}: downloading as model {d['name']} (vidspool models list shows it)")
+        deadline = time.monotonic() + args.timeout
+        while args.wait and time.monotonic() < deadline:
+            d = next((m["download"] for m in api_call(settings, "GET", "/models")["models"]
+                      if (m.get("download") or {}).get("repo") == args.repo), None)
+            if d is None:
+                print(f"vidspool: the daemon no longer knows the download of {args.repo} (restarted?)", file=sys.stderr)
+                return 1
+            if d["state"] == "downloaded":
+                print(f"{d['repo']}: downloaded into {d['folder']}; jobs may name model {d['name']!r}")
+                return 0
+            if d["state"] == "failed":
+                print(f"vidspool: {d['error']}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    except ConnectionError as exc:
+        print(f"vidspool: {exc}", file=sys.stderr)
+        return 1
+    if args.wait:
+        print(f"vidspool: {args.repo} still downloading after {args.timeout:g} s", file=sys.stderr)
+        return 1
     return 0
 
 

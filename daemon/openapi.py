@@ -163,6 +163,16 @@ def _paths() -> dict:
                 {**ok("canceled, or cancel requested", ref("Canceled"), "202"), **errors(404, 409, *spool_errors)},
                 scope="submit"),
         },
+        f"{API}/jobs/{{id}}/results": {
+            "parameters": [pref("jobId")],
+            "delete": operation(
+                "deleteResults", "Delete an ended job's result files (status, log and inputs stay)", "jobs",
+                {**ok("deleted (or already)", ref("ResultsDeleted")), **errors(404, 409, *spool_errors)},
+                scope="submit"),
+        },
+        f"{API}/stats": {"get": operation(
+            "stats", "Requests, outcomes, generation times, queue waits, storage, per model: from the outbox",
+            "daemon", {**ok("the statistics", ref("Stats")), **errors(*spool_errors)})},
         f"{API}/jobs/{{id}}/files/{{name}}": {"get": operation(
             "getFile", "A result file (Range requests)", "files",
             {**_file_responses("*/*"), **errors(404, *spool_errors)},
@@ -187,6 +197,16 @@ def _paths() -> dict:
             "unloadModel", "Unload a model from every worker holding it", "models",
             {**ok("unloading", ref("ModelUnloading"), "202"), **errors(404)},
             scope="submit", parameters=[pref("modelName")])},
+        f"{API}/models/download": {"post": operation(
+            "downloadModel", "Download a model from the Hugging Face hub into the hub cache, then register it",
+            "models", {**ok("started (or the download of this repo that runs): poll GET /api/v1/models",
+                            ref("Download"), "202"), **errors(400, 409, 413, 503)},
+            scope="submit", body={"required": True, "content": json_content(obj({
+                "repo": {"type": "string", "description": "a hub model id, ORG/NAME"},
+                "revision": {"type": "string", "default": "main", "description": "a branch, tag or commit"},
+            }, ["repo"], closed=True))},
+            description="In the background; the model list shows its state, bytes and error. Refused "
+                        "with 503 `offline` on a host without the hub (HF_HUB_OFFLINE=1).")},
         f"{API}/voices": {"get": operation(
             "listVoices", "Voices a job may name: [voices.*] from config, then espeak-ng's", "speech",
             ok("the voices", obj({"voices": array(ref("Voice"))})),
@@ -268,10 +288,11 @@ ERROR_RESPONSES: dict[int, tuple[str, list[str], str]] = {
     401: ("Unauthorized", ["unauthorized"], "a token is missing or unknown"),
     403: ("Forbidden", ["forbidden"], "the token lacks the scope"),
     404: ("NotFound", ["not_found"], "no such job, file or model"),
-    409: ("Conflict", ["conflict"], "the job has already ended"),
+    409: ("Conflict", ["conflict"], "the job has already ended, or a download of another revision runs"),
     413: ("TooLarge", ["too_large"], "the job JSON is over [limits] job_json_bytes, or an upload over input_bytes"),
     429: ("QueueFull", ["queue_full"], "[api] max_queued_jobs jobs are waiting; try again later"),
-    503: ("Unavailable", ["spool_unavailable", "unavailable"], "the spool is unavailable, or no worker is running"),
+    503: ("Unavailable", ["spool_unavailable", "unavailable", "offline"],
+          "the spool is unavailable, no worker is running, or this host is offline (downloads)"),
     507: ("InsufficientStorage", ["insufficient_storage"], "the spool is full"),
 }
 
@@ -305,11 +326,16 @@ def _schemas() -> dict:
                         "next_cursor": {**nullable(STR), "description": "pass as `cursor` for the next page"}}),
         "Submitted": obj({"id": STR, "state": {"const": "submitted"}, "status_url": STR}),
         "Canceled": obj({"id": STR, "state": {"type": "string", "enum": ["canceling", "canceled"]}}),
+        "ResultsDeleted": obj({"id": STR, "state": {"type": "string", "enum": ["deleted", "already_deleted"]},
+                               "freed_bytes": INT}),
+        "Stats": obj({k: {"type": "object"} for k in ("requests", "generation", "queue", "storage", "models")},
+                     description="figures from the outbox; seconds and bytes, null where there is no history"),
         "Device": _device_schema(),
         "Queue": obj({"devices": array(ref("Device")),
                       "queued": array(obj({"id": STR, "priority": INT, "position": {"type": "integer", "minimum": 1}}))}),
         "Info": _info_schema(),
         "Model": _model_schema(),
+        "Download": _download_schema(),
         "Voice": _voice_schema(),
         "ModelLoading": obj({"model": STR, "device": STR, "state": {"const": "loading"}}),
         "ModelUnloading": obj({"model": STR, "devices": STR_LIST, "state": {"const": "unloading"}}),
@@ -368,7 +394,18 @@ def _model_schema() -> Schema:
         "defaults": {"type": "object"}, "folder": s_or_null, "available": BOOL,
         "problem": {**s_or_null, "description": "why it is not available"},
         "loaded_on": STR_LIST, "loading_on": STR_LIST,
+        "download": {**nullable(ref("Download")), "description": "this daemon's hub download of it, if any"},
     })
+
+
+def _download_schema() -> Schema:
+    return obj({
+        "repo": STR, "revision": STR, "name": {**STR, "description": "the model name it is registered as"},
+        "state": {"type": "string", "enum": ["downloading", "downloaded", "failed"]},
+        "bytes_done": INT, "bytes_total": nullable(INT), "error": nullable(STR),
+        "folder": {**nullable(STR), "description": "the snapshot folder in the hub cache"},
+        "started_at": NUM, "finished_at": nullable(NUM),
+    }, description="a hub download (unix seconds)")
 
 
 # -- the job file and the kinds -------------------------------------------------------

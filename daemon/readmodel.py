@@ -11,22 +11,31 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 import secrets
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
 from contract.kinds import KindSpec
-from contract.status import LIST_FIELDS, STATES
+from contract.status import FINAL_STATES, LIST_FIELDS, STATES, new_status
 from contract.voices import catalog, language_counts
 from daemon import __version__
 from daemon.config import Settings
+from daemon.downloads import Downloads
 from daemon.events import EventLog
 from daemon.fsops import atomic_write_bytes, read_json
+from daemon.history import History, epoch
 from daemon.modelview import model_entries
 from daemon.quarantine import corrupt_count
+from daemon.results import delete_results
 from daemon.spool import STATUS, QueueName, Spool, is_valid_job_id, sanitize_job_id
 from daemon.status import StatusWriter
+
+
+# Ended status documents kept parsed (the seed personalities translate them per request).
+ENDED_CACHE = 4096
 
 
 class Supervisor(Protocol):
@@ -77,6 +86,10 @@ class ReadModel:
         self.spool = daemon.spool
         self.events = EventLog()
         daemon.on_status(self.events.add)
+        self._downloads = Downloads(lambda: self.settings)  # hub downloads, this daemon's
+        self.history = History(self.spool)
+        self._ended: OrderedDict[str, tuple[tuple, dict]] = OrderedDict()
+        daemon.on_status(self.history.seen)
 
     @property
     def settings(self) -> Settings:
@@ -98,10 +111,42 @@ class ReadModel:
         """A job's status document (a queued one with its queue_position), or None."""
         if not is_valid_job_id(job_id):
             return None
-        doc = self.daemon.statuses.current(job_id)
+        doc = self.daemon.statuses.live(job_id) or self._read_status(job_id)
         if doc is not None and doc.get("state") == "queued":
             doc = {**doc, "queue_position": self.queue_position(job_id)}
         return doc
+
+    def _read_status(self, job_id: str) -> dict | None:
+        """status.json of a job this daemon does not run; an ended one from a cache checked
+        by the file's size and mtime (an ended status changes only when its results are
+        deleted). The document is shared: callers must not change it."""
+        path = self.spool.job_outbox(job_id) / STATUS
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return self._being_accepted(job_id)
+        signature = (st.st_size, st.st_mtime_ns, st.st_ino)
+        cached = self._ended.get(job_id)
+        if cached is not None and cached[0] == signature:
+            self._ended.move_to_end(job_id)
+            return cached[1]
+        doc = read_json(path)
+        if doc is not None and doc.get("state") in FINAL_STATES:
+            self._ended[job_id] = (signature, doc)
+            if len(self._ended) > ENDED_CACHE:
+                self._ended.popitem(last=False)
+        return doc
+
+    def _being_accepted(self, job_id: str) -> dict | None:
+        """A job a front submitted that the daemon has not accepted yet (its id is reserved,
+        its status not written: milliseconds, or until a stalled intake goes on): queued."""
+        try:
+            names = os.listdir(self.spool.job_outbox(job_id))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not any(n.startswith(Spool.RESERVED_PREFIX) for n in names):
+            return None
+        return new_status(job_id, {}, "queued", message="submitted; being accepted")
 
     def ended_status_bytes(self, job_id: str) -> bytes | None:
         """status.json's bytes as they are, for a job this daemon does not run and that is
@@ -130,7 +175,7 @@ class ReadModel:
     def jobs_labelled(self, key: str, value: str) -> Iterator[dict]:
         """Status documents of the jobs whose `labels[key]` is `value`, in id order."""
         for name in sorted(n for n in os.listdir(self.spool.outbox) if is_valid_job_id(n)):
-            doc = self.daemon.statuses.current(name)
+            doc = self.daemon.statuses.live(name) or self._read_status(name)
             if doc is not None and (doc.get("labels") or {}).get(key) == value:
                 yield doc
 
@@ -148,6 +193,70 @@ class ReadModel:
             return None
         path = self.spool.job_outbox(job_id) / files[name]["name"]
         return (path, files[name].get("media_type") or "application/octet-stream") if path.is_file() else None
+
+    def delete_results(self, job_id: str) -> tuple[str, int]:
+        """An ended job's result files removed (daemon/results.py): ("deleted", freed bytes),
+        ("already_deleted", 0), ("not_found", 0), ("not_ended", 0) or ("busy", 0)."""
+        return delete_results(self.spool, job_id, by=self.spool.host)
+
+    # -- measured history -------------------------------------------------------------------
+    def estimate(self, doc: dict) -> dict:
+        """Seconds until a job is done, from the measured runs of its kind and model:
+        `estimated_time_seconds` (its whole time from now: the wait for the jobs ahead of it
+        plus its run; for a running job its run), `estimated_remaining_seconds`, and `basis`
+        (how many past runs the estimate rests on). None where there is no history yet."""
+        run, basis = self.history.run_estimate(doc.get("kind"), doc.get("model"))
+        state = doc.get("state")
+        if state in ("completed", "failed", "canceled"):
+            return {"estimated_time_seconds": run, "estimated_remaining_seconds": 0.0, "basis": basis}
+        if state == "running":
+            started = epoch(doc.get("started_at"))
+            elapsed = max(0.0, time.time() - started) if started else 0.0
+            remaining = doc.get("eta_seconds")
+            if remaining is None and run is not None:
+                remaining = max(0.0, run - elapsed)
+            total = run if remaining is None else round(elapsed + remaining, 3)
+            return {"estimated_time_seconds": total, "estimated_remaining_seconds": _round(remaining), "basis": basis}
+        wait = self._wait_ahead(doc.get("id"))
+        total = None if run is None or wait is None else round(wait + run, 3)
+        return {"estimated_time_seconds": total, "estimated_remaining_seconds": total, "basis": basis}
+
+    def _wait_ahead(self, job_id: str | None) -> float | None:
+        """How long the jobs ahead of a queued one (and the running ones) will keep the
+        workers busy, spread over the workers; None if one of them has no history."""
+        runs: dict[tuple, float | None] = {}
+
+        def run_of(doc: dict | None) -> float | None:
+            key = (doc or {}).get("kind"), (doc or {}).get("model")
+            if key not in runs:
+                runs[key] = self.history.run_estimate(*key)[0]
+            return runs[key]
+
+        busy = 0.0
+        for w in self.daemon.workers:
+            job = w.describe().get("job")
+            doc = self.daemon.statuses.live(job) if job else None
+            if doc is not None:
+                left = self.estimate(doc)["estimated_remaining_seconds"]
+                if left is None:
+                    return None
+                busy += left
+        for qn in self.daemon.queued():
+            if qn.job_id == job_id:
+                break
+            run = run_of(self.daemon.statuses.current(qn.job_id))
+            if run is None:
+                return None
+            busy += run
+        return round(busy / max(1, len(self.daemon.workers)), 3)
+
+    def statistics(self) -> dict:
+        """Requests, outcomes, generation times, queue waits, storage and per-model figures,
+        computed from the outbox (daemon/history.py)."""
+        return self.history.statistics(queued=self.queued_count())
+
+    def model_stats(self, name: str) -> dict:
+        return self.history.model_stats(name)
 
     # -- submitting and canceling -----------------------------------------------------------
     def new_submission(self) -> tuple[str, Path]:
@@ -219,7 +328,18 @@ class ReadModel:
 
     # -- models and voices ---------------------------------------------------------------------
     def models(self) -> list[dict]:
-        return model_entries(self.settings, self.daemon.workers)
+        return model_entries(self.settings, self.daemon.workers, self._downloads.all())
+
+    def download_model(self, repo: str, revision: str = "main") -> dict:
+        """Starts downloading a hub repo into the hub cache in the background (registered
+        as a model when complete; daemon/downloads.py), or answers the download of it that
+        runs. Returns its description; DownloadRefused (code bad_request, offline, conflict)."""
+        return self._downloads.start(repo, revision)
+
+    def downloads(self) -> list[dict]:
+        """The hub downloads this daemon ran: repo, revision, name, state (downloading,
+        downloaded, failed), bytes_done, bytes_total, error, folder, started_at, finished_at."""
+        return self._downloads.all()
 
     def has_model(self, name: str) -> bool:
         return name in self.settings.models
@@ -231,8 +351,17 @@ class ReadModel:
     def unload_model(self, name: str) -> list[str]:
         return self.daemon.unload_model(name)
 
+    def resident_models(self) -> list[dict]:
+        """The models the workers hold, as each last reported them: {name, class, bytes,
+        load_seconds, device}, most recently used first per worker."""
+        return [{**m, "device": w.device} for w in self.daemon.workers for m in w.model_state.get("models", [])]
+
     def voices(self, language: str | None = None) -> list[dict]:
         return catalog(self.settings.voice_book(), language)
 
     def languages(self) -> list[dict]:
         return language_counts(self.settings.voice_book())
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -6,15 +6,15 @@ Every state change is written at once; progress-only updates are throttled per j
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from contract.status import FINAL_STATES, PROGRESS_KEYS, utc_now
+from contract.status import PROGRESS_KEYS, utc_now
 from daemon.fsops import atomic_write_json, read_json
 from daemon.spool import Spool
 
 
 class StatusWriter:
-    """Writes outbox/<id>/status.json; keeps the last document of each live job in memory."""
+    """Writes outbox/<id>/status.json; keeps the last document of each job this daemon runs
+    in memory (its throttled progress)."""
 
     def __init__(self, spool: Spool, progress_interval: float, on_write=None):
         self.spool = spool
@@ -30,7 +30,7 @@ class StatusWriter:
         return bool(self._pending)
 
     def live(self, job_id: str) -> dict | None:
-        """The in-memory status of a job this daemon has not finished (None otherwise)."""
+        """The in-memory status of a job this daemon runs (None otherwise)."""
         return self._docs.get(job_id)
 
     def current(self, job_id: str) -> dict | None:
@@ -43,10 +43,10 @@ class StatusWriter:
         atomic_write_json(self.spool.status_path(job_id), doc, fsync=durable)
         self._last_write[job_id] = time.monotonic()
         self._pending.discard(job_id)
-        if doc["state"] in FINAL_STATES:
-            self.forget(job_id)
-        else:
+        if doc["state"] == "running":
             self._docs[job_id] = doc
+        else:  # queued: any host may claim it next, so the file is the truth; ended: done
+            self.forget(job_id)
         if self._on_write:
             self._on_write(doc)
 
@@ -80,11 +80,3 @@ class StatusWriter:
         self._docs.pop(job_id, None)
         self._last_write.pop(job_id, None)
         self._pending.discard(job_id)
-
-
-def read_status(spool: Spool, job_id: str) -> dict | None:
-    return read_json(spool.status_path(job_id))
-
-
-def status_file(spool: Spool, job_id: str) -> Path:
-    return spool.status_path(job_id)

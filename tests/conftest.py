@@ -1,8 +1,13 @@
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from tests.support import Daemon
+from tests.support import REPO, Daemon
+
+TINY_DIR = REPO / ".cache" / "tiny-models"
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -28,3 +33,17 @@ def markers(tmp_path):
     path = tmp_path / "markers"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> Path:
+    """Every tiny model family of scripts/tiny_models.py under .cache/tiny-models/ (built by
+    save_pretrained of the real classes; rebuilt only when the script changes)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from tiny_models import FAMILIES
+
+    subprocess.run([sys.executable, str(REPO / "scripts" / "tiny_models.py"), str(TINY_DIR)],
+                   check=True, capture_output=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    for family in FAMILIES:
+        assert (TINY_DIR / family / "model_index.json").is_file(), family
+    return TINY_DIR

@@ -26,18 +26,7 @@ from tests.support import REPO, Daemon, drop_folder, drop_json, status, wait_all
 sys.path.insert(0, str(REPO / "scripts"))
 from tiny_models import FAMILIES  # noqa: E402
 
-TINY_DIR = REPO / ".cache" / "tiny-models"
 STEPS = 2
-
-
-@pytest.fixture(scope="session")
-def tiny_models() -> Path:
-    """All tiny families under .cache/tiny-models/ (rebuilt only when the script changes)."""
-    subprocess.run([sys.executable, str(REPO / "scripts" / "tiny_models.py"), str(TINY_DIR)],
-                   check=True, capture_output=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
-    for family in FAMILIES:
-        assert (TINY_DIR / family / "model_index.json").is_file(), family
-    return TINY_DIR
 
 
 def size_params(family: str, **extra) -> dict:

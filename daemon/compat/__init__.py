@@ -10,8 +10,8 @@ import importlib
 import structlog
 from aiohttp import web
 
-from daemon.compat.front import BadRequest, Personality, spool_error
-from daemon.httpguard import GuardedSite, HttpPolicy, add_security_headers, guard_middleware
+from daemon.compat.front import BadRequest, Personality
+from daemon.httpguard import GuardedSite, HttpPolicy, add_security_headers, guard_middleware, spool_answer
 from daemon.readmodel import ReadModel
 
 log = structlog.get_logger()
@@ -40,7 +40,7 @@ def seed_errors(front: Personality):
                 raise
             return front.error(exc.status, AIOHTTP_CODES.get(exc.status, "bad_request"), exc.reason)
         except OSError as exc:
-            found = spool_error(exc)
+            found = spool_answer(exc)
             if found is None:
                 raise
             return front.error(*found)

@@ -25,8 +25,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from contract.families import Family, family_of
 from contract.model_folders import INDEX
+from daemon.auth import find_token, load_tokens, presented_token
 from daemon.config import CompatConfig, Settings
-from daemon.fscheck import spool_fault
 from daemon.httpguard import JSON_AND_MULTIPART, ReadTimeout, read_body, within
 from daemon.readmodel import ReadModel
 
@@ -76,7 +76,9 @@ class Submission:
     """A job being built from a request; `submit()` makes it a job."""
 
     kind: str
-    params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)  # what the request said
+    # The seed's documented defaults for what it left out: under the preset's params.
+    defaults: dict = field(default_factory=dict)
     inputs: dict[str, str | list[str]] = field(default_factory=dict)
     model: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
@@ -121,12 +123,20 @@ class Personality:
 
     name = ""
     body_types = FORM_TYPES
-    # Seed-document-wide settings this personality needs a worker model for (for /health).
+    # The kinds its jobs are.
     kinds: tuple[str, ...] = ()
+    # Whether [api] tokens apply whenever there are any (a seed whose document has bearer
+    # tokens); otherwise only with `[compat.NAME] require_tokens`.
+    tokens_by_default = False
+    # Paths answered without a token (health checks).
+    open_paths: frozenset[str] = frozenset()
 
     def __init__(self, view: ReadModel, config: CompatConfig):
         self.view = view
         self.config = config
+        api = view.settings.api
+        wanted = config.require_tokens or self.tokens_by_default
+        self.tokens = load_tokens(api.tokens, api.tokens_file) if wanted else []
 
     @property
     def settings(self) -> Settings:
@@ -140,8 +150,24 @@ class Personality:
         return web.json_response({"error": message}, status=status, headers=headers)
 
     def middlewares(self) -> list:
-        """Run after the guard and the seed-shaped error translation (e.g. tokens)."""
-        return []
+        """Run after the guard and the seed-shaped error translation."""
+        return [self.authorize] if self.tokens else []
+
+    @web.middleware
+    async def authorize(self, request: web.Request, handler):
+        """[api] tokens as `Authorization: Bearer` (or ?access_token= on reads: <video src>
+        and browser WebSockets cannot send headers), with the native scopes."""
+        if request.path in self.open_paths:
+            return await handler(request)
+        query = request.query if request.method in ("GET", "HEAD") else {}
+        token = find_token(self.tokens, presented_token(request.headers, query))
+        if token is None:
+            return self.error(401, "unauthorized", "a valid API key is required (Authorization: Bearer YOUR_API_KEY)",
+                              headers={"WWW-Authenticate": f'Bearer realm="{self.name}"'})
+        scope = "read" if request.method in ("GET", "HEAD") else "submit"
+        if scope not in token.scopes:
+            return self.error(403, "forbidden", f"this API key lacks the {scope!r} scope")
+        return await handler(request)
 
     # -- reading requests ------------------------------------------------------------------
     @property
@@ -235,15 +261,18 @@ class Personality:
         return target.name
 
     def submit(self, token: str, staging: Path, job: Submission, job_id: str) -> str:
-        """The job into the inbox (through the read model, like POST /api/v1/jobs), with this
-        personality's preset applied under the request's own values. Returns its id."""
+        """The job into the inbox (through the read model, like POST /api/v1/jobs): its params
+        are the seed's defaults, under the preset's params, under the request's own values,
+        fitted to the model (fit()). Returns its id."""
         preset = self.settings.presets.get(self.config.preset) if self.config.preset else None
+        job.params = {**job.defaults, **(preset.params if preset else {}), **job.params}
+        self.fit(job)
         labels = {**(preset.labels if preset else {}), **job.labels, "compat": self.name}
         if job.adjusted:
             labels["compat_adjusted"] = "; ".join(job.adjusted)
         if job.ignored:
             labels["compat_ignored"] = "; ".join(job.ignored)
-        doc = {"id": job_id, "kind": job.kind, "params": {**(preset.params if preset else {}), **job.params},
+        doc = {"id": job_id, "kind": job.kind, "params": job.params,
                "inputs": job.inputs, "labels": labels}
         model = job.model or (preset.model if preset else None)
         if model:
@@ -267,7 +296,8 @@ class Personality:
             index = json.loads((Path(config.path) / INDEX).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        return family_of(config.pipeline or index.get("_class_name") or "")
+        # A custom class ("module:Class", e.g. a WanPipeline subclass) keeps its weights' family.
+        return family_of(config.pipeline or "") or family_of(index.get("_class_name") or "")
 
     def fit(self, job: Submission) -> None:
         """Moves width, height and num_frames the job's model cannot take exactly to the
@@ -307,13 +337,3 @@ class Personality:
         return web.FileResponse(path, headers={
             "Content-Type": media_type, "Cache-Control": "private, no-cache",
             "Content-Disposition": f'{disposition}; filename="{download_name or path.name}"'})
-
-
-def spool_error(exc: OSError) -> tuple[int, str, str] | None:
-    """A broken spool met by a request: (status, code, message), or None for other errors."""
-    reason = spool_fault(exc)
-    if reason is None:
-        return None
-    if "ENOSPC" in reason or "EDQUOT" in reason:
-        return 507, "insufficient_storage", f"spool unavailable: {reason}"
-    return 503, "spool_unavailable", f"spool unavailable: {reason}"

@@ -53,6 +53,7 @@ def seed_progress(doc: dict) -> tuple[int, str, list[str]]:
 
 class Story(Personality):
     name = "story"
+    kinds = (KIND,)
 
     def routes(self) -> list:
         return [

@@ -1,0 +1,97 @@
+"""Deleting an ended job's results (`DELETE /api/v1/jobs/{id}/results`, `vidspool purge ID`,
+Visualizr's asset DELETE): the files its status lists go; status.json, log.jsonl and the
+inputs stay, and the status says what was deleted, when and by whom.
+
+Safe across hosts and crashes: only ended jobs (no host writes their folder any more); one
+deleter at a time by `mkdir outbox/<id>/.deleting` (create-new; a lock older than
+STALE_LOCK_SECONDS is a crashed deleter's and is taken over); the status is rewritten first
+(`result.files` emptied, `result.deleted` naming them), then the files are unlinked, so a
+crash leaves at worst files the status no longer lists, which the next delete removes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from contract.status import FINAL_STATES, utc_now
+from daemon.fsops import atomic_write_json, read_json
+from daemon.spool import STATUS, Spool, is_valid_job_id
+
+LOCK = ".deleting"
+STALE_LOCK_SECONDS = 60.0
+
+
+def delete_results(spool: Spool, job_id: str, by: str) -> tuple[str, int]:
+    """("deleted", freed bytes) | ("already_deleted", 0) | ("not_found", 0) | ("not_ended", 0)
+    | ("busy", 0) (another deleter holds the lock)."""
+    if not is_valid_job_id(job_id):
+        return "not_found", 0
+    folder = spool.job_outbox(job_id)
+    doc = read_json(folder / STATUS)
+    if doc is None:
+        return "not_found", 0
+    if doc.get("state") not in FINAL_STATES:
+        return "not_ended", 0
+    if not _lock(folder):
+        return "busy", 0
+    try:
+        doc = read_json(folder / STATUS) or doc  # as it is now that we hold the lock
+        result = doc.get("result") or {}
+        deleted = result.get("deleted")
+        if deleted:
+            _unlink(folder, deleted.get("files") or [])  # what a crashed deleter left
+            return "already_deleted", 0
+        names = [f["name"] for f in result.get("files") or [] if isinstance(f, dict) and _plain(f.get("name"))]
+        freed = sum(_size(folder / n) for n in names)
+        doc["result"] = {**result, "files": [],
+                         "deleted": {"at": utc_now(), "by": by, "files": names, "freed_bytes": freed}}
+        doc["updated_at"] = utc_now()
+        atomic_write_json(folder / STATUS, doc, fsync=True)
+        _unlink(folder, names)
+        return "deleted", freed
+    finally:
+        _unlock(folder)
+
+
+def _plain(name) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and name != STATUS
+
+
+def _size(path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _unlink(folder, names) -> None:
+    for name in names:
+        if _plain(name):
+            try:
+                os.unlink(folder / name)
+            except FileNotFoundError:
+                pass
+
+
+def _lock(folder) -> bool:
+    lock = folder / LOCK
+    for _ in range(2):
+        try:
+            os.mkdir(lock)
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - os.stat(lock).st_mtime < STALE_LOCK_SECONDS:
+                    return False
+                os.rmdir(lock)  # a deleter that crashed holding it
+            except FileNotFoundError:
+                pass
+    return False
+
+
+def _unlock(folder) -> None:
+    try:
+        os.rmdir(folder / LOCK)
+    except FileNotFoundError:
+        pass
