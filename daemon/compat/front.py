@@ -15,7 +15,8 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +25,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from contract.families import Family, family_of
+from contract.status import FINAL_STATES
 from contract.model_folders import INDEX
 from daemon.auth import find_token, load_tokens, presented_token
 from daemon.config import CompatConfig, Settings
@@ -32,6 +34,7 @@ from daemon.readmodel import ReadModel
 
 FORM_TYPES = JSON_AND_MULTIPART | {"application/x-www-form-urlencoded"}
 SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+ANSWERS_KEPT = 4096
 
 
 class BadRequest(Exception):
@@ -137,6 +140,7 @@ class Personality:
         api = view.settings.api
         wanted = config.require_tokens or self.tokens_by_default
         self.tokens = load_tokens(api.tokens, api.tokens_file) if wanted else []
+        self._answers: OrderedDict[str, tuple[dict, bytes]] = OrderedDict()  # ended jobs' answers
 
     @property
     def settings(self) -> Settings:
@@ -323,6 +327,20 @@ class Personality:
     # -- answering ----------------------------------------------------------------------------
     def status(self, job_id: str) -> dict | None:
         return self.view.status(job_id)
+
+    def translated(self, doc: dict, translate: Callable[[dict], dict]) -> web.Response:
+        """`translate(doc)` as JSON. An ended job's answer is kept as bytes while the read
+        model hands out the same parsed document (it does until status.json changes), so a
+        client polling a finished job costs a stat, not a translation."""
+        if doc.get("state") not in FINAL_STATES:
+            return web.json_response(translate(doc))
+        kept = self._answers.get(doc["id"])
+        if kept is None or kept[0] is not doc:
+            kept = (doc, json.dumps(translate(doc)).encode())
+            self._answers[doc["id"]] = kept
+            if len(self._answers) > ANSWERS_KEPT:
+                self._answers.popitem(last=False)
+        return web.Response(body=kept[1], content_type="application/json")
 
     def own_jobs(self) -> Iterator[dict]:
         """Status documents of this personality's jobs, in id order."""

@@ -226,7 +226,7 @@ class HeyGem(Personality):
         doc = self.status(request.match_info["task_id"])
         if doc is None:
             return self.error(404, "not_found", "Task not found")
-        return web.json_response(self.describe(doc))
+        return self.translated(doc, self.describe)
 
     def video_of(self, task_id: str, missing: int, what: str) -> web.StreamResponse:
         doc = self.status(task_id)

@@ -408,7 +408,7 @@ class PaksaTalker(Personality):
         doc = self.status(task_id)  # one being accepted reads as queued (ReadModel)
         if doc is None:
             return self.error(404, "not_found", "Task not found")
-        return web.json_response({"success": True, "data": self.describe(doc)})
+        return self.translated(doc, lambda d: {"success": True, "data": self.describe(d)})
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         filename = request.match_info["filename"]

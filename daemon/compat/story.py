@@ -93,7 +93,7 @@ class Story(Personality):
         doc = self.status(request.match_info["job_id"])
         if doc is None:
             return self.error(404, "not_found", "Job not found")
-        return web.json_response(self.describe(doc))
+        return self.translated(doc, self.describe)
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         job_id = request.match_info["job_id"]

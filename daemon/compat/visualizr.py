@@ -303,7 +303,7 @@ class Visualizr(Personality):
 
     async def get_status(self, request: web.Request) -> web.Response:
         doc = self.request_doc(request)
-        return web.json_response(translate(doc, self.estimate(doc)))
+        return self.translated(doc, lambda d: translate(d, self.estimate(d)))
 
     async def cancel(self, request: web.Request) -> web.Response:
         doc = self.request_doc(request)

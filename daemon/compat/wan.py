@@ -323,7 +323,7 @@ class Wan(Personality):
         doc = self.status(request.match_info["job_id"])
         if doc is None:
             return self.error(404, "not_found", "Job not found")
-        return web.json_response(self.describe(doc))
+        return self.translated(doc, self.describe)
 
     async def output(self, request: web.Request) -> web.StreamResponse:
         """`<prefix>_<job id>.mp4`: the completed job's video, found by its id (nothing of
