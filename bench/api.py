@@ -22,8 +22,9 @@
   --fsync-trace N wrk N times against a daemon under strace (fsync/fdatasync only): the fsyncs
                   its API loop waits for during the load.
   --compat        the seed personalities' translated status beside the native GET, on one daemon
-                  (Wan's GET /api/v1/job/{id}, Visualizr's GET /api/v1/generate/status/{id}):
-                  wrk rounds native / wan / visualizr, the same ids at random (issue 16: >= 0.8x).
+                  (Wan's GET /api/v1/job/{id}, Visualizr's GET /api/v1/generate/status/{id}),
+                  the same ids at random: each personality's run between two native runs,
+                  as a ratio to them (issue 16: >= 0.8x).
 
 Other sessions on this 2-core machine skew every figure: before each load run the bench waits
 (--quiet-wait) for the machine to be idle, reads every status.json once (this VM's DAMON
@@ -82,8 +83,11 @@ COMPAT_PATHS = {"wan": "/api/v1/job/", "visualizr": "/api/v1/generate/status/"}
 
 
 def compat_rounds(root: Path, log_dir: Path, wrk: str, ids: list[str], measured, args, rounds: int = 3) -> dict:
-    """Native GET /jobs/{id} and the translated status of each personality, alternated on
-    one daemon; the median of each over `rounds`, and its ratio to the native."""
+    """Each personality's translated status, each run between two native GET /jobs/{id} runs
+    on the same daemon (the machine drifts over minutes: a ratio to the runs beside it, not to
+    one early native run); the personalities' order alternates per round. Per personality:
+    the median over `rounds` of req/s ÷ the mean of its two native neighbours, and of the
+    daemon CPU per request (native ÷ translated)."""
     d = new_daemon(root, log_dir, **{f"VIDSPOOL_COMPAT__{n.upper()}__LISTEN": "127.0.0.1:0" for n in COMPAT_PATHS})
     d.start()
     try:
@@ -91,25 +95,42 @@ def compat_rounds(root: Path, log_dir: Path, wrk: str, ids: list[str], measured,
         pids = (d.proc.pid, [w["pid"] for w in d.heartbeat["workers"]])
         targets = {"native": (d.api, f"{API}/jobs/"), **{n: (urls[n], path) for n, path in COMPAT_PATHS.items()}}
         luas = {}
-        for name, (_, path) in targets.items():
+        for name, (base, path) in targets.items():
             luas[name] = log_dir / f"ids-{name}.lua"
             luas[name].write_text(WRK_LUA.replace("/api/v1/jobs/", path) % {"n": len(ids), "width": len(ids[0]) - 4})
-            run_wrk(wrk, targets[name][0] + path + "x", 2, args.connections, args.threads, luas[name], None)  # warm-up
-        runs: dict[str, list[dict]] = {name: [] for name in targets}
-        for _ in range(rounds):
-            for name, (base, path) in targets.items():
-                runs[name].append(measured(lambda: run_wrk(wrk, base + path + "x", args.seconds, args.connections,
-                                                           args.threads, luas[name], CpuWindow(*pids))))
+            run_wrk(wrk, base + path + "x", 2, args.connections, args.threads, luas[name], None)  # warm-up
+
+        def load(name: str) -> dict:
+            base, path = targets[name]
+            return measured(lambda: run_wrk(wrk, base + path + "x", args.seconds, args.connections, args.threads,
+                                            luas[name], CpuWindow(*pids)))
+
+        pairs: dict[str, list[dict]] = {n: [] for n in COMPAT_PATHS}
+        native_runs = [load("native")]
+        for k in range(rounds):
+            order = list(COMPAT_PATHS) if k % 2 == 0 else list(reversed(COMPAT_PATHS))
+            for name in order:
+                run = load(name)
+                native_runs.append(load("native"))
+                before, after = native_runs[-2], native_runs[-1]
+                native_rps = (before["requests_per_s"] + after["requests_per_s"]) / 2
+                native_cpu = (before["daemon_cpu_us_per_request"] + after["daemon_cpu_us_per_request"]) / 2
+                pairs[name].append({"requests_per_s": run["requests_per_s"], "native_requests_per_s": round(native_rps, 1),
+                                    "ratio": round(run["requests_per_s"] / native_rps, 3),
+                                    "cpu_us_per_request": round(run["daemon_cpu_us_per_request"], 1),
+                                    "native_cpu_us_per_request": round(native_cpu, 1),
+                                    "cpu_ratio": round(native_cpu / run["daemon_cpu_us_per_request"], 3),
+                                    "non_2xx": run.get("non_2xx") or 0})
     finally:
         d.stop()
 
-    def median_rps(name: str) -> float:
-        return sorted(r["requests_per_s"] for r in runs[name])[rounds // 2]
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
 
-    native = median_rps("native")
-    return {name: {"requests_per_s": median_rps(name), "ratio": round(median_rps(name) / native, 3),
-                   "rounds": [r["requests_per_s"] for r in runs[name]],
-                   "non_2xx": sum(r.get("non_2xx") or 0 for r in runs[name])} for name in targets}
+    return {"native_requests_per_s": [round(r["requests_per_s"], 1) for r in native_runs],
+            **{name: {"ratio": median([x["ratio"] for x in runs]), "cpu_ratio": median([x["cpu_ratio"] for x in runs]),
+                      "requests_per_s": median([x["requests_per_s"] for x in runs]), "rounds": runs}
+               for name, runs in pairs.items()}}
 
 
 # -- fill ---------------------------------------------------------------------------------
@@ -803,9 +824,14 @@ def print_report(R: dict) -> None:
     CP = R.get("compat")
     if CP:
         print()
-        print("Seed personalities: translated status beside the native GET /jobs/{id} (wrk, median of rounds):")
+        print("Seed personalities: translated status, each run between two native GET /jobs/{id} runs (wrk; median of rounds):")
+        print(f"  native runs: {CP['native_requests_per_s']} req/s")
         for name, x in CP.items():
-            print(f"  {name:<10} {x['requests_per_s']:7.0f} req/s  x{x['ratio']:.2f} of native  rounds {x['rounds']}  non-2xx {x['non_2xx']}")
+            if name == "native_requests_per_s":
+                continue
+            print(f"  {name:<10} {x['requests_per_s']:7.0f} req/s  x{x['ratio']:.2f} of the native beside it; "
+                  f"daemon CPU per request x{x['cpu_ratio']:.2f} (native ÷ translated); rounds "
+                  + ", ".join(f"{r['ratio']:.2f}" for r in x["rounds"]) + f"; non-2xx {sum(r['non_2xx'] for r in x['rounds'])}")
     V = R.get("variants")
     if V:
         print()

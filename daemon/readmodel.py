@@ -118,24 +118,36 @@ class ReadModel:
 
     def _read_status(self, job_id: str) -> dict | None:
         """status.json of a job this daemon does not run; an ended one from a cache checked
-        by the file's size and mtime (an ended status changes only when its results are
+        by the file's signature (an ended status changes only when its results are
         deleted). The document is shared: callers must not change it."""
-        path = self.spool.job_outbox(job_id) / STATUS
-        try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
+        signature = self._signature(job_id)
+        if signature is None:
             return self._being_accepted(job_id)
-        signature = (st.st_size, st.st_mtime_ns, st.st_ino)
         cached = self._ended.get(job_id)
         if cached is not None and cached[0] == signature:
             self._ended.move_to_end(job_id)
             return cached[1]
-        doc = read_json(path)
+        doc = read_json(self.spool.job_outbox(job_id) / STATUS)
         if doc is not None and doc.get("state") in FINAL_STATES:
             self._ended[job_id] = (signature, doc)
             if len(self._ended) > ENDED_CACHE:
                 self._ended.popitem(last=False)
         return doc
+
+    def _signature(self, job_id: str) -> tuple | None:
+        """(size, mtime, inode) of a job's status.json; None if it has none."""
+        try:
+            st = os.stat(self.spool.job_outbox(job_id) / STATUS)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def ended_signature(self, job_id: str) -> tuple | None:
+        """The signature of status.json of a job this daemon does not run, for a front that
+        keeps answers derived from an ended one; None if there is none or it runs here."""
+        if not is_valid_job_id(job_id) or self.daemon.statuses.live(job_id) is not None:
+            return None
+        return self._signature(job_id)
 
     def _being_accepted(self, job_id: str) -> dict | None:
         """A job a front submitted that the daemon has not accepted yet (its id is reserved,

@@ -34,7 +34,7 @@ from daemon.readmodel import ReadModel
 
 FORM_TYPES = JSON_AND_MULTIPART | {"application/x-www-form-urlencoded"}
 SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
-ANSWERS_KEPT = 4096
+ANSWERS_KEPT = 50_000  # a few hundred bytes each
 
 
 class BadRequest(Exception):
@@ -140,7 +140,7 @@ class Personality:
         api = view.settings.api
         wanted = config.require_tokens or self.tokens_by_default
         self.tokens = load_tokens(api.tokens, api.tokens_file) if wanted else []
-        self._answers: OrderedDict[str, tuple[dict, bytes]] = OrderedDict()  # ended jobs' answers
+        self._answers: OrderedDict[str, tuple[tuple, bytes]] = OrderedDict()  # ended jobs' answers
 
     @property
     def settings(self) -> Settings:
@@ -328,19 +328,24 @@ class Personality:
     def status(self, job_id: str) -> dict | None:
         return self.view.status(job_id)
 
-    def translated(self, doc: dict, translate: Callable[[dict], dict]) -> web.Response:
-        """`translate(doc)` as JSON. An ended job's answer is kept as bytes while the read
-        model hands out the same parsed document (it does until status.json changes), so a
-        client polling a finished job costs a stat, not a translation."""
-        if doc.get("state") not in FINAL_STATES:
-            return web.json_response(translate(doc))
-        kept = self._answers.get(doc["id"])
-        if kept is None or kept[0] is not doc:
-            kept = (doc, json.dumps(translate(doc)).encode())
-            self._answers[doc["id"]] = kept
+    def translated(self, job_id: str, translate: Callable[[dict], dict]) -> web.Response | None:
+        """`translate(status)` of a job as JSON; None when there is no such job. An ended
+        job's answer is kept as bytes with its status file's signature, so a client polling
+        a finished job costs a stat, not a parse and a translation."""
+        signature = self.view.ended_signature(job_id)
+        kept = self._answers.get(job_id) if signature is not None else None
+        if kept is not None and kept[0] == signature:
+            self._answers.move_to_end(job_id)
+            return web.Response(body=kept[1], content_type="application/json")
+        doc = self.status(job_id)
+        if doc is None:
+            return None
+        body = json.dumps(translate(doc)).encode()
+        if signature is not None and doc.get("state") in FINAL_STATES:
+            self._answers[job_id] = (signature, body)
             if len(self._answers) > ANSWERS_KEPT:
                 self._answers.popitem(last=False)
-        return web.Response(body=kept[1], content_type="application/json")
+        return web.Response(body=body, content_type="application/json")
 
     def own_jobs(self) -> Iterator[dict]:
         """Status documents of this personality's jobs, in id order."""

@@ -223,10 +223,8 @@ class HeyGem(Personality):
                 "ignored": notes(doc, "compat_ignored")}
 
     async def get_status(self, request: web.Request) -> web.Response:
-        doc = self.status(request.match_info["task_id"])
-        if doc is None:
-            return self.error(404, "not_found", "Task not found")
-        return self.translated(doc, self.describe)
+        found = self.translated(request.match_info["task_id"], self.describe)
+        return found or self.error(404, "not_found", "Task not found")
 
     def video_of(self, task_id: str, missing: int, what: str) -> web.StreamResponse:
         doc = self.status(task_id)

@@ -404,11 +404,9 @@ class PaksaTalker(Personality):
         return out
 
     async def get_status(self, request: web.Request) -> web.Response:
-        task_id = request.match_info["task_id"]
-        doc = self.status(task_id)  # one being accepted reads as queued (ReadModel)
-        if doc is None:
-            return self.error(404, "not_found", "Task not found")
-        return self.translated(doc, lambda d: {"success": True, "data": self.describe(d)})
+        # (one being accepted reads as queued: ReadModel)
+        found = self.translated(request.match_info["task_id"], lambda d: {"success": True, "data": self.describe(d)})
+        return found or self.error(404, "not_found", "Task not found")
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         filename = request.match_info["filename"]

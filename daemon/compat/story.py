@@ -90,10 +90,8 @@ class Story(Personality):
         return out
 
     async def get_status(self, request: web.Request) -> web.Response:
-        doc = self.status(request.match_info["job_id"])
-        if doc is None:
-            return self.error(404, "not_found", "Job not found")
-        return self.translated(doc, self.describe)
+        found = self.translated(request.match_info["job_id"], self.describe)
+        return found or self.error(404, "not_found", "Job not found")
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         job_id = request.match_info["job_id"]

@@ -302,8 +302,11 @@ class Visualizr(Personality):
         return doc
 
     async def get_status(self, request: web.Request) -> web.Response:
-        doc = self.request_doc(request)
-        return self.translated(doc, lambda d: translate(d, self.estimate(d)))
+        request_id = request.match_info["request_id"]
+        found = self.translated(request_id, lambda d: translate(d, self.estimate(d)))
+        if found is None:
+            raise BadRequest(f"no generation request {request_id!r}", 404, "REQUEST_NOT_FOUND")
+        return found
 
     async def cancel(self, request: web.Request) -> web.Response:
         doc = self.request_doc(request)

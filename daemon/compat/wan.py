@@ -320,10 +320,8 @@ class Wan(Personality):
         return out
 
     async def get_job(self, request: web.Request) -> web.Response:
-        doc = self.status(request.match_info["job_id"])
-        if doc is None:
-            return self.error(404, "not_found", "Job not found")
-        return self.translated(doc, self.describe)
+        found = self.translated(request.match_info["job_id"], self.describe)
+        return found or self.error(404, "not_found", "Job not found")
 
     async def output(self, request: web.Request) -> web.StreamResponse:
         """`<prefix>_<job id>.mp4`: the completed job's video, found by its id (nothing of
