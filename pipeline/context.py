@@ -101,6 +101,7 @@ class JobContext:
         self._progress = 0.0
         self._stage: str | None = None
         self._stage_started = time.monotonic()
+        self._stage_step = 0  # the step at which the current stage was first reported
         self.outputs: list[str] = []
         self.meta: dict = {}
 
@@ -133,10 +134,11 @@ class JobContext:
         """Report progress (0–100, never decreasing) and check for cancel."""
         self._progress = max(self._progress, min(100.0, float(percent)))
         if stage and stage != self._stage:
-            self._stage = stage
-            self._stage_started = time.monotonic()
-        if eta_seconds is None and step and total_steps and step < total_steps:
-            per_step = (time.monotonic() - self._stage_started) / step
+            # A stage first reported at step N (its first steps already done) is timed from
+            # here: its rate is known from the next step on.
+            self._stage, self._stage_started, self._stage_step = stage, time.monotonic(), step or 0
+        if eta_seconds is None and step and total_steps and step < total_steps and step > self._stage_step:
+            per_step = (time.monotonic() - self._stage_started) / (step - self._stage_step)
             eta_seconds = round(per_step * (total_steps - step), 2)
         self._send(Progress(self.job_id, round(self._progress, 1), self._stage, message, step, total_steps, eta_seconds))
         self.check_canceled()

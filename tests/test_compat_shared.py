@@ -221,3 +221,26 @@ def test_require_tokens_guards_a_seed_without_auth_in_its_document(tmp_path):
         assert ok.status_code == 202 and ok.json()["status"] == "queued"
     finally:
         d.stop()
+
+
+def test_fit_moves_values_to_the_nearest_the_model_and_the_kind_take(tiny_models):
+    from types import SimpleNamespace
+
+    from daemon.compat.front import Personality, Submission
+    from daemon.config import load_settings
+    from pipeline.kinds import load_kinds
+
+    settings = load_settings(None, models={"w": {"path": str(tiny_models / "wan-t2v")}},
+                             kinds={"text-to-video": {"model": "w"}})
+    front = Personality(SimpleNamespace(settings=settings, kinds=load_kinds()), settings.compat.wan)
+    job = Submission("text-to-video", {"prompt": "x", "num_frames": 64, "width": 500, "height": 4095})
+    front.fit(job)
+    assert (job.params["num_frames"], job.params["width"], job.params["height"]) == (65, 496, 4096)
+    assert job.adjusted == ["width 500→496 (wan2.1 takes multiples of 16)", "height 4095→4096 (wan2.1 takes multiples of 16)",
+                            "num_frames 64→65 (wan2.1 takes 4k+1 frames (e.g. 17, 33, 81))"]
+    top = Submission("text-to-video", {"prompt": "x", "num_frames": 2000})
+    front.fit(top)  # 2001 is nearer, but over the kind's own limit of 2000
+    assert top.params["num_frames"] == 1997
+    valid = Submission("text-to-video", {"prompt": "x", "num_frames": 33, "width": 64, "height": 48})
+    front.fit(valid)
+    assert valid.adjusted == [] and valid.params["num_frames"] == 33

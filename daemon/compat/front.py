@@ -314,6 +314,8 @@ class Personality:
             value = job.params.get(key)
             if isinstance(value, int) and value % m:
                 fitted = max(m, int(value / m + 0.5) * m)
+                if fitted > (self.largest(job.kind, key) or fitted):
+                    fitted -= m
                 job.params[key] = fitted
                 job.adjusted.append(f"{key} {value}→{fitted} ({family.name} takes multiples of {m})")
         frames = job.params.get("num_frames")
@@ -321,8 +323,16 @@ class Personality:
             lower = family.nearest_frames(frames)
             upper = lower + family.frame_rule[0]
             fitted = lower if lower >= frames or frames - lower < upper - frames else upper
+            if fitted > (self.largest(job.kind, "num_frames") or fitted):
+                fitted = lower  # the nearest one the kind's own limit allows
             job.params["num_frames"] = fitted
             job.adjusted.append(f"num_frames {frames}→{fitted} ({family.name} takes {family.describe_frames()})")
+
+    def largest(self, kind: str, param: str) -> int | None:
+        """The kind's own upper limit of a param (its pydantic `le`), if it has one."""
+        spec = self.view.kinds.get(kind)
+        field_info = spec.params.model_fields.get(param) if spec else None
+        return next((m.le for m in (field_info.metadata if field_info else ()) if getattr(m, "le", None) is not None), None)
 
     # -- answering ----------------------------------------------------------------------------
     def status(self, job_id: str) -> dict | None:
