@@ -114,6 +114,14 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def gpu_index(device: str | None) -> int | None:
+    """"cuda:1" → 1 ("cuda" → 0); None for a CPU worker or a job not yet on one."""
+    if not device or not device.startswith("cuda"):
+        return None
+    _, _, index = device.partition(":")
+    return int(index) if index.isdigit() else 0
+
+
 def notes(doc: dict, key: str) -> list[str]:
     """compat_adjusted / compat_ignored of a job, as the list it was built from."""
     raw = (doc.get("labels") or {}).get(key)

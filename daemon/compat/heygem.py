@@ -25,7 +25,7 @@ from aiohttp import web
 
 from contract.errors import JobError
 from daemon import __version__
-from daemon.compat.front import BadRequest, Personality, Submission, notes, now_iso
+from daemon.compat.front import BadRequest, Personality, Submission, gpu_index, notes, now_iso
 
 KIND = "talking-head"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
@@ -46,14 +46,6 @@ ENDPOINTS = ["GET /", "POST /api/generate", "GET /api/status/<task_id>", "GET /a
 def new_task_id() -> str:
     """`task_` + milliseconds + six random digits: unique across requests and daemons."""
     return f"task_{time.time_ns() // 1_000_000}{secrets.randbelow(10**6):06d}"
-
-
-def gpu_index(device: str | None) -> int | None:
-    """"cuda:1" → 1 ("cuda" → 0); None for a CPU worker or a job not yet on one."""
-    if not device or not device.startswith("cuda"):
-        return None
-    _, _, index = device.partition(":")
-    return int(index) if index.isdigit() else 0
 
 
 async def extract_audio(video: Path, target: Path) -> str | None:

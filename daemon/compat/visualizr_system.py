@@ -15,7 +15,7 @@ import subprocess
 import time
 
 from daemon import __version__
-from daemon.compat.front import now_iso
+from daemon.compat.front import gpu_index, now_iso
 from daemon.compat.visualizr_models import gb
 
 GIB = 1 << 30
@@ -69,11 +69,11 @@ class GpuInfo:
         return self._smi
 
     async def describe(self, devices: list[dict]) -> dict:
-        gpus = [d for d in devices if str(d.get("device", "")).startswith("cuda:")]
+        gpus = [d for d in devices if gpu_index(d.get("device")) is not None]
         smi = await self.smi(bool(gpus))
         out = []
         for d in gpus:
-            index = int(d["device"].split(":", 1)[1])
+            index = gpu_index(d["device"])
             memory = d.get("memory") or {}
             worker = {"memory_total_gb": round(memory["total"] / GIB, 2), "memory_used_gb": round(memory["used"] / GIB, 2),
                       "memory_free_gb": round((memory["total"] - memory["used"]) / GIB, 2)} if memory.get("total") else {}

@@ -29,7 +29,7 @@ from contract.errors import JobError
 from contract.model_folders import hub_cache_dir, model_folder
 from contract.status import FINAL_STATES
 from daemon import __version__
-from daemon.compat.front import BadRequest, Form, Personality, Submission, iso, notes
+from daemon.compat.front import BadRequest, Form, Personality, Submission, gpu_index, iso, notes
 from daemon.config import format_validation_error
 from daemon.downloads import DownloadRefused, hub_repo
 from daemon.spool import is_valid_job_id
@@ -127,7 +127,7 @@ class Wan(Personality):
         return web.json_response(body, status=503 if problems else 200)
 
     async def model_info(self, request: web.Request) -> web.Response:
-        gpus = [d["device"] for d in self.view.devices() if d["device"].startswith("cuda")]
+        gpus = [i for d in self.view.devices() if (i := gpu_index(d["device"])) is not None]
         model = self.model_for(T2V)
         config = self.settings.models.get(model or "")
         family = self.family(model)
@@ -138,7 +138,7 @@ class Wan(Personality):
             name = model if config else "Wan2.1"
         return web.json_response({
             "name": name, "version": __version__, "provider": "huggingface" if repo or config is None else "local",
-            "gpu_enabled": bool(gpus), "gpu_device_id": int(gpus[0].partition(":")[2] or 0) if gpus else None,
+            "gpu_enabled": bool(gpus), "gpu_device_id": gpus[0] if gpus else None,
             "cache_dir": str(hub_cache_dir()),
             "model": model if config else None, "model_id": repo or (str(config.path) if config else None),
             "available": self.unavailable(T2V) is None})
