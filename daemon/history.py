@@ -88,6 +88,7 @@ class History:
         self._jobs: dict[str, Past] = {}
         self._signatures: dict[str, tuple[int, int]] = {}
         self._refreshed = float("-inf")
+        self._estimates: dict[tuple, tuple[float | None, int]] = {}  # run_estimate's, until a job changes
 
     # -- keeping up with the outbox -----------------------------------------------------------
     def seen(self, doc: dict) -> None:
@@ -95,6 +96,7 @@ class History:
         if is_valid_job_id(str(doc.get("id", ""))):
             self._jobs[doc["id"]] = Past.of(doc)
             self._signatures.pop(doc["id"], None)  # reread at the next refresh
+            self._estimates.clear()
 
     def refresh(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -118,9 +120,11 @@ class History:
                 if doc is not None:
                     self._jobs[entry.name] = Past.of(doc)
                     self._signatures[entry.name] = signature
+                    self._estimates.clear()
         for gone in self._jobs.keys() - present:
             self._jobs.pop(gone, None)
             self._signatures.pop(gone, None)
+            self._estimates.clear()
 
     def jobs(self) -> list[Past]:
         self.refresh()
@@ -129,13 +133,17 @@ class History:
     # -- estimates --------------------------------------------------------------------------------
     def run_estimate(self, kind: str | None, model: str | None) -> tuple[float | None, int]:
         """The median of the recent completed runs of this kind and model (else of the kind),
-        and how many runs it rests on."""
-        past = [p for p in self.jobs() if p.kind == kind and p.run_seconds is not None]
-        same = [p for p in past if p.model == model] or past
-        recent = sorted(same, key=lambda p: p.finished or 0)[-RECENT_RUNS:]
-        if not recent:
-            return None, 0
-        return round(statistics.median(p.run_seconds for p in recent), 3), len(recent)
+        and how many runs it rests on (kept until a job's status changes: it is asked on
+        every status request of a queued or running job)."""
+        self.refresh()
+        key = (kind, model)
+        if key not in self._estimates:
+            past = [p for p in self._jobs.values() if p.kind == kind and p.run_seconds is not None]
+            same = [p for p in past if p.model == model] or past
+            recent = sorted(same, key=lambda p: p.finished or 0)[-RECENT_RUNS:]
+            self._estimates[key] = ((round(statistics.median(p.run_seconds for p in recent), 3), len(recent))
+                                    if recent else (None, 0))
+        return self._estimates[key]
 
     # -- statistics ---------------------------------------------------------------------------------
     def statistics(self, queued: int) -> dict:
