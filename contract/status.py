@@ -54,6 +54,15 @@ class Result(BaseModel):
     video: dict[str, Any] | None = Field(None, description="duration, fps, width, height, codec, frames")
     audio: dict[str, Any] | None = None
     seconds: dict[str, Any] | None = Field(None, description="time spent per stage")
+    delivered: list[str] | None = Field(None, description="where the preset's deliver_to copies are (SPEC §10.3)")
+    delivery_error: dict[str, Any] | None = Field(None, description="why delivery has not worked yet: message, attempts, next_attempt_at")
+
+
+class Preview(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    url: str = Field(description="GET it (relative to the API): the latest preview.jpg")
+    step: int = Field(ge=0, description="the denoising step (or frame) it shows")
 
 
 class Status(BaseModel):
@@ -85,6 +94,7 @@ class Status(BaseModel):
     labels: dict[str, Any] = Field(default_factory=dict, description="string values (an invalid job keeps what it was given)")
     job: dict[str, Any] = Field(default_factory=dict, description="the validated job, defaults filled in (an invalid job: id, kind, labels)")
     drop: str | None = Field(None, description="where the job came from, e.g. inbox/fox.json")
+    preview: Preview | None = Field(None, description="while running: the latest live preview (SPEC §10.2)")
 
 
 # Every key of a status document, in order, with its default.
@@ -107,7 +117,7 @@ def new_status(job_id: str, job: dict, state: str, **fields) -> dict:
 def schemas(ref_template: str = "#/components/schemas/{model}") -> dict[str, dict]:
     """Status and the models it uses, as JSON schemas by name (for an OpenAPI document)."""
     found: dict[str, dict] = {}
-    for model in (Status, Result, ResultFile, StatusError):
+    for model in (Status, Result, ResultFile, StatusError, Preview):
         schema = model.model_json_schema(ref_template=ref_template)
         found.update(schema.pop("$defs", {}))
         found[model.__name__] = schema

@@ -18,8 +18,10 @@ from pathlib import Path
 import structlog
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from pydantic import BaseModel, ValidationError
 
 from daemon.auth import find_token, load_tokens, presented_token
+from daemon.config import format_validation_error
 from daemon.fds import connection_budget
 from daemon.http_paths import API, OPEN_PATHS, STATIC_FILES
 from daemon.httpguard import (
@@ -35,6 +37,7 @@ from daemon.httpguard import (
     within,
 )
 from daemon.metrics import Metrics
+from daemon.pause import PauseRequest, ResumeRequest
 from daemon.readmodel import JobFilter, ReadModel
 from daemon.spool import is_valid_job_id
 
@@ -84,6 +87,8 @@ class Api:
             web.post(f"{API}/models/{{name}}/load", self.load_model),
             web.post(f"{API}/models/{{name}}/unload", self.unload_model),
             web.post(f"{API}/models/download", self.download_model),
+            web.post(f"{API}/pause", self.pause),
+            web.post(f"{API}/resume", self.resume),
             web.get(f"{API}/openapi.json", self.openapi),
         ]
 
@@ -143,9 +148,10 @@ class Api:
     async def health(self, request: web.Request) -> web.Response:
         problems = self.view.problems()
         corrupt = {"corrupt": n} if (n := self.view.corrupt()) else {}  # entries in corrupt/, when there are
+        paused = {"paused": p} if (p := self.view.paused()) else {}  # paused is healthy: still 200
         if problems:
-            return web.json_response({"status": "unavailable", "reason": "; ".join(problems), **corrupt}, status=503)
-        return web.json_response({"status": "ok", **corrupt})
+            return web.json_response({"status": "unavailable", "reason": "; ".join(problems), **corrupt, **paused}, status=503)
+        return web.json_response({"status": "ok", **corrupt, **paused})
 
     async def info(self, request: web.Request) -> web.Response:
         return web.json_response(self.view.info(auth=bool(self.tokens)))
@@ -379,6 +385,37 @@ class Api:
         if not self.view.has_model(name):
             return error(404, "not_found", f"no model {name!r} in the registry")
         return web.json_response({"model": name, "devices": self.view.unload_model(name), "state": "unloading"}, status=202)
+
+    async def _pause_body(self, request: web.Request, model: type[BaseModel]) -> BaseModel | web.Response:
+        """An optional JSON body (none = every default) validated by `model`."""
+        raw = await self._read_limited(request)
+        if isinstance(raw, ReadTimeout):
+            return timeout_response(raw)
+        if isinstance(raw, web.Response):
+            return raw
+        doc = self._parse_job(raw, "bad_request", "") if raw.strip() else {}
+        if isinstance(doc, web.Response):
+            return doc
+        try:
+            return model.model_validate(doc)
+        except ValidationError as exc:
+            return error(400, "bad_request", format_validation_error(exc, "body"))
+
+    async def pause(self, request: web.Request) -> web.Response:
+        """Stops claims (all hosts, or `host`): the PAUSE file (SPEC §10.4)."""
+        body = await self._pause_body(request, PauseRequest)
+        if isinstance(body, web.Response):
+            return body
+        by = f"api {request.remote or ''}".strip()
+        paused = self.view.pause(body.host, now=body.now, free_memory=body.free_memory, by=by, reason=body.reason)
+        return web.json_response({"paused": paused, "queue_paused": self.view.paused()})
+
+    async def resume(self, request: web.Request) -> web.Response:
+        body = await self._pause_body(request, ResumeRequest)
+        if isinstance(body, web.Response):
+            return body
+        removed = self.view.resume(body.host)
+        return web.json_response({"removed": removed, "queue_paused": self.view.paused()})
 
     async def download_model(self, request: web.Request) -> web.Response:
         """`{"repo", "revision"?}`: a hub download in the background (daemon/downloads.py)."""

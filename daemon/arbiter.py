@@ -32,6 +32,7 @@ from daemon.accepting import Intake
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.crashpoints import ENV as CRASH_ENV
 from daemon.crashpoints import CrashPoints
+from daemon.delivery import Deliveries
 from daemon.devices import worker_devices
 from daemon.fds import raise_nofile_limit
 from daemon.fscheck import FsClass, classify, spool_fault
@@ -41,6 +42,9 @@ from daemon.intake import InboxScanner, error_line, printable
 from daemon.jobends import JobEnds
 from daemon.jobpolicy import End, Start, Unreadable, before_start, run_message
 from daemon.notify import Notifier
+from daemon.pause import Pause, PauseWatch
+from daemon.pause import pause as write_pause
+from daemon.pause import resume as remove_pause
 from daemon.quarantine import quarantine
 from daemon.recovery import Recovery
 from daemon.registry import refresh_models
@@ -105,6 +109,9 @@ class Arbiter:
         self.kinds = load_kinds()
         self._listeners: list[Callable[[dict], None]] = []  # status changes, for the read model
         self.statuses = StatusWriter(self.spool, settings.status.progress_interval_seconds, self._status_changed)
+        # Presets' deliver_to folders (daemon/delivery.py): started by the `completed` status write.
+        self.deliveries = Deliveries(self.spool, self.kinds, lambda: self.settings, self.statuses.current, self.statuses.write)
+        self.on_status(self.deliveries.on_status)
         self.crash = CrashPoints.from_env()  # tests only: kill this daemon at a named step
         self.health = SpoolHealth(self.spool.root)
         self.transitions = Transitions(self.spool, settings, self.kinds, self.statuses, self.crash)
@@ -134,7 +141,10 @@ class Arbiter:
         self.loop_failures = LoopFailures()
         self._next_rescan = self._next_beat = self._next_settle = 0.0
         # Why this daemon must not claim on a shared spool (a filesystem without exclusive claims).
-        self.paused: str | None = None
+        self.sharing_refused: str | None = None
+        # PAUSE / hosts/<me>.pause (daemon/pause.py): claims stop, drops still queue.
+        self.pausing = PauseWatch(self.spool, sc.host)
+        self._freeing: set[int] = set()  # workers asked to unload their models while paused
         self._opened = False
         self.fs: FsClass | None = None
         self.scratch_root: Path | None = None  # set when the spool is opened (it names the spool)
@@ -235,6 +245,7 @@ class Arbiter:
         self.recovery.resume_folders("daemon restarted", running=())
         self.recovery_seconds = time.monotonic() - started
         self.heartbeat.beat(**self._beat_info())
+        self.deliveries.resume()  # what a previous run left undelivered
         self._opened = True
         return None
 
@@ -316,7 +327,8 @@ class Arbiter:
             if problem:  # an empty mount point is not an empty queue
                 self.health.enter(problem, now)
                 return
-        if not self.draining and self.paused is None:
+        self._check_pause(now)
+        if not self.draining and self.sharing_refused is None:
             if periodic:
                 self.intake.retry()
                 self.refresh_queue(quarantine_odd_names=True)
@@ -330,7 +342,7 @@ class Arbiter:
         beat = self._beat_if_due()
         if (beat or periodic) and not self.draining:  # leases are judged on every rescan too
             self._check_sharing()
-            if self.paused is None:
+            if self.sharing_refused is None:
                 self.recovery.take_over_dead_hosts()
         self.check_running(now)
         self.statuses.flush()
@@ -376,9 +388,46 @@ class Arbiter:
         others = self.leases.live_hosts()
         reason = (f"another daemon ({', '.join(others)}) is alive on this spool, and {self.fs.note}"
                   if others else None)
-        if reason != self.paused:
+        if reason != self.sharing_refused:
             (log.error if reason else log.info)("spool.shared_refused" if reason else "spool.shared_clear", reason=reason)
-        self.paused = reason
+        self.sharing_refused = reason
+
+    def _check_pause(self, now: float, force: bool = False) -> None:
+        """Reads the pause files (throttled) and does what the pause asks of running jobs
+        (`now`: back to the queue at their next step) and idle workers (`free_memory`)."""
+        change = self.pausing.refresh(now, force)
+        if change is not None:
+            before, after = change
+            if after is not None:
+                log.info("daemon.paused", scope=after.scope, now=after.now, free_memory=after.free_memory,
+                         by=after.by, reason=after.reason)
+            else:
+                log.info("daemon.resumed", was=before.scope if before else None)
+                self._freeing.clear()
+                self._wake.set()  # claim what queued meanwhile
+            self._next_beat = 0.0  # hosts/<me>.json says it at once
+        paused = self.pausing.current
+        if paused is None:
+            return
+        for w in self.workers:
+            if paused.now and w.job is not None and not w.job.lost:
+                self._send_cancel(w, "pause")
+            elif paused.free_memory and w.idle and w.models and w.index not in self._freeing:
+                self._freeing.add(w.index)
+                for name in w.models:
+                    w.send(m.UnloadModel(name))
+                log.info("worker.freeing_memory", device=w.device, models=w.models, reason="paused with free_memory")
+
+    def pause(self, host: str | None = None, **fields) -> Pause:
+        """Writes the pause file (all hosts, or `host`) and obeys it at once if it is ours."""
+        paused = write_pause(self.spool, host, **fields)
+        self._check_pause(time.monotonic(), force=True)
+        return paused
+
+    def resume(self, host: str | None = None) -> list[str]:
+        removed = remove_pause(self.spool, host)
+        self._check_pause(time.monotonic(), force=True)
+        return removed
 
     def _beat_if_due(self) -> bool:
         now = time.monotonic()
@@ -418,7 +467,7 @@ class Arbiter:
     def dispatch(self) -> None:
         """Hands the queue, in order, to idle workers: each job to one that already holds its
         model if there is one, else to the one with the most room for another model."""
-        while self.queue and not self.draining:
+        while self.queue and not self.draining and self.pausing.current is None:
             idle = [w for w in self.workers if w.idle]
             if not idle:
                 return
@@ -541,6 +590,7 @@ class Arbiter:
             self._wake.set()
         elif isinstance(msg, m.ModelsChanged):
             worker.loading.clear()
+            self._freeing.discard(worker.index)  # unloaded (or not all: asked again next turn)
         elif isinstance(msg, m.LoadFailed):
             worker.loading.discard(msg.model)
             log.error("model.load_failed", device=worker.device, model=msg.model, error=msg.error)
@@ -568,6 +618,8 @@ class Arbiter:
                 self.ends.publish(rj.job_dir, rj.job_id, "completed", result=msg.result)
             elif isinstance(msg, m.Failed):
                 self.ends.publish(rj.job_dir, rj.job_id, "failed", error=msg.error)
+            elif rj.stop_reason == "pause":
+                self.ends.requeue(rj.job_dir, rj.job_id, "requeued: paused with now", undo_attempt=rj.attempt)
             else:
                 self.ends.cancel(rj.job_dir, rj.job_id)
             self._wake.set()
@@ -590,7 +642,7 @@ class Arbiter:
             worker.crash_streak = 1 if healthy else worker.crash_streak + 1
             base = self.settings.workers.restart_backoff_seconds
             backoff = min(base * 2 ** (worker.crash_streak - 1), MAX_RESTART_BACKOFF)
-            worker.next_start = time.monotonic() + (0 if reason in ("timeout", "cancel", "lost", "stalled") else backoff)
+            worker.next_start = time.monotonic() + (0 if reason in ("timeout", "cancel", "pause", "lost", "stalled") else backoff)
         self._wake.set()
 
     def _end_interrupted_attempt(self, rj: RunningJob, reason: str | None, how: str) -> None:
@@ -600,8 +652,9 @@ class Arbiter:
                 self.ends.fail(rj.job_dir, rj.job_id, ErrorCode.TIMEOUT, f"ran longer than {limit:g} s ([workers] job_timeout_seconds)")
             elif reason == "cancel":
                 self.ends.cancel(rj.job_dir, rj.job_id)
-            elif reason == "shutdown":
-                self.ends.requeue(rj.job_dir, rj.job_id, "requeued at daemon shutdown", undo_attempt=rj.attempt)
+            elif reason in ("shutdown", "pause"):
+                why = "requeued at daemon shutdown" if reason == "shutdown" else "requeued: paused with now"
+                self.ends.requeue(rj.job_dir, rj.job_id, why, undo_attempt=rj.attempt)
             else:
                 what = (f"the worker stopped answering ({how} after {self.settings.workers.stall_seconds:g} s without "
                         "progress or heartbeat, [workers] stall_seconds)" if reason == "stalled" else f"the worker crashed ({how})")
@@ -643,9 +696,12 @@ class Arbiter:
                     return "canceled"
         return "canceling"  # running on another host, or being accepted: its owner sees the mark
 
-    def _send_cancel(self, worker: WorkerHandle) -> None:
+    def _send_cancel(self, worker: WorkerHandle, why: str = "cancel") -> None:
+        """Asks the worker to stop the job at its next step: to cancel it, or (`pause`) to
+        requeue it without counting the attempt."""
         if worker.job and not worker.job.cancel_sent:
             worker.job.cancel_sent = True
+            worker.job.stop_reason = why
             worker.job.cancel_sent_at = time.monotonic()
             worker.send(m.CancelJob(worker.job.job_id))
 
@@ -659,7 +715,7 @@ class Arbiter:
             if not rj.job_dir.exists():
                 self._lose(w, rj)
             elif rj.cancel_sent and now - rj.cancel_sent_at > CANCEL_GRACE_SECONDS:
-                w.kill("cancel")
+                w.kill(rj.stop_reason)
             elif not rj.cancel_sent and self.transitions.cancel_requested(rj.job_id):
                 self._send_cancel(w)
             elif now - rj.started > timeout:
@@ -734,6 +790,7 @@ class Arbiter:
             if w.process is not None:
                 w.kill("shutdown")
                 self._on_worker_exit(w)
+        self.deliveries.stop()  # copies in flight are redone at the next start
         if self.watcher:
             self.watcher.stop()
         for runner in self._compat_runners:
@@ -757,8 +814,8 @@ class Arbiter:
             problems.append(f"spool unavailable: {self.health.fault}")
         elif not os.access(self.spool.root, os.W_OK) or not os.access(self.spool.outbox, os.W_OK):
             problems.append("spool not writable")
-        if self.paused:
-            problems.append(f"not claiming: {self.paused}")
+        if self.sharing_refused:
+            problems.append(f"not claiming: {self.sharing_refused}")
         if not any(w.alive for w in self.workers):
             problems.append("no live worker")
         if failing := self.loop_failures.problem():  # e.g. one bad inbox entry breaking every turn
@@ -785,8 +842,10 @@ class Arbiter:
     def _status_line(self) -> str:
         if self.health.fault:
             return f"spool unavailable: {self.health.fault}"
-        if self.paused:
-            return f"not claiming: {self.paused}"
+        if self.sharing_refused:
+            return f"not claiming: {self.sharing_refused}"
+        if self.pausing.current:
+            return f"{self.pausing.current.words()}; {len(self.queue)} queued, {len(self._running_ids())} running"
         busy = len(self._running_ids())
         alive = sum(1 for w in self.workers if w.alive)
         return f"{len(self.queue)} queued, {busy} running, {alive}/{len(self.workers)} workers, {self.counts['completed']} completed"
@@ -798,4 +857,5 @@ class Arbiter:
             "workers": [w.describe() for w in self.workers],
             "queued_seen": len(self.queue),
             "counts": self.counts,
+            "paused": self.pausing.current.describe() if self.pausing.current else None,
         }

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import secrets
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -38,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("id")
     p = sub.add_parser("purge", help="delete ended jobs' result files (their status, log and inputs stay)")
     p.add_argument("ids", nargs="+", metavar="ID")
+    p = sub.add_parser("pause", help="stop claiming new jobs (every host sharing the spool, or --host); drops still queue")
+    p.add_argument("--host", help="pause only this host (hosts/<host>.pause)")
+    p.add_argument("--now", action="store_true", help="also requeue running jobs at their next step (attempt not counted)")
+    p.add_argument("--free-memory", action="store_true", help="idle workers unload their models")
+    p.add_argument("--reason", help="shown by health, the queue and the page")
+    p = sub.add_parser("resume", help="lift the pause (every pause; or only --host's)")
+    p.add_argument("--host", help="lift only this host's pause")
     sub.add_parser("doctor", help="check config, tools, GPUs, models and the spool filesystem")
     p = sub.add_parser("models", help="the model registry: list, load/unload in the running daemon, import a folder")
     msub = p.add_subparsers(dest="models_command", required=True)
@@ -73,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handler = {
         "run": cmd_run, "init": cmd_init, "submit": cmd_submit, "status": cmd_status,
-        "cancel": cmd_cancel, "purge": cmd_purge, "doctor": cmd_doctor, "models": cmd_models, "voices": cmd_voices,
+        "cancel": cmd_cancel, "pause": cmd_pause, "resume": cmd_resume, "purge": cmd_purge, "doctor": cmd_doctor, "models": cmd_models, "voices": cmd_voices,
     }[args.command]
     return handler(settings, args)
 
@@ -309,6 +318,35 @@ def cmd_cancel(settings: Settings, args) -> int:
     tmp.touch()
     os.rename(tmp, spool.inbox / f"{args.id}.cancel")
     print(f"cancel requested for {args.id} (state {doc.get('state')})")
+    return 0
+
+
+def cmd_pause(settings: Settings, args) -> int:
+    """Writes the pause file: daemons see it within a turn (no daemon needs to run)."""
+    from daemon.pause import pause
+
+    spool = _existing_spool(settings)
+    if spool is None:
+        return 2
+    if args.host is not None and not is_valid_job_id(args.host):  # the same characters as a host name
+        print(f"vidspool: {args.host!r} is not a host name", file=sys.stderr)
+        return 2
+    paused = pause(spool, args.host, now=args.now, free_memory=args.free_memory,
+                   by=f"cli {getpass.getuser()}@{socket.gethostname()}", reason=args.reason)
+    extra = [w for w, on in (("running jobs requeued at their next step", paused.now),
+                             ("idle workers unload their models", paused.free_memory)) if on]
+    print(f"{paused.words()}: no new claims, drops still queue" + "".join(f"; {e}" for e in extra))
+    return 0
+
+
+def cmd_resume(settings: Settings, args) -> int:
+    from daemon.pause import resume
+
+    spool = _existing_spool(settings)
+    if spool is None:
+        return 2
+    removed = resume(spool, args.host)
+    print(f"resumed: removed {', '.join(removed)}" if removed else "not paused: nothing to resume")
     return 0
 
 

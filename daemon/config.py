@@ -148,6 +148,86 @@ class ApiConfig(Section):
         return self
 
 
+WEBHOOK_EVENTS = ("queued", "running", "progress", "completed", "failed", "canceled")
+WebhookEvent = Literal["queued", "running", "progress", "completed", "failed", "canceled"]
+# What a job tells a client that names none: how it ended.
+DEFAULT_WEBHOOK_EVENTS: list[str] = ["completed", "failed", "canceled"]
+
+
+def check_http_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    return url
+
+
+class WebhookTarget(Section):
+    """Where a job's state changes are POSTed (SPEC §10.1)."""
+
+    url: str
+    events: list[WebhookEvent] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v):
+        return check_http_url(v)
+
+
+class WebhooksConfig(Section):
+    # The Standard Webhooks signing key, "whsec_" + base64 (never in a job file).
+    secret: str = ""
+    # Jobs that name no webhook (and whose preset names none) report here.
+    default: WebhookTarget | None = None
+    # URL prefixes a job file may name ("https://hooks.example.org/"); empty: a job file may
+    # name none (presets and this section still may). A loopback or private address is
+    # allowed only where a prefix names it explicitly ("http://127.0.0.1:9000/hooks/").
+    allowed_urls: list[str] = []
+    # `progress` events of one job at most this often.
+    progress_seconds: float = Field(10.0, ge=0)
+    timeout_seconds: float = Field(10.0, gt=0, le=300)
+    # Attempts per event; the wait doubles from retry_seconds (5 s, 10 s … capped at 1 h).
+    max_attempts: int = Field(10, ge=1, le=100)
+    retry_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v):
+        if v:
+            import base64
+            import binascii
+
+            if not v.startswith("whsec_"):
+                raise ValueError("must be a Standard Webhooks key: \"whsec_\" + base64 (e.g. from `openssl rand -base64 32`)")
+            try:
+                if not base64.b64decode(v[len("whsec_"):] + "==", validate=False):
+                    raise ValueError("the key after \"whsec_\" is empty")
+            except binascii.Error:
+                raise ValueError("the key after \"whsec_\" is not base64") from None
+        return v
+
+    @field_validator("allowed_urls")
+    @classmethod
+    def _prefixes(cls, v):
+        return [check_http_url(u) for u in v]
+
+
+class PreviewConfig(Section):
+    # A running video job writes outbox/<id>/preview.jpg every this many denoising steps (0: off).
+    every_steps: int = Field(5, ge=0)
+    # The preview's longer side in pixels at most.
+    max_side: int = Field(512, ge=16, le=4096)
+
+
+class OutboxConfig(Section):
+    # Ended jobs' outbox folders older than this many days are removed (unset: kept forever).
+    keep_days: float | None = Field(None, gt=0)
+    # How often a daemon looks for folders past keep_days.
+    sweep_seconds: float = Field(3600.0, gt=0)
+
+
+DELIVERY_PLACEHOLDERS = frozenset({"stem", "id", "kind", "date", "ext", "result"})
+
+
 class PresetConfig(Section):
     kind: str
     # Bare files matching these globs, dropped in inbox/<preset>/, become jobs.
@@ -158,6 +238,34 @@ class PresetConfig(Section):
     priority: int = Field(0, ge=-100, le=100)
     params: dict[str, Any] = {}
     labels: dict[str, str] = {}
+    # The preset's jobs report here unless the job file names its own webhook.
+    webhook: WebhookTarget | None = None
+    # After completion the main result (deliver = "all": every result) is copied into this
+    # folder (a share too), named by `name`: {stem} (the drop's name), {id}, {kind}, {date}
+    # (YYYY-MM-DD), {ext}, {result} (the result's own name, e.g. "video"); never overwriting.
+    deliver_to: Path | None = None
+    name: str | None = None
+    deliver: Literal["main", "all"] = "main"
+    # A failed delivery is retried after this many seconds, doubling up to an hour.
+    deliver_retry_seconds: float = Field(10.0, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name_template(cls, v):
+        if v is None:
+            return v
+        import string
+
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"bad template {v!r}: {exc}") from None
+        unknown = fields - DELIVERY_PLACEHOLDERS
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; use {{stem}} {{id}} {{kind}} {{date}} {{ext}} {{result}}")
+        if "/" in v or "\\" in v or v.startswith(".") or not v.strip():
+            raise ValueError(f"{v!r} must be a plain file name (no folders, not starting with '.')")
+        return v
 
 
 class KindConfig(Section):
@@ -314,6 +422,9 @@ class Settings(BaseSettings):
     voices: dict[str, VoiceConfig] = {}
     compat: CompatSection = CompatSection()
     characters: dict[str, CharacterConfig] = {}
+    webhooks: WebhooksConfig = WebhooksConfig()
+    preview: PreviewConfig = PreviewConfig()
+    outbox: OutboxConfig = OutboxConfig()
     # Names of the [models.*] entries (config or environment), which a registry rescan never
     # replaces or drops; None: not built by load_settings, so every entry counts as one.
     _configured_models: frozenset[str] | None = PrivateAttr(None)
@@ -350,6 +461,14 @@ class Settings(BaseSettings):
             if c.address[1] and c.address in listens:
                 raise ValueError(f"compat.{name}.listen {c.listen} is already in use by another listener (e.g. [api] port 8080)")
             listens.append(c.address)
+        return self
+
+    @model_validator(mode="after")
+    def _webhooks_signed(self):
+        named = ["[webhooks] default"] if self.webhooks.default else []
+        named += [f"[presets.{n}] webhook" for n, p in self.presets.items() if p.webhook]
+        if named and not self.webhooks.secret:
+            raise ValueError(f"webhooks.secret: {named[0]} needs [webhooks] secret (\"whsec_\" + base64) to sign deliveries")
         return self
 
     @field_validator("presets")

@@ -78,9 +78,9 @@ class LeaseTracker:
     def dead_hosts(self, now: float | None = None) -> list[str]:
         now = time.monotonic() if now is None else now
         names = set()
-        for d in (self.hosts_dir, self.active_root):
-            try:
-                names.update(n[:-5] if n.endswith(".json") else n for n in os.listdir(d) if not n.startswith("."))
+        for d, suffix in ((self.hosts_dir, ".json"), (self.active_root, "")):
+            try:  # hosts/ also holds <host>.pause files (daemon/pause.py): not hosts
+                names.update(n[:len(n) - len(suffix)] for n in os.listdir(d) if not n.startswith(".") and n.endswith(suffix))
             except FileNotFoundError:
                 pass
         names.discard(self.me)

@@ -15,6 +15,7 @@ from contract import status as status_document
 from contract.status import LIST_FIELDS, STATES
 from daemon import __version__
 from daemon.http_paths import API, STATIC_FILES
+from daemon.pause import PauseRequest, ResumeRequest
 
 if TYPE_CHECKING:
     from daemon.config import Settings
@@ -207,6 +208,20 @@ def _paths() -> dict:
             }, ["repo"], closed=True))},
             description="In the background; the model list shows its state, bytes and error. Refused "
                         "with 503 `offline` on a host without the hub (HF_HUB_OFFLINE=1).")},
+        f"{API}/pause": {"post": operation(
+            "pause", "Pause: no new claims (every host, or one); drops still queue", "daemon",
+            {**ok("paused: what was written, and the pause this daemon now obeys", obj({
+                "paused": ref("Paused"), "queue_paused": nullable(ref("Paused"))}, ["paused"])),
+             **errors(400, 413, *spool_errors)},
+            scope="submit", body=_optional_body(PauseRequest),
+            description="Writes R/PAUSE (or hosts/<host>.pause): every daemon sharing the spool obeys it. "
+                        "`now` requeues running jobs at their next step without counting the attempt.")},
+        f"{API}/resume": {"post": operation(
+            "resume", "Resume: lift the pause of one host, or (no host) every pause", "daemon",
+            {**ok("the pause files removed, and the pause this daemon still obeys", obj({
+                "removed": STR_LIST, "queue_paused": nullable(ref("Paused"))}, ["removed"])),
+             **errors(400, 413, *spool_errors)},
+            scope="submit", body=_optional_body(ResumeRequest))},
         f"{API}/voices": {"get": operation(
             "listVoices", "Voices a job may name: [voices.*] from config, then espeak-ng's", "speech",
             ok("the voices", obj({"voices": array(ref("Voice"))})),
@@ -223,6 +238,11 @@ _EVENTS_DOC = (
     "An endless stream. Every status write is `event: status`, `id: <run>-<n>`, `data: <status JSON>`. "
     "Reconnecting with Last-Event-ID replays the kept events after it (the last 10,000); an id the "
     "daemon no longer has gives `event: reset` (data `{}`): refetch /api/v1/jobs. `: keepalive` every 15 s.")
+
+
+def _optional_body(model) -> dict:
+    """A JSON body that may be left out (every field has its default)."""
+    return {"required": False, "content": json_content(model.model_json_schema())}
 
 
 def _file_responses(*media_types: str) -> dict:
@@ -319,7 +339,11 @@ def _schemas() -> dict:
         "Error": obj({"error": obj({"code": STR, "message": STR}, closed=True)}, closed=True),
         "Health": obj({"status": {"type": "string", "enum": ["ok", "unavailable"]},
                        "corrupt": {"type": "integer", "minimum": 0, "description": "entries in corrupt/"},
-                       "reason": {"type": "string", "description": "why not ok (503 only)"}}, ["status"]),
+                       "reason": {"type": "string", "description": "why not ok (503 only)"},
+                       "paused": {**ref("Paused"), "description": "present while paused (still healthy)"}}, ["status"]),
+        "Paused": obj({"scope": {"type": "string", "enum": ["all", "host"]}, "host": nullable(STR),
+                       "now": BOOL, "free_memory": BOOL, "by": nullable(STR), "reason": nullable(STR),
+                       "since": nullable(STR)}, ["scope"], description="a pause (SPEC §10.4)"),
         **status_document.schemas(REF + "{model}"),  # Status, Result, ResultFile, StatusError, ErrorCode
         "JobSummary": _job_summary_schema(),
         "JobList": obj({"jobs": array(ref("JobSummary")),
@@ -331,7 +355,7 @@ def _schemas() -> dict:
         "Stats": obj({k: {"type": "object"} for k in ("requests", "generation", "queue", "storage", "models")},
                      description="figures from the outbox; seconds and bytes, null where there is no history"),
         "Device": _device_schema(),
-        "Queue": obj({"devices": array(ref("Device")),
+        "Queue": obj({"paused": nullable(ref("Paused")), "devices": array(ref("Device")),
                       "queued": array(obj({"id": STR, "priority": INT, "position": {"type": "integer", "minimum": 1}}))}),
         "Info": _info_schema(),
         "Model": _model_schema(),

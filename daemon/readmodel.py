@@ -28,6 +28,7 @@ from daemon.events import EventLog
 from daemon.fsops import atomic_write_bytes, read_json
 from daemon.history import History, epoch
 from daemon.modelview import model_entries
+from daemon.pause import Pause, PauseWatch
 from daemon.quarantine import corrupt_count
 from daemon.results import delete_results
 from daemon.spool import STATUS, QueueName, Spool, is_valid_job_id, sanitize_job_id
@@ -61,6 +62,12 @@ class Supervisor(Protocol):
     def dropped(self, path: Path) -> None: ...
 
     def on_status(self, listener: Callable[[dict], None]) -> None: ...
+
+    def pause(self, host: str | None = None, **fields) -> Pause: ...
+
+    def resume(self, host: str | None = None) -> list[str]: ...
+
+    pausing: PauseWatch
 
 
 class JobFilter:
@@ -305,8 +312,19 @@ class ReadModel:
                 return i + 1
         return None
 
+    def paused(self) -> dict | None:
+        """The pause this daemon obeys (SPEC §10.4), or None."""
+        current = self.daemon.pausing.current
+        return current.describe() if current else None
+
+    def pause(self, host: str | None, now: bool, free_memory: bool, by: str, reason: str | None) -> dict:
+        return self.daemon.pause(host, now=now, free_memory=free_memory, by=by, reason=reason).describe()
+
+    def resume(self, host: str | None) -> list[str]:
+        return self.daemon.resume(host)
+
     def queue(self) -> dict:
-        return {"devices": self.devices(),
+        return {"paused": self.paused(), "devices": self.devices(),
                 "queued": [{"id": q.job_id, "priority": q.priority, "position": i + 1}
                            for i, q in enumerate(self.daemon.queued())]}
 

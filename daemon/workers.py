@@ -27,6 +27,7 @@ class RunningJob:
     started: float = field(default_factory=time.monotonic)
     cancel_sent: bool = False
     cancel_sent_at: float = 0.0
+    stop_reason: str = "cancel"  # why a stop was sent: "cancel", or "pause" (requeue, attempt not counted)
     lost: bool = False
 
 
