@@ -295,8 +295,14 @@ def cmd_status(settings: Settings, args) -> int:
         for name in sorted(os.listdir(spool.hosts)):
             if name.endswith(".json") and not name.startswith("."):
                 doc = read_json(spool.hosts / name) or {}
-                hosts[name[:-5]] = {"state": doc.get("state"), "updated_at": doc.get("updated_at"), "api_url": doc.get("api_url")}
-    print(json.dumps({"spool": str(spool.root), "queued": queued, "running": running, "hosts": hosts}, indent=1))
+                hosts[name[:-5]] = {"state": doc.get("state"), "updated_at": doc.get("updated_at"), "api_url": doc.get("api_url"),
+                                    "paused": doc.get("paused")}
+    from daemon.pause import read_pause
+
+    paused = read_pause(spool, spool.host)
+    summary = {"spool": str(spool.root), "paused": paused.describe() if paused and paused.scope == "all" else None,
+               "queued": queued, "running": running, "hosts": hosts}
+    print(json.dumps(summary, indent=1))
     return 0
 
 

@@ -61,6 +61,9 @@ def test_a_pause_file_stops_claims_on_every_host_and_drops_still_queue(tmp_path,
             assert not executions(markers)
             time.sleep(0.1)
         assert len(get(a.api, "/api/v1/queue")["queued"]) == 4
+        summary = json.loads(cli(root, "status").stdout)
+        assert summary["paused"]["reason"] == "maintenance" and summary["queued"] == 4
+        assert summary["hosts"]["host-b"]["paused"]["scope"] == "all"
         done = cli(root, "resume")
         assert done.returncode == 0 and "removed PAUSE" in done.stdout, done.stdout + done.stderr
         finals = wait_all_final(root, ids, daemon=a)
