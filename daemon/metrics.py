@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 disable_created_metrics()  # no *_created series: they double the output and say nothing here
 
@@ -37,6 +37,13 @@ class Metrics:
                                          buckets=API_BUCKETS, registry=self.registry)
         self.refused = Counter("vidspool_api_connections_refused", "Connections answered 503 over [api] max_connections",
                                registry=self.registry)
+        self.deliveries = Counter("vidspool_deliveries", "Delivery attempts to presets' deliver_to folders, by outcome",
+                                  ["outcome"], registry=self.registry)
+        self.webhooks = Counter("vidspool_webhook_deliveries", "Webhook delivery attempts, by result (delivered, retry, given_up, refused)",
+                                ["result"], registry=self.registry)
+        hooks = getattr(getattr(view, "daemon", None), "webhooks", None)
+        if hooks is not None:  # daemon/webhooks.py calls back from its sender threads (Counter is thread-safe)
+            hooks.on_attempt(lambda result: self.webhooks.labels(result).inc())
         self.registry.register(_PresentState(view))
         view.on_status(self.on_status)
         self._request_children: dict[tuple, tuple] = {}
@@ -49,6 +56,11 @@ class Metrics:
             if waited is not None:
                 self.queue_wait.labels(kind).observe(waited)
         elif state in ("completed", "failed", "canceled"):
+            result = doc.get("result") or {}
+            if result.get("delivered") is not None or result.get("delivery_error") is not None:
+                # a delivery's rewrite of an ended job's status (daemon/delivery.py), not another end
+                self.deliveries.labels("failed" if result.get("delivery_error") else "delivered").inc()
+                return
             self.jobs_total.labels(kind, state).inc()
             ran = _seconds_between(doc.get("started_at"), doc.get("finished_at"))
             if ran is not None:
@@ -99,3 +111,9 @@ class _PresentState:
             loads.add_metric([d["device"]], d["model_loads"])
             busy.add_metric([d["device"]], 1 if d["busy"] else 0)
         yield from (restarts, memory, models, loads, busy)
+        sweeper = getattr(self.view.daemon, "retention", None)  # daemon/retention.py's, this daemon's sweeps
+        if sweeper is not None:
+            yield CounterMetricFamily("vidspool_retention_removed", "Ended jobs' outbox folders removed past [outbox] keep_days",
+                                      value=sweeper.removed)
+            yield CounterMetricFamily("vidspool_retention_freed_bytes", "Bytes freed by removing outbox folders past keep_days",
+                                      value=sweeper.freed_bytes)

@@ -10,6 +10,9 @@ A job's state is the folder it sits in:
     active/<host>/.retired-<id>.<t>/ published; being removed (recovery only removes it)
     outbox/<id>/                     status.json from acceptance on; results; input/ at the end
     corrupt/<name>                   what cannot be read (with <name>.reason.json), never deleted
+    deliveries/<host>/<id>.json      a copy to a preset's deliver_to that <host> still owes
+    webhooks/<host>/<webhook-id>.json a webhook event <host> still owes (daemon/webhooks.py)
+    trash/<id>.<host>.<t>-<hex>/     an outbox folder past [outbox] keep_days, being removed
 
 Every move between them is one rename, so a crash leaves each job in exactly one place.
 """
@@ -99,7 +102,8 @@ class Spool:
         self.corrupt = self.root / "corrupt"
 
     def create(self, presets: list[str] = ()) -> None:
-        for d in (self.root, self.inbox, self.queue, self.active_root, self.active, self.outbox, self.hosts, self.corrupt):
+        for d in (self.root, self.inbox, self.queue, self.active_root, self.active, self.outbox, self.hosts, self.corrupt,
+                  self.deliveries.parent, self.deliveries, self.trash, self.webhooks.parent, self.webhooks):
             d.mkdir(mode=0o2775, exist_ok=True)
         for name in presets:
             (self.inbox / name).mkdir(mode=0o2775, exist_ok=True)
@@ -119,6 +123,21 @@ class Spool:
         if found != expected:
             return f"{self.root} is now a different spool ({SPOOL_ID} changed): a different filesystem is mounted there"
         return None
+
+    @property
+    def deliveries(self) -> Path:
+        """deliveries/<host>/: a marker per delivery (daemon/delivery.py) this host still owes."""
+        return self.root / "deliveries" / self.host
+
+    @property
+    def webhooks(self) -> Path:
+        """webhooks/<host>/: a marker per webhook event (daemon/webhooks.py) this host still owes."""
+        return self.root / "webhooks" / self.host
+
+    @property
+    def trash(self) -> Path:
+        """trash/: outbox folders renamed here by retention (daemon/retention.py), then removed."""
+        return self.root / "trash"
 
     def active_of(self, host: str) -> Path:
         return self.active_root / host
