@@ -22,6 +22,8 @@ bench: setup
 	$(PY) bench/api.py
 	$(PY) bench/speech.py
 	$(PY) bench/talking_head.py
+	$(PY) bench/previews.py
+	$(PY) bench/webhooks.py
 	$(PY) bench/soak.py
 
 # Tiny random-weight models of every family (noise, for trying the video kinds offline).

@@ -27,6 +27,8 @@ class RunJob:
     model_config: dict[str, Any] | None = None  # the registry entry of the job's model
     voices: dict[str, dict] = field(default_factory=dict)  # [voices.*] from config
     model_roots: tuple[str, ...] = ()  # folders a job may name a model in by path
+    # Live previews ([preview]): {"path": outbox/<id>/preview.jpg, "every_steps", "max_side"}; empty: off.
+    preview: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,11 @@ class Progress:
     step: int | None = None
     total_steps: int | None = None
     eta_seconds: float | None = None
+    preview_step: int | None = None  # a new preview.jpg shows this step (or frame)
 
     def update(self) -> dict[str, Any]:
-        """The status keys this message sets (contract.status.PROGRESS_KEYS)."""
+        """The status keys this message sets (contract.status.PROGRESS_KEYS, and preview_step,
+        which the daemon turns into the status's `preview`)."""
         return {k: v for k, v in vars(self).items() if k != "job_id"}
 
 

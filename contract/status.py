@@ -58,6 +58,10 @@ class Result(BaseModel):
     delivery_error: dict[str, Any] | None = Field(None, description="why delivery has not worked yet: message, attempts, next_attempt_at")
 
 
+# A running job's live preview, beside its status: outbox/<id>/preview.jpg (SPEC §10.2).
+PREVIEW_FILE = "preview.jpg"
+
+
 class Preview(BaseModel):
     model_config = ConfigDict(extra="allow")
 

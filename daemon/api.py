@@ -40,6 +40,7 @@ from daemon.metrics import Metrics
 from daemon.pause import PauseRequest, ResumeRequest
 from daemon.readmodel import JobFilter, ReadModel
 from daemon.spool import is_valid_job_id
+from contract.status import PREVIEW_FILE
 
 log = structlog.get_logger()
 
@@ -80,6 +81,7 @@ class Api:
             web.get(f"{API}/stats", self.stats),
             web.get(f"{API}/jobs/{{id}}/files/{{name}}", self.get_file),
             web.get(f"{API}/jobs/{{id}}/download", self.download),
+            web.get(f"{API}/jobs/{{id}}/{PREVIEW_FILE}", self.get_preview),
             web.get(f"{API}/events", self.stream_events),
             web.get(f"{API}/models", self.list_models),
             web.get(f"{API}/voices", self.list_voices),
@@ -317,6 +319,18 @@ class Api:
         job_id = request.match_info["id"]
         return await self._send_file(self.view.result_file(job_id, None), f"job {job_id!r} has no result yet")
 
+    async def get_preview(self, request: web.Request) -> web.Response:
+        """A running job's live preview.jpg (SPEC §10.2), read whole: the worker renames a new
+        one over it at any moment and removes it when the attempt ends."""
+        job_id = request.match_info["id"]
+        try:
+            body = (self.view.spool.job_outbox(job_id) / PREVIEW_FILE).read_bytes() if is_valid_job_id(job_id) else None
+        except (FileNotFoundError, NotADirectoryError):
+            body = None
+        if body is None:
+            return error(404, "not_found", f"job {job_id!r} has no live preview (not running, previews off, or none yet)")
+        return web.Response(body=body, headers={"Content-Type": "image/jpeg", "Cache-Control": "no-store"})
+
     # -- events ---------------------------------------------------------------------------
     async def stream_events(self, request: web.Request) -> web.StreamResponse:
         job = request.query.get("job")
@@ -343,10 +357,14 @@ class Api:
         else:
             await response.write(b": connected\n\n")
         quiet_since = time.monotonic()
+        previews: dict[str, int] = {}  # the preview step last sent per job (a `preview` event when it moves)
         try:
             while True:
                 for n, doc in self.events.after(after, job):
                     await response.write(f"id: {self.events.event_id(n)}\nevent: status\ndata: {json.dumps(doc)}\n\n".encode())
+                    if (preview := doc.get("preview")) and previews.get(doc["id"]) != preview.get("step"):
+                        previews[doc["id"]] = preview.get("step")
+                        await response.write(f"event: preview\ndata: {json.dumps({'id': doc['id'], **preview})}\n\n".encode())
                     quiet_since = time.monotonic()
                 after = self.events.last
                 if self.view.stopping or request.transport is None or request.transport.is_closing():

@@ -48,11 +48,13 @@ from daemon.pause import resume as remove_pause
 from daemon.quarantine import quarantine
 from daemon.recovery import Recovery
 from daemon.registry import refresh_models
+from daemon.retention import Sweeper
 from daemon.spool import CANCEL_MARK, JOB_DOC, QueueName, Spool, is_valid_job_id
 from daemon.spoolhealth import SpoolHealth
 from daemon.status import StatusWriter
 from daemon.transitions import Transitions
 from daemon.watcher import Hints, SpoolWatcher
+from daemon.webhooks import Webhooks
 from daemon.workers import RunningJob, WorkerHandle
 from pipeline.kinds import load_kinds
 
@@ -112,6 +114,12 @@ class Arbiter:
         # Presets' deliver_to folders (daemon/delivery.py): started by the `completed` status write.
         self.deliveries = Deliveries(self.spool, self.kinds, lambda: self.settings, self.statuses.current, self.statuses.write)
         self.on_status(self.deliveries.on_status)
+        # Signed webhooks (daemon/webhooks.py): each event recorded by the status write that makes it.
+        self.webhooks = Webhooks(self.spool, lambda: self.settings)
+        self.on_status(self.webhooks.on_status)
+        # [outbox] keep_days (daemon/retention.py): old ended jobs' folders removed, in a thread.
+        self.retention = Sweeper(self.spool, lambda: self.settings,
+                                 may_sweep=lambda: self._opened and self.health.ok and not self.draining)
         self.crash = CrashPoints.from_env()  # tests only: kill this daemon at a named step
         self.health = SpoolHealth(self.spool.root)
         self.transitions = Transitions(self.spool, settings, self.kinds, self.statuses, self.crash)
@@ -186,6 +194,7 @@ class Arbiter:
                  api=self.api_url, recovery_seconds=round(self.recovery_seconds, 3),
                  start_seconds=round(time.monotonic() - started, 3),
                  filesystem=self.fs.fstype if self.fs else None, fault=self.health.fault)
+        self.retention.start()
         while not self.stop_requested:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._next_timeout())
@@ -246,6 +255,7 @@ class Arbiter:
         self.recovery_seconds = time.monotonic() - started
         self.heartbeat.beat(**self._beat_info())
         self.deliveries.resume()  # what a previous run left undelivered
+        self.webhooks.resume()  # its sender process, which takes up what a previous run left unsent
         self._opened = True
         return None
 
@@ -791,6 +801,8 @@ class Arbiter:
                 w.kill("shutdown")
                 self._on_worker_exit(w)
         self.deliveries.stop()  # copies in flight are redone at the next start
+        self.webhooks.stop()  # pending events stay in their markers for the next start
+        await asyncio.to_thread(self.retention.stop)  # a sweep ends at its next folder
         if self.watcher:
             self.watcher.stop()
         for runner in self._compat_runners:

@@ -38,8 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("id", nargs="?")
     p = sub.add_parser("cancel", help="cancel a job (drops ID.cancel)")
     p.add_argument("id")
-    p = sub.add_parser("purge", help="delete ended jobs' result files (their status, log and inputs stay)")
-    p.add_argument("ids", nargs="+", metavar="ID")
+    p = sub.add_parser("purge", help="delete ended jobs' result files (their status, log and inputs stay); "
+                       "--older-than: remove old ended jobs' whole outbox folders")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="remove the folders of jobs that ended over DAYS ago")
+    p.add_argument("--state", action="append", choices=sorted(FINAL_STATES), help="only jobs that ended so (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="list what --older-than would remove; remove nothing")
     p = sub.add_parser("pause", help="stop claiming new jobs (every host sharing the spool, or --host); drops still queue")
     p.add_argument("--host", help="pause only this host (hosts/<host>.pause)")
     p.add_argument("--now", action="store_true", help="also requeue running jobs at their next step (attempt not counted)")
@@ -360,9 +364,17 @@ def cmd_purge(settings: Settings, args) -> int:
     """Works on the spool itself (no daemon needed), safe beside daemons on other hosts."""
     from daemon.results import delete_results
 
+    if bool(args.ids) == (args.older_than is not None) or (args.older_than is None and (args.state or args.dry_run)):
+        print("vidspool: purge takes job ids, or --older-than DAYS [--state S] [--dry-run]", file=sys.stderr)
+        return 2
+    if args.older_than is not None and args.older_than < 0:
+        print("vidspool: --older-than must be 0 or more days", file=sys.stderr)
+        return 2
     spool = _existing_spool(settings)
     if spool is None:
         return 2
+    if args.older_than is not None:
+        return _purge_older_than(spool, args.older_than, args.state, args.dry_run)
     failed = 0
     for job_id in args.ids:
         outcome, freed = delete_results(spool, job_id, by=f"cli@{spool.host}")
@@ -379,6 +391,24 @@ def cmd_purge(settings: Settings, args) -> int:
             print(message, file=sys.stderr)
             failed = 1
     return failed
+
+
+def _purge_older_than(spool: Spool, days: float, states: list[str] | None, dry_run: bool) -> int:
+    """The selection a daemon's retention sweep makes (daemon/retention.py), by the same
+    rename into trash/: safe beside sweeping daemons (each folder goes once)."""
+    from daemon.retention import Selection, remove_job_folder, tree_bytes
+
+    selection = Selection.older_than(days, states)
+    verb = "would remove" if dry_run else "removed"
+    count = total = 0
+    for job in selection.jobs(spool):
+        freed = tree_bytes(spool.job_outbox(job.job_id)) if dry_run else remove_job_folder(spool, job, selection)
+        if freed is not None:
+            print(f"{verb} {job.job_id} ({job.state}, finished {job.finished_at}): {freed} bytes")
+            count, total = count + 1, total + freed
+    print(f"{verb} {count} job folder{'s' * (count != 1)} that ended over {days:g} days ago: {total} bytes"
+          + (" (dry run: nothing removed)" if dry_run else ""))
+    return 0
 
 
 def cmd_doctor(settings: Settings, args) -> int:

@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from daemon.config import Settings, format_validation_error
+from daemon.config import PresetConfig, Settings, WebhookTarget, format_validation_error
 from daemon.fsops import file_type_words
 from daemon.registry import refresh_models
 from daemon.spool import is_valid_job_id
+from daemon.webhook_urls import job_url_problem
 from contract.errors import MOUNT_ERRNOS, ErrorCode, JobError
 from contract.kinds import KindSpec
 
@@ -33,6 +34,8 @@ class JobFile(BaseModel):
     inputs: dict[str, str | list[str]] = {}
     max_attempts: int | None = Field(None, ge=1, le=100)
     labels: dict[str, str] = {}
+    # Where state changes are POSTed (SPEC §10.1); a preset's or [webhooks] default otherwise.
+    webhook: WebhookTarget | None = None
 
     @field_validator("id")
     @classmethod
@@ -136,6 +139,7 @@ def validate_job(
         if frame_pixels is not None and frame_pixels > limit:
             raise JobError(ErrorCode.INVALID_JOB, f"job: the video would be {frame_pixels} frame pixels (frames × width × height), over the limit of {limit} ({where})")
 
+    webhook = job_webhook(job.webhook, preset_cfg, settings)
     return {
         "id": job.id,
         "kind": job.kind,
@@ -146,7 +150,28 @@ def validate_job(
         "max_attempts": job.max_attempts or settings.limits.max_attempts,
         "labels": job.labels,
         "preset": preset,
+        **({"webhook": webhook} if webhook else {}),
     }
+
+
+def job_webhook(own: WebhookTarget | None, preset: PresetConfig | None, settings: Settings) -> dict | None:
+    """The job's webhook and where it came from: its own (checked against [webhooks]
+    allowed_urls: SSRF), else its preset's, else [webhooks] default; None: no webhook."""
+    config = settings.webhooks
+    if own is not None:
+        if not config.secret:
+            raise JobError(ErrorCode.INVALID_JOB, "webhook: this daemon cannot sign webhooks: [webhooks] secret is not set")
+        problem = job_url_problem(own.url, config.allowed_urls)
+        if problem:
+            raise JobError(ErrorCode.INVALID_JOB, f"webhook.url: {problem}")
+        target, source = own, "job"
+    elif preset is not None and preset.webhook is not None:
+        target, source = preset.webhook, "preset"
+    elif config.default is not None:
+        target, source = config.default, "config"
+    else:
+        return None
+    return {"url": target.url, "events": list(target.events), "source": source}
 
 
 def choose_model(model: str | None, kind_name: str, kind: KindSpec, settings: Settings) -> str | None:

@@ -14,11 +14,12 @@ from pathlib import Path
 from contract.errors import ErrorCode, JobError
 from contract.kinds import KindSpec
 from contract.messages import RunJob
+from contract.status import PREVIEW_FILE
 from daemon.config import Settings
 from daemon.fsops import read_json
 from daemon.jobends import canceled_error
 from daemon.jobfile import resolve_inputs
-from daemon.spool import JOB_DOC, RESULTS_DIR, attempts_started
+from daemon.spool import JOB_DOC, RESULTS_DIR, Spool, attempts_started
 
 
 @dataclass(frozen=True)
@@ -74,4 +75,6 @@ def run_message(job_id: str, start: Start, attempt: int, host: str, job_dir: Pat
         scratch_dir=str(scratch_root / f"{job_id}.{attempt}"), limits=settings.limits.model_dump(),
         model_config=start.model_config, voices=settings.voice_configs(),
         model_roots=(str(settings.registry.dir.resolve()),),
+        preview={"path": str(Spool(settings.spool.root, host).job_outbox(job_id) / PREVIEW_FILE),
+                 **settings.preview.model_dump()},
     )

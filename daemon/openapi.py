@@ -12,9 +12,10 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from contract import status as status_document
-from contract.status import LIST_FIELDS, STATES
+from contract.status import LIST_FIELDS, PREVIEW_FILE, STATES
 from daemon import __version__
 from daemon.http_paths import API, STATIC_FILES
+from daemon.config import WebhookTarget
 from daemon.pause import PauseRequest, ResumeRequest
 
 if TYPE_CHECKING:
@@ -182,6 +183,12 @@ def _paths() -> dict:
         f"{API}/jobs/{{id}}/download": {"get": operation(
             "download", "The main result (the kind's main file, e.g. video.mp4)", "files",
             {**_file_responses("*/*"), **errors(404, *spool_errors)}, parameters=[pref("jobId"), pref("range")])},
+        f"{API}/jobs/{{id}}/{PREVIEW_FILE}": {"get": operation(
+            "getPreview", "A running job's live preview (the status's preview.url; SPEC §10.2)", "files",
+            {"200": {"description": "the latest preview, JPEG (Cache-Control: no-store)", "content": {"image/jpeg": {}}},
+             **errors(404, *spool_errors)}, parameters=[pref("jobId")],
+            description="Replaced every [preview] every_steps denoising steps (rendered kinds: at most once a "
+                        "second); 404 before the first, when previews are off, and once the attempt has ended.")},
         f"{API}/events": {"get": operation(
             "events", "Server-Sent Events of status changes", "events",
             {"200": {"description": _EVENTS_DOC, "content": {"text/event-stream": {"schema": ref("Event")}}},
@@ -236,6 +243,8 @@ def _paths() -> dict:
 
 _EVENTS_DOC = (
     "An endless stream. Every status write is `event: status`, `id: <run>-<n>`, `data: <status JSON>`. "
+    "A status write whose `preview.step` moved is followed by `event: preview`, data "
+    "`{\"id\", \"url\", \"step\"}` (no id of its own). "
     "Reconnecting with Last-Event-ID replays the kept events after it (the last 10,000); an id the "
     "daemon no longer has gives `event: reset` (data `{}`): refetch /api/v1/jobs. `: keepalive` every 15 s.")
 
@@ -465,6 +474,9 @@ def _job_schema(kinds: dict) -> Schema:
                    "description": "input name → file name(s) beside the job file"},
         "max_attempts": nullable({"type": "integer", "minimum": 1, "maximum": 100}),
         "labels": {"type": "object", "additionalProperties": STR},
+        "webhook": {**nullable(WebhookTarget.model_json_schema()),
+                    "description": "where state changes are POSTed, signed (SPEC §10.1); the URL must start with "
+                                   "one of [webhooks] allowed_urls"},
     }, ["kind"], closed=True, description="the job file (SPEC §3)")
     if names:
         schema["oneOf"] = [ref(f"Job.{n}") for n in names]

@@ -7,15 +7,18 @@ deleter at a time by `mkdir outbox/<id>/.deleting` (create-new; a lock older tha
 STALE_LOCK_SECONDS is a crashed deleter's and is taken over); the status is rewritten first
 (`result.files` emptied, `result.deleted` naming them), then the files are unlinked, so a
 crash leaves at worst files the status no longer lists, which the next delete removes.
+Retention (daemon/retention.py) takes the same lock before it moves a whole folder away, and
+uses take_lock for its sweep lease too.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from contract.status import FINAL_STATES, utc_now
-from daemon.fsops import atomic_write_json, read_json
+from daemon.fsops import atomic_write_json, mkdir_exclusive, read_json, remove_tree
 from daemon.spool import STATUS, Spool, is_valid_job_id
 
 LOCK = ".deleting"
@@ -33,8 +36,11 @@ def delete_results(spool: Spool, job_id: str, by: str) -> tuple[str, int]:
         return "not_found", 0
     if doc.get("state") not in FINAL_STATES:
         return "not_ended", 0
-    if not _lock(folder):
-        return "busy", 0
+    try:
+        if not take_lock(folder / LOCK):
+            return "busy", 0
+    except FileNotFoundError:  # retention removed the whole folder meanwhile
+        return "not_found", 0
     try:
         doc = read_json(folder / STATUS) or doc  # as it is now that we hold the lock
         result = doc.get("result") or {}
@@ -51,7 +57,7 @@ def delete_results(spool: Spool, job_id: str, by: str) -> tuple[str, int]:
         _unlink(folder, names)
         return "deleted", freed
     finally:
-        _unlock(folder)
+        release_lock(folder / LOCK)
 
 
 def _plain(name) -> bool:
@@ -74,24 +80,24 @@ def _unlink(folder, names) -> None:
                 pass
 
 
-def _lock(folder) -> bool:
-    lock = folder / LOCK
+def take_lock(lock: Path, stale_seconds: float = STALE_LOCK_SECONDS, owner: str = "") -> bool:
+    """mkdir `lock` (create-new): True if this call holds it now, False if someone else does.
+    A lock untouched for stale_seconds is a crashed holder's and is taken over. `owner`
+    (who, since when) is written inside for people who find it. FileNotFoundError: the
+    folder it would be in is gone."""
     for _ in range(2):
-        try:
-            os.mkdir(lock)
+        if mkdir_exclusive(lock):
+            if owner:
+                (lock / "owner").write_text(owner)
             return True
-        except FileExistsError:
-            try:
-                if time.time() - os.stat(lock).st_mtime < STALE_LOCK_SECONDS:
-                    return False
-                os.rmdir(lock)  # a deleter that crashed holding it
-            except FileNotFoundError:
-                pass
+        try:
+            if time.time() - os.stat(lock).st_mtime < stale_seconds:
+                return False
+            remove_tree(lock)  # a holder that crashed
+        except FileNotFoundError:
+            pass
     return False
 
 
-def _unlock(folder) -> None:
-    try:
-        os.rmdir(folder / LOCK)
-    except FileNotFoundError:
-        pass
+def release_lock(lock: Path) -> None:
+    remove_tree(lock)

@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import time
 
-from contract.status import PROGRESS_KEYS, utc_now
+from contract.status import PREVIEW_FILE, PROGRESS_KEYS, utc_now
 from daemon.fsops import atomic_write_json, read_json
+from daemon.http_paths import API
 from daemon.spool import Spool
+
+
+def preview_of(job_id: str, step: int) -> dict:
+    """A running status's `preview`: where its live preview.jpg is served, and its step."""
+    return {"url": f"{API}/jobs/{job_id}/{PREVIEW_FILE}", "step": step}
 
 
 class StatusWriter:
@@ -59,6 +65,8 @@ class StatusWriter:
         doc = self._docs.get(job_id)
         if doc is None or doc["state"] != "running":
             return
+        if update.get("preview_step") is not None:  # the worker has just written a new preview.jpg
+            doc["preview"] = preview_of(job_id, update["preview_step"])
         update = {k: update.get(k) for k in PROGRESS_KEYS if k in update}
         if "progress" in update:
             update["progress"] = max(doc.get("progress") or 0, update["progress"] or 0)

@@ -46,7 +46,7 @@ from daemon.spool import (
     attempts_started,
     is_valid_job_id,
 )
-from contract.status import FINAL_STATES, new_status, utc_now
+from contract.status import FINAL_STATES, PREVIEW_FILE, new_status, utc_now
 from daemon.status import StatusWriter
 from contract.errors import ErrorCode, JobError
 from contract.kinds import KindSpec
@@ -313,6 +313,7 @@ class Transitions:
             if not _is_daemon_file(name):
                 os.replace(publish / name, inputs / name)
         self.crash.hit("publish.inputs_moved")
+        (out / PREVIEW_FILE).unlink(missing_ok=True)  # a crashed attempt's live preview (the worker removes its own)
         self.statuses.write(doc)
         self.crash.hit("publish.status_written")
         self._retire(publish, job_id)

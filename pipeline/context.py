@@ -11,6 +11,7 @@ from threading import Event
 from contract.errors import ErrorCode, JobCanceled, JobError
 from contract.messages import Log, Progress
 from contract.voices import VoiceBook
+from pipeline.preview import PreviewWriter
 
 
 def check_frame_budget(frames: int, width: int, height: int, limit: int | None) -> None:
@@ -81,6 +82,7 @@ class JobContext:
         model_name: str | None = None,
         model_config: dict | None = None,
         voices: VoiceBook | None = None,
+        preview: dict | None = None,
     ):
         self.job_id = job_id
         self.job = job
@@ -98,6 +100,8 @@ class JobContext:
         self.model_config = model_config or {}
         # The host's voices ([voices.*], [registry] dir), from this job's run message.
         self.voices = voices or VoiceBook()
+        # outbox/<id>/preview.jpg while the job runs (off unless the run message asks for it).
+        self.preview = PreviewWriter(**(preview or {}), log=self.log)
         self._progress = 0.0
         self._stage: str | None = None
         self._stage_started = time.monotonic()
@@ -140,7 +144,8 @@ class JobContext:
         if eta_seconds is None and step and total_steps and step < total_steps and step > self._stage_step:
             per_step = (time.monotonic() - self._stage_started) / (step - self._stage_step)
             eta_seconds = round(per_step * (total_steps - step), 2)
-        self._send(Progress(self.job_id, round(self._progress, 1), self._stage, message, step, total_steps, eta_seconds))
+        self._send(Progress(self.job_id, round(self._progress, 1), self._stage, message, step, total_steps, eta_seconds,
+                            self.preview.take_step()))
         self.check_canceled()
 
     def check_frame_budget(self, frames: int, width: int, height: int) -> None:

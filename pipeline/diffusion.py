@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from pipeline.context import JobContext
+    from pipeline.preview import LatentPreview
 
 # Share of the progress bar per stage.
 LOADING, DENOISING, DECODING, ENCODING = 0.0, 10.0, 85.0, 90.0
@@ -126,11 +127,13 @@ def check_budget(ctx: JobContext, plan: Plan, config: dict) -> None:
     check_frame_budget(plan.frames, plan.width, plan.height, config.get("max_frame_pixels"))
 
 
-def denoise(ctx: JobContext, pipe, plan: Plan, on_step=None, **inputs) -> list[np.ndarray]:
+def denoise(ctx: JobContext, pipe, plan: Plan, on_step=None, preview: LatentPreview | None = None,
+            **inputs) -> list[np.ndarray]:
     """Runs the pipeline with per-step progress; returns the frames as uint8 RGB arrays.
 
     `on_step(step, total, eta_seconds)` replaces the default progress report (the stages
-    denoising and decoding over DENOISING–DECODING) for a caller with its own progress bar."""
+    denoising and decoding over DENOISING–DECODING) for a caller with its own progress bar.
+    `preview` shows the latents every [preview] every_steps steps, before that step's report."""
     import torch
 
     generator = torch.Generator("cpu").manual_seed(plan.seed)
@@ -142,6 +145,8 @@ def denoise(ctx: JobContext, pipe, plan: Plan, on_step=None, **inputs) -> list[n
         step_times.append(now)
         step = index + 1
         total = getattr(pipeline, "num_timesteps", None) or plan.steps
+        if preview is not None and preview.due(step):
+            preview.show(tensors["latents"], step)
         per_step = (now - started) / step if len(step_times) < 3 else (now - step_times[0]) / (len(step_times) - 1)
         if on_step is not None:
             on_step(step, total, round(per_step * (total - step), 2))
@@ -155,7 +160,8 @@ def denoise(ctx: JobContext, pipe, plan: Plan, on_step=None, **inputs) -> list[n
 
     if on_step is None:
         ctx.progress(DENOISING, stage="denoising", message=f"step 0/{plan.steps}", step=0, total_steps=plan.steps)
-    out = pipe(**plan.kwargs, **inputs, generator=generator, output_type="np", callback_on_step_end=on_step_end)
+    out = pipe(**plan.kwargs, **inputs, generator=generator, output_type="np", callback_on_step_end=on_step_end,
+               callback_on_step_end_tensor_inputs=["latents"])
     ctx.meta.setdefault("seconds", {})["denoise_and_decode"] = round(time.monotonic() - started, 3)
     if len(step_times) > 1:
         ctx.meta["seconds_per_step"] = round((step_times[-1] - step_times[0]) / (len(step_times) - 1), 4)

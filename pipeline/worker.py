@@ -155,6 +155,7 @@ class Worker:
             model_name=msg.job.get("model"),
             model_config=msg.model_config,
             voices=VoiceBook.from_config(msg.voices, msg.model_roots),
+            preview=msg.preview,
         )
         succeeded = False
         try:
@@ -163,7 +164,12 @@ class Worker:
                 raise JobError(ErrorCode.INVALID_JOB, f"kind {msg.job['kind']!r} is not installed on this worker")
             params = kind.params.model_validate(msg.job["params"])
             ctx.check_canceled()
-            kind.run(ctx, params)
+            try:
+                kind.run(ctx, params)
+            finally:
+                ctx.preview.remove()  # the attempt is over: its end status shows no preview
+            if ctx.preview.written:
+                ctx.meta["previews"] = ctx.preview.describe()
             ctx.check_canceled()
             result = self._result(ctx, time.monotonic() - started)
             self._deliver(ctx, Path(msg.results_dir))

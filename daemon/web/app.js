@@ -41,6 +41,7 @@
     loadingJobs: null,
     reloadJobs: false,
     details: null,        // the job shown in the dialog
+    paused: null,         // the queue's pause (GET /queue's `paused`), or null
     detailsState: null,
     fresh: new Set(),     // just submitted here: highlighted
   };
@@ -85,6 +86,9 @@
 
   const jobPath = (id) => `/jobs/${encodeURIComponent(id)}`;
   const fileUrl = (id, f) => f.url || `${API}/jobs/${encodeURIComponent(id)}/files/${encodeURIComponent(f.name)}`;
+  // A running job's live preview (status `preview`): the step in the URL makes each new one a fresh fetch.
+  const previewUrl = (job) => (job.state === "running" && job.preview && job.preview.url
+    ? authed(`${job.preview.url}?step=${encodeURIComponent(job.preview.step)}`) : null);
 
   function fmtBytes(n) {
     if (n === null || n === undefined || isNaN(n)) return "?";
@@ -269,6 +273,7 @@
         const q = await api("/queue");
         renderDevices(q.devices || []);
         renderQueue(q.queued || []);
+        renderPause(q.paused || null);
       } catch (exc) {
         if (exc.status !== 401 && exc.status !== 0) report(exc, "queue");
       }
@@ -327,6 +332,35 @@
     for (const [id, position] of state.queue) {
       const job = state.jobs.get(id);
       if (job && job.queue_position !== position) { job.queue_position = position; scheduleRender(); }
+    }
+  }
+
+  // -- pause and resume (POST /pause, /resume: every host sharing the spool obeys) -------------
+  function renderPause(paused) {
+    state.paused = paused;
+    const pill = $("#paused"), button = $("#pause-toggle");
+    pill.hidden = !paused;
+    if (paused) {
+      const why = paused.reason || (paused.scope === "host" ? `host ${paused.host}` : "");
+      pill.textContent = why ? `paused (${why})` : "paused";
+      pill.title = [paused.by && `by ${paused.by}`, paused.since && `since ${fmtTime(paused.since)}`].filter(Boolean).join(", ");
+    }
+    button.textContent = paused ? "Resume" : "Pause queue";
+    button.dataset.paused = String(!!paused);
+  }
+
+  async function togglePause(button) {
+    button.disabled = true;
+    const resume = !!state.paused;
+    try {
+      const res = await api(resume ? "/resume" : "/pause", {
+        method: "POST", body: "{}", headers: { "Content-Type": "application/json" } });
+      renderPause(res.queue_paused || null);
+      setSubmitStatus(resume ? "Queue resumed" : "Queue paused: nothing new starts; running jobs finish", "ok");
+    } catch (exc) {
+      report(exc, resume ? "resume" : "pause");
+    } finally {
+      button.disabled = false;
     }
   }
 
@@ -430,6 +464,15 @@
       try { upsert(JSON.parse(e.data)); } catch { /* a broken event: the next one will do */ }
     });
     es.addEventListener("reset", () => loadJobs());
+    es.addEventListener("preview", (e) => {  // also in the status events; this one names only the preview
+      try {
+        const p = JSON.parse(e.data), job = state.jobs.get(p.id);
+        if (!job || job.state !== "running") return;
+        job.preview = { url: p.url, step: p.step };
+        if (state.details === p.id) detailsUpdate(job);
+        scheduleRender();
+      } catch { /* a broken event: the next one will do */ }
+    });
     es.addEventListener("error", () => {
       if (es !== state.es) return;
       state.sseFailed = true;
@@ -569,11 +612,12 @@
     r.cancel.hidden = !CANCELABLE.has(job.state);
     if (FINAL.has(job.state) && !doc) wantDoc(job.id);
     const thumb = job.state === "completed" ? thumbFile(doc) : null;
-    const src = thumb ? authed(fileUrl(job.id, thumb)) : null;
+    const src = thumb ? authed(fileUrl(job.id, thumb)) : previewUrl(job);
     const img = r.thumbCell.firstElementChild;
     if (src && (!img || img.dataset.src !== src)) {
       r.thumbCell.replaceChildren(el("img", { class: "thumb", src, "data-src": src, alt: "",
-                                              "data-open": job.id, width: "96", height: "54" }));
+                                              "data-open": job.id, width: "96", height: "54",
+                                              on: { error: (e) => { e.target.hidden = true; } } }));
     } else if (!src && img) {
       r.thumbCell.replaceChildren();
     }
@@ -640,6 +684,24 @@
       box.dataset.progress = String(Math.round(p));
       box.querySelector(".pct").textContent = `${Math.round(p)}%`;
       $("#details-stage").textContent = stageText(job, null);
+    }
+    showLivePreview(job);
+  }
+
+  // The dialog's live preview of a running job, replaced as new ones are written.
+  function showLivePreview(job) {
+    const src = previewUrl(job);
+    let img = $("#details-preview");
+    if (!src) { if (img) img.remove(); return; }
+    if (!img) {
+      img = el("img", { id: "details-preview", class: "preview live-preview", alt: "live preview",
+                        on: { error: (e) => { e.target.hidden = true; }, load: (e) => { e.target.hidden = false; } } });
+      $("#details-stage").after(img);
+    }
+    if (img.dataset.src !== src) {
+      img.dataset.src = src;
+      img.dataset.step = String(job.preview.step);
+      img.src = src;
     }
   }
 
@@ -722,6 +784,7 @@
     }
     $("#details-title").textContent = id;
     $("#details-body").replaceChildren(...body);
+    if (!FINAL.has(doc.state)) showLivePreview(doc);
   }
 
   // -- submitting ---------------------------------------------------------------------------------
@@ -892,6 +955,7 @@
     for (const tab of document.querySelectorAll("[role=tab]")) tab.addEventListener("click", () => showTab(tab.dataset.tab));
     $("#filter-state").addEventListener("change", (e) => { state.filter = e.target.value; state.visible = PAGE; renderJobs(); });
     $("#jobs-more").addEventListener("click", () => { state.visible += PAGE; renderJobs(); });
+    $("#pause-toggle").addEventListener("click", (e) => togglePause(e.currentTarget));
     $("#auth-form").addEventListener("submit", (e) => {
       e.preventDefault();
       writeToken($("#token").value.trim());

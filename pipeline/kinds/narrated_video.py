@@ -253,6 +253,7 @@ def run(ctx: JobContext, params: NarratedVideoParams) -> None:
                     if frame_index == thumb_at:
                         thumb_frame = frame
                     done = frame_index + 1
+                    ctx.preview.frame(frame, done)
                     report(render_from + (93 - render_from) * done / total_frames, done, total_frames,
                            "rendering", f"frame {done}/{total_frames}")
             finally:

@@ -179,6 +179,7 @@ def run(ctx: JobContext, params: TalkingHeadParams) -> None:
             for offset, frame in enumerate(frames):
                 out = frame_to_output(frame, view, width, height)
                 writer.write(out)
+                ctx.preview.frame(out, start + offset + 1)
                 if start + offset == thumb_at:
                     thumb = out
             done = start + len(frames)

@@ -54,6 +54,7 @@ def frame_pixels(params: VideoParams, inputs: Mapping[str, list[Path]]) -> int |
 
 def run(ctx: JobContext, params: VideoParams) -> None:
     from pipeline import diffusion, media
+    from pipeline.preview import latent_preview
 
     kind = ctx.job["kind"]
     name, config = ctx.model_name, ctx.model_config
@@ -86,8 +87,9 @@ def run(ctx: JobContext, params: VideoParams) -> None:
     ctx.log("generation.start", model=name, pipeline=type(pipe).__name__, width=plan.width, height=plan.height,
             frames=plan.frames, steps=plan.steps, seed=plan.seed, loaded=loaded_now)
 
+    preview = latent_preview(ctx.preview, pipe, resident, plan, log=ctx.log)
     try:
-        frames_out = diffusion.denoise(ctx, pipe, plan, **inputs)
+        frames_out = diffusion.denoise(ctx, pipe, plan, preview=preview, **inputs)
     except Exception as exc:
         if type(exc).__name__ != "OutOfMemoryError":
             raise

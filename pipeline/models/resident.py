@@ -40,6 +40,7 @@ class Resident:
     config: dict
     derived: dict[str, object] = field(default_factory=dict)
     last_used: float = field(default_factory=time.time)
+    latent_rgb: object | None = None  # the live previews' map (pipeline/preview.py), fitted on first use
 
 
 def quiet_libraries() -> None:

@@ -1,0 +1,214 @@
+"""Webhooks (SPEC §10.1): which status writes are events, and their crash-safe record.
+
+The arbiter calls `on_status` with every status document this daemon writes, right after
+the write. A job whose validated `webhook` lists the event gets it: `queued` (accepted, or
+requeued), `running` (the first running write of an attempt), `progress` (later running
+writes, at most every `[webhooks] progress_seconds`), `completed` / `failed` / `canceled`.
+
+Before `on_status` returns, the event is a marker webhooks/<host>/<webhook-id>.json (url,
+source, job, event, the exact body, attempts so far); then it goes to the sender process
+(daemon/webhook_send.py), which posts it, journals every attempt in
+outbox/<id>/webhooks.jsonl and removes the marker once it is delivered or given up, and
+which takes up every marker again when it starts. The webhook-id comes from the event
+itself, so a status written again (a publish redone after a crash, a delivery folder's
+rewrite of the final status) is no new event, and a receiver that deduplicates by
+webhook-id sees each event once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+
+from contract.status import utc_now
+from daemon.config import Settings, WebhooksConfig
+from daemon.fsops import atomic_write_json
+from daemon.spool import Spool
+from daemon.webhook_send import JOURNAL, main, marker_path
+
+log = structlog.get_logger()
+
+ENDED = frozenset({"delivered", "given_up", "refused"})  # journal results after which an event is done
+RESTART_SECONDS = 1.0  # a sender process that died is started again after this
+_spawn = multiprocessing.get_context("spawn")
+
+
+def webhook_id(doc: dict, event: str) -> str:
+    """The event's id: the same for the same event whenever its status is written again."""
+    parts = [doc["id"], doc.get("created_at") or "", event, str(doc.get("attempt") or 0)]
+    if event == "progress":
+        parts += [str(doc.get(k)) for k in ("stage", "step", "progress")]
+    elif event == "queued" and doc.get("message"):
+        # A requeue (it says why) is written once, but `pause --now` requeues keep the attempt
+        # number; an accept redone after a crash writes the same queued status (no message) again.
+        parts += [doc["message"], doc.get("updated_at") or ""]
+    return "msg_" + hashlib.sha256("\x1f".join(parts).encode("utf-8", "backslashreplace")).hexdigest()[:32]
+
+
+class Webhooks:
+    def __init__(self, spool: Spool, settings: Callable[[], Settings], fsync_markers: bool = False):
+        self.spool = spool
+        self.settings = settings  # the current settings (SIGHUP replaces them)
+        self.fsync_markers = fsync_markers  # measured: not worth it (BENCHMARKS.md, "Webhooks")
+        self._running: dict[str, tuple[int, float]] = {}  # job id → (attempt, last running/progress event)
+        self.sender = SenderProcess(spool, lambda: self.settings().log.level, lambda: self.settings().webhooks)
+
+    def on_attempt(self, listener: Callable[[str], None]) -> None:
+        """`listener(result)` after each attempt, in a thread of the daemon (metrics count them)."""
+        self.sender.attempt_listeners.append(listener)
+
+    def resume(self) -> None:
+        """Starts the sender (which takes up the markers a previous run left) where webhooks
+        are configured or owed (after the spool is opened)."""
+        if self.settings().webhooks.secret or any(n.endswith(".json") for n in os.listdir(self.spool.webhooks)):
+            self.sender.start()
+
+    def stop(self) -> None:
+        self.sender.stop()
+
+    def on_status(self, doc: dict) -> None:
+        """A status this daemon wrote: records and sends the event it is, if the job asks for it."""
+        target = (doc.get("job") or {}).get("webhook")
+        if not isinstance(target, dict) or not target.get("url"):
+            return
+        try:
+            event = self._event(doc)
+            if event is None or event not in (target.get("events") or ()):
+                return
+            wid = webhook_id(doc, event)
+            if self._known(doc["id"], wid):
+                return
+            now = utc_now()
+            body = json.dumps({"type": f"job.{event}", "timestamp": now, "data": doc}, separators=(",", ":"))
+            marker = {"webhook_id": wid, "job_id": doc["id"], "event": event, "url": target["url"],
+                      "source": target.get("source") or "job", "timestamp": now, "body": body, "attempts": 0}
+        except Exception:  # noqa: BLE001 - a bug here must never break the spool transition that wrote the status
+            log.exception("webhook.event_failed", job_id=doc.get("id"))
+            return
+        try:
+            atomic_write_json(marker_path(self.spool, wid), marker, fsync=self.fsync_markers)
+        except OSError as exc:  # a broken spool: sent from memory, not resumed after a crash
+            log.error("webhook.unrecorded", job_id=doc["id"], webhook_id=wid, error=str(exc))
+        self.sender.send(marker)
+
+    def _event(self, doc: dict) -> str | None:
+        job_id, state = doc["id"], doc.get("state")
+        if state != "running":
+            self._running.pop(job_id, None)
+            return state
+        now, attempt = time.monotonic(), doc.get("attempt") or 0
+        seen = self._running.get(job_id)
+        if seen is None or seen[0] != attempt:
+            self._running[job_id] = (attempt, now)
+            return "running"
+        if now - seen[1] < self.settings().webhooks.progress_seconds:
+            return None
+        self._running[job_id] = (attempt, now)
+        return "progress"
+
+    def _known(self, job_id: str, wid: str) -> bool:
+        """Whether the event is pending (its marker) or done (its journal; the sender writes
+        the journal line before it removes the marker)."""
+        if os.path.exists(marker_path(self.spool, wid)):
+            return True
+        try:
+            with open(self.spool.job_outbox(job_id) / JOURNAL, "rb") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return False
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("webhook_id") == wid and entry.get("result") in ENDED:
+                return True
+        return False
+
+
+class SenderProcess:
+    """The daemon's handle on the sender process, kept by one supervising thread: started
+    when first needed, started again (after RESTART_SECONDS) if it dies; what it owed is in
+    its markers. (One thread starts it every time: PR_SET_PDEATHSIG follows the thread.)"""
+
+    def __init__(self, spool: Spool, log_level: Callable[[], str], config: Callable[[], WebhooksConfig]):
+        self.spool = spool
+        self._log_level = log_level
+        self._config = config
+        self._sent_config: WebhooksConfig | None = None
+        self._conn = None  # None while (re)starting: the new process resumes what is written meanwhile
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.attempt_listeners: list[Callable[[str], None]] = []
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._stopped:
+                self._thread = threading.Thread(target=self._supervise, name="webhook-sender", daemon=True)
+                self._thread.start()
+
+    def send(self, marker: dict) -> None:
+        self.start()
+        with self._lock:
+            if self._conn is None or self._stopped:
+                return
+            try:
+                if self._config() is not self._sent_config:
+                    self._sent_config = self._config()
+                    self._conn.send(("config", self._sent_config.model_dump(mode="json")))
+                self._conn.send(("send", marker))
+            except OSError:  # it died: started again, it resumes the marker
+                pass
+
+    def stop(self) -> None:
+        """Asks it to end, without waiting for what is pending (its markers keep it)."""
+        with self._lock:
+            self._stopped = True
+            if self._conn is not None:
+                try:
+                    self._conn.send(("stop", None))
+                except OSError:
+                    pass
+
+    def _supervise(self) -> None:
+        while True:
+            with self._lock:
+                if self._stopped:
+                    return
+                ours, theirs = _spawn.Pipe()
+                self._conn, self._sent_config = ours, self._config()
+                args = (theirs, str(self.spool.root), self.spool.host, self._log_level(),
+                        self._sent_config.model_dump(mode="json"), utc_now(), os.getpid())
+            process = _spawn.Process(target=main, name="vidspool-webhooks", daemon=True, args=args)
+            try:
+                process.start()
+            except OSError as exc:  # e.g. no memory for another process: tried again
+                log.error("webhook.sender_failed", error=str(exc), restart_in_seconds=RESTART_SECONDS)
+                ours.close()
+            theirs.close()
+            while True:
+                try:
+                    what, result, fields = ours.recv()
+                except (EOFError, OSError):
+                    break
+                if what == "log":
+                    getattr(log, result, log.info)(fields[0], **{"host": self.spool.host, **fields[1]})
+                    continue
+                for listener in self.attempt_listeners:
+                    listener(result)
+            if process.pid is not None:
+                process.join(5)
+            with self._lock:
+                self._conn = None
+                if self._stopped:
+                    return
+            log.warning("webhook.sender_exited", exitcode=process.exitcode, restart_in_seconds=RESTART_SECONDS)
+            time.sleep(RESTART_SECONDS)

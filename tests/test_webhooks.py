@@ -1,0 +1,337 @@
+"""Signed webhooks (SPEC §10.1): a real HTTP receiver on loopback checks every delivery's
+signature with the Standard Webhooks library's own `Webhook.verify`; retries until it
+answers 2xx, with one webhook-id across attempts and across a SIGKILL of the daemon; the
+journal records each attempt; job files may only name allowed URLs (SSRF), redirects are
+never followed; events are filtered and progress throttled; presets and [webhooks] default
+apply unless a job names its own."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import threading
+import time
+import urllib.request
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from tests.support import Daemon, drop_json, wait_for, wait_status
+
+SECRET = "whsec_" + base64.b64encode(b"vidspool webhook test key 32 by").decode()
+QUICK = {"kind": "probe"}  # finishes at once
+
+
+class Receiver:
+    """A webhook receiver: answers each path from a script (the last answer repeats), and
+    records every request with whether its signature verified."""
+
+    def __init__(self):
+        self.hook = Webhook(SECRET)
+        self.got: list[dict] = []
+        self.script: dict[str, list[tuple[int, dict]]] = {}
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0)).decode()
+                headers = dict(self.headers.items())
+                try:
+                    receiver.hook.verify(body, headers)
+                    verified = True
+                except WebhookVerificationError:
+                    verified = False
+                with receiver.lock:
+                    receiver.got.append({"path": self.path, "headers": {k.lower(): v for k, v in headers.items()},
+                                         "body": json.loads(body) if body else {}, "verified": verified, "at": time.time()})
+                    answers = receiver.script.get(self.path) or [(200, {})]
+                    code, extra = answers.pop(0) if len(answers) > 1 else answers[0]
+                self.send_response(code)
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            do_GET = do_POST  # a followed redirect would arrive as a GET
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, path: str, *answers: int | tuple[int, dict]) -> str:
+        with self.lock:
+            self.script[path] = [a if isinstance(a, tuple) else (a, {}) for a in answers]
+        return self.base + path
+
+    def at(self, path: str) -> list[dict]:
+        with self.lock:
+            return [r for r in self.got if r["path"] == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def webhook_env(rx: Receiver, **extra: str) -> dict[str, str]:
+    return {"VIDSPOOL_WEBHOOKS__SECRET": SECRET,
+            "VIDSPOOL_WEBHOOKS__ALLOWED_URLS": json.dumps([f"{rx.base}/hooks/", "https://", "http://"]),
+            "VIDSPOOL_WEBHOOKS__RETRY_SECONDS": "0.2", "VIDSPOOL_WEBHOOKS__MAX_ATTEMPTS": "4",
+            "VIDSPOOL_WEBHOOKS__PROGRESS_SECONDS": "0.6", "VIDSPOOL_WEBHOOKS__TIMEOUT_SECONDS": "5",
+            "VIDSPOOL_STATUS__PROGRESS_INTERVAL_SECONDS": "0.1", **extra}
+
+
+def journal(root: Path, job_id: str) -> list[dict]:
+    try:
+        return [json.loads(line) for line in (root / "outbox" / job_id / "webhooks.jsonl").read_text().splitlines()]
+    except FileNotFoundError:
+        return []
+
+
+def markers(root: Path, host: str = "test-host") -> list[str]:
+    return sorted(os.listdir(root / "webhooks" / host))
+
+
+def wait_journal(root: Path, job_id: str, last_result: str, daemon: Daemon, timeout: float = 20) -> list[dict]:
+    try:
+        wait_for(lambda: journal(root, job_id)[-1:] and journal(root, job_id)[-1]["result"] == last_result, timeout,
+                 f"{job_id}: journal ending {last_result}")
+    except AssertionError:
+        raise AssertionError(f"{journal(root, job_id)}\n{daemon.log()}") from None
+    return journal(root, job_id)
+
+
+@pytest.fixture(scope="module")
+def rx():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def hooked(rx, tmp_path_factory):
+    """One daemon for most tests: a [webhooks] default and a preset with a webhook of its own."""
+    root = tmp_path_factory.mktemp("webhooks") / "spool"
+    done = root.parent / "done"
+    done.mkdir()
+    presets = {"hooked": {"kind": "probe", "webhook": {"url": f"{rx.base}/preset/", "events": ["completed"]}},
+               "delivered": {"kind": "probe", "deliver_to": str(done),
+                             "webhook": {"url": f"{rx.base}/hooks/delivered", "events": ["completed"]}}}
+    d = Daemon(root, **webhook_env(rx, VIDSPOOL_WEBHOOKS__DEFAULT=json.dumps({"url": f"{rx.base}/default/"}),
+                                   VIDSPOOL_PRESETS=json.dumps(presets))).start()
+    yield d
+    d.stop()
+
+
+def test_500_three_times_then_200_is_delivered_on_the_fourth_attempt(rx, hooked):
+    url = rx.answer("/hooks/flaky", 500, 500, 500, 200)
+    drop_json(hooked.root / "inbox", "flaky", {**QUICK, "webhook": {"url": url}})
+    done = wait_status(hooked.root, "flaky", daemon=hooked)
+    assert done["state"] == "completed"
+    lines = wait_journal(hooked.root, "flaky", "delivered", hooked)
+    assert [(j["attempt"], j["status"], j["result"]) for j in lines] == [
+        (1, 500, "retry"), (2, 500, "retry"), (3, 500, "retry"), (4, 200, "delivered")]
+    assert all(j["url"] == url and j["event"] == "completed" and j["seconds"] >= 0 for j in lines)
+    got = rx.at("/hooks/flaky")
+    assert len(got) == 4 and all(r["verified"] for r in got)
+    assert len({r["headers"]["webhook-id"] for r in got}) == 1 == len({j["webhook_id"] for j in lines})
+    assert got[0]["headers"]["webhook-id"] == lines[0]["webhook_id"]
+    assert got[0]["headers"]["webhook-signature"].startswith("v1,")
+    body = got[-1]["body"]
+    assert body["type"] == "job.completed" and body["data"]["id"] == "flaky" and body["data"]["state"] == "completed"
+    assert body["data"]["result"]["files"][0]["name"] == "probe.txt"
+    # the waits doubled from retry_seconds (0.2, 0.4, 0.8 s)
+    gaps = [b["at"] - a["at"] for a, b in zip(got, got[1:])]
+    assert gaps[0] >= 0.15 and gaps[1] >= 0.35 and gaps[2] >= 0.7, gaps
+    wait_for(lambda: not markers(hooked.root), 5, "the marker removed once delivered")
+    events = [e["event"] for e in hooked.log_events() if e.get("job_id") == "flaky" and e["event"].startswith("webhook.")]
+    assert events == ["webhook.retry"] * 3 + ["webhook.delivered"]
+    with urllib.request.urlopen(hooked.api + "/metrics", timeout=10) as r:
+        counted = dict(re.findall(r'^vidspool_webhook_deliveries_total\{result="(\w+)"\} (\S+)$', r.read().decode(), re.M))
+    assert float(counted["retry"]) >= 3 and float(counted["delivered"]) >= 1, counted
+
+
+def test_a_redirect_is_never_followed(rx, hooked):
+    url = rx.answer("/hooks/moved", (302, {"location": f"{rx.base}/hooks/elsewhere"}))
+    drop_json(hooked.root / "inbox", "moved", {**QUICK, "webhook": {"url": url}})
+    lines = wait_journal(hooked.root, "moved", "given_up", hooked)
+    assert [(j["status"], j["result"]) for j in lines] == [(302, "retry")] * 3 + [(302, "given_up")]
+    assert "redirect" in lines[0]["error"] and "not followed" in lines[0]["error"]
+    assert len(rx.at("/hooks/moved")) == 4
+    assert rx.at("/hooks/elsewhere") == []
+    assert any(e["event"] == "webhook.given_up" and e.get("job_id") == "moved" for e in hooked.log_events())
+
+
+def test_job_file_urls_outside_allowed_urls_or_private_are_invalid_and_nothing_is_sent(rx, hooked):
+    port = rx.server.server_port
+    bad = {
+        "outside": f"http://127.0.0.1:{port}/other/x",  # not under any prefix
+        "loopback-under-broad-prefix": f"https://127.0.0.1:{port}/hooks/x",  # only "https://" matches: public only
+        "private": "https://10.1.2.3/hooks",
+        "localhost-name": f"http://localhost:{port}/hooks/x",
+    }
+    for name, url in bad.items():
+        drop_json(hooked.root / "inbox", name, {**QUICK, "webhook": {"url": url, "events": ["failed"]}})
+    for name in bad:
+        doc = wait_status(hooked.root, name, daemon=hooked)
+        assert doc["state"] == "failed" and doc["error"]["code"] == "invalid_job", doc
+        assert doc["error"]["message"].startswith("webhook.url: ")
+    assert "allowed_urls" in wait_status(hooked.root, "outside")["error"]["message"]
+    assert "loopback" in wait_status(hooked.root, "loopback-under-broad-prefix")["error"]["message"]
+    assert "private" in wait_status(hooked.root, "private")["error"]["message"]
+    # a control job afterwards is delivered: by then anything the invalid ones sent would be here
+    url = rx.answer("/hooks/control", 200)
+    drop_json(hooked.root / "inbox", "control", {**QUICK, "webhook": {"url": url}})
+    wait_journal(hooked.root, "control", "delivered", hooked)
+    assert [r for r in rx.got if r["path"].startswith("/other") or r["body"].get("data", {}).get("id") in bad] == []
+    assert all(journal(hooked.root, name) == [] for name in bad)
+
+
+def test_a_host_that_resolves_to_loopback_is_refused_at_send_time(rx, hooked):
+    # 2130706433 is 127.0.0.1 as one number: a name to the validator, loopback once resolved.
+    url = f"http://2130706433:{rx.server.server_port}/numeric/"
+    drop_json(hooked.root / "inbox", "numeric", {**QUICK, "webhook": {"url": url}})
+    assert wait_status(hooked.root, "numeric", daemon=hooked)["state"] == "completed"
+    lines = wait_journal(hooked.root, "numeric", "refused", hooked)
+    assert len(lines) == 1 and lines[0]["status"] is None and "loopback" in lines[0]["error"]
+    assert rx.at("/numeric/") == []
+
+
+def test_events_filter_and_progress_throttle(rx, hooked):
+    url = rx.answer("/hooks/events", 200)
+    drop_json(hooked.root / "inbox", "three", {"kind": "probe", "params": {"seconds": 1.0, "step_seconds": 0.05},
+                                               "webhook": {"url": url, "events": ["queued", "running", "completed"]}})
+    wait_journal(hooked.root, "three", "delivered", hooked)
+    wait_for(lambda: len(journal(hooked.root, "three")) == 3, 10, "three events")
+    got = sorted((r for r in rx.at("/hooks/events") if r["body"]["data"]["id"] == "three"), key=lambda r: r["at"])
+    assert [r["body"]["type"] for r in got] == ["job.queued", "job.running", "job.completed"]
+    assert all(r["verified"] for r in got) and len({r["headers"]["webhook-id"] for r in got}) == 3
+
+    url = rx.answer("/hooks/progress", 200)
+    drop_json(hooked.root / "inbox", "slow", {"kind": "probe", "params": {"seconds": 2.4, "step_seconds": 0.05},
+                                              "webhook": {"url": url, "events": ["progress"]}})
+    assert wait_status(hooked.root, "slow", daemon=hooked)["state"] == "completed"
+    wait_for(lambda: rx.at("/hooks/progress") and not markers(hooked.root), 10, "progress events sent")
+    got = rx.at("/hooks/progress")
+    assert {r["body"]["type"] for r in got} == {"job.progress"}
+    # ~24 running writes (status every 0.1 s) at most every progress_seconds = 0.6 s: 2 to 4 events
+    assert 2 <= len(got) <= 4, [r["body"]["data"]["progress"] for r in got]
+    stamps = sorted(datetime.fromisoformat(r["body"]["data"]["updated_at"].replace("Z", "+00:00")).timestamp() for r in got)
+    assert all(b - a >= 0.55 for a, b in zip(stamps, stamps[1:])), stamps
+    progress = [r["body"]["data"]["progress"] for r in sorted(got, key=lambda r: r["body"]["data"]["updated_at"])]
+    assert progress == sorted(progress) and progress[-1] < 100
+
+
+def test_preset_and_config_webhooks_apply_and_a_job_file_overrides_them(rx, hooked):
+    rx.answer("/default/", 200)
+    rx.answer("/preset/", 200)
+    own = rx.answer("/hooks/own", 200)
+    drop_json(hooked.root / "inbox", "plain", QUICK)
+    drop_json(hooked.root / "inbox" / "hooked", "by-preset", {})
+    drop_json(hooked.root / "inbox" / "hooked", "own", {"webhook": {"url": own, "events": ["completed"]}})
+    for job_id, source in (("plain", "config"), ("by-preset", "preset"), ("own", "job")):
+        doc = wait_status(hooked.root, job_id, daemon=hooked)
+        assert doc["job"]["webhook"]["source"] == source, doc["job"]
+        wait_journal(hooked.root, job_id, "delivered", hooked)
+    ids = lambda path: [r["body"]["data"]["id"] for r in rx.at(path)]  # noqa: E731
+    assert "plain" in ids("/default/") and ids("/preset/") == ["by-preset"] and ids("/hooks/own") == ["own"]
+    assert "by-preset" not in ids("/default/") and "own" not in ids("/default/") + ids("/preset/")
+    assert wait_status(hooked.root, "plain")["job"]["webhook"]["events"] == ["completed", "failed", "canceled"]
+
+
+def test_a_final_status_written_again_is_not_a_second_event(rx, hooked, tmp_path):
+    # A delivery folder rewrites the completed status with result.delivered ...
+    rx.answer("/hooks/delivered", 200)
+    drop_json(hooked.root / "inbox" / "delivered", "copied", {})
+    wait_for(lambda: (wait_status(hooked.root, "copied").get("result") or {}).get("delivered"), 20, "delivered to the folder")
+    wait_journal(hooked.root, "copied", "delivered", hooked)
+    # ... and recovery redoes a publish a crash cut short right after the final status was written.
+    root = tmp_path / "spool"
+    url = rx.answer("/hooks/redo", 200)
+    d = Daemon(root, **webhook_env(rx))
+    d.start(env={"VIDSPOOL_TEST_CRASH_AT": "publish.status_written"})
+    drop_json(root / "inbox", "redo", {**QUICK, "webhook": {"url": url}})
+    d.proc.wait(30)
+    assert d.proc.returncode == -signal.SIGKILL
+    assert len(markers(root)) == 1  # recorded by the status write, not sent before the crash
+    d.start()
+    try:
+        wait_journal(root, "redo", "delivered", d)
+        # the restart finished the publish (the crash came before its job.completed line): status written again
+        assert any(e["event"] == "job.completed" and e.get("job_id") == "redo" for e in d.log_events())
+        time.sleep(0.5)  # what a second event would need to arrive
+        assert len(rx.at("/hooks/redo")) == 1 and [j["result"] for j in journal(root, "redo")] == ["delivered"]
+    finally:
+        d.stop()
+    assert len(rx.at("/hooks/delivered")) == 1 and [j["result"] for j in journal(hooked.root, "copied")] == ["delivered"]
+
+
+def test_sigkill_with_a_delivery_pending_then_restart_delivers_the_same_webhook_id(rx, tmp_path):
+    root = tmp_path / "spool"
+    url = rx.answer("/hooks/crash", 500)
+    d = Daemon(root, **webhook_env(rx, VIDSPOOL_WEBHOOKS__MAX_ATTEMPTS="100")).start()
+    try:
+        drop_json(root / "inbox", "crash", {**QUICK, "webhook": {"url": url}})
+        wait_status(root, "crash", daemon=d)
+        wait_for(lambda: len(rx.at("/hooks/crash")) >= 2, 20, "two failed attempts")
+        os.kill(d.proc.pid, signal.SIGKILL)
+        d.proc.wait()
+    finally:
+        d.kill()
+    pending = markers(root)
+    assert len(pending) == 1
+    first_id = rx.at("/hooks/crash")[0]["headers"]["webhook-id"]
+    assert pending == [f"{first_id}.json"]
+    tried = len(rx.at("/hooks/crash"))
+    rx.answer("/hooks/crash", 200)
+    d.start()
+    try:
+        lines = wait_journal(root, "crash", "delivered", d)
+        got = rx.at("/hooks/crash")
+        assert all(r["verified"] for r in got) and {r["headers"]["webhook-id"] for r in got} == {first_id}
+        assert got[-1]["body"]["data"]["state"] == "completed"
+        assert [j["result"] for j in lines].count("delivered") == 1
+        assert {j["webhook_id"] for j in lines} == {first_id}
+        assert any(e["event"] == "webhook.resumed" and e.get("webhook_id") == first_id for e in d.log_events())
+        wait_for(lambda: not markers(root), 5, "marker removed")
+        assert len(got) == tried + 1  # one attempt after the restart, and it was delivered
+        time.sleep(0.5)  # nothing more is sent for it
+        assert len(rx.at("/hooks/crash")) == tried + 1
+    finally:
+        d.stop()
+
+
+def test_a_job_file_webhook_needs_the_signing_secret(rx, tmp_path):
+    root = tmp_path / "spool"
+    d = Daemon(root, VIDSPOOL_WEBHOOKS__ALLOWED_URLS=json.dumps([f"{rx.base}/hooks/"])).start()
+    try:
+        drop_json(root / "inbox", "unsigned", {**QUICK, "webhook": {"url": f"{rx.base}/hooks/unsigned"}})
+        doc = wait_status(root, "unsigned", daemon=d)
+        assert doc["state"] == "failed" and doc["error"]["code"] == "invalid_job"
+        assert "[webhooks] secret" in doc["error"]["message"]
+        assert (root / "outbox" / "unsigned" / "input" / "unsigned.json").is_file()  # the user's file kept
+        assert rx.at("/hooks/unsigned") == []
+    finally:
+        d.stop()
+
+
+def test_a_job_urls_connection_to_a_loopback_peer_is_refused_even_after_the_name_check(rx):
+    # What a name that resolves to a public address at the check and to 127.0.0.1 at connect
+    # time (DNS rebinding) meets: the public-only session looks at the connected peer itself.
+    from daemon.webhook_http import Refused, new_session
+
+    url = rx.answer("/rebound/", 200)
+    with pytest.raises(Refused, match="loopback"):
+        new_session(public_only=True).post(url, data=b"{}", timeout=5)
+    assert rx.at("/rebound/") == []
+    assert new_session(public_only=False).post(url, data=b"{}", timeout=5).status_code == 200  # the same URL, allowed
