@@ -69,6 +69,10 @@ HEALTHY_WORKER_SECONDS = 60.0
 FAILED_TURNS_UNHEALTHY = 3
 
 
+# Why a job that `pause --now` stopped is queued again (its attempt undone).
+PAUSED_NOW = "requeued: paused with now"
+
+
 @dataclass
 class LoopFailures:
     """Failed turns of the main loop in a row, for health. (Identical failures are logged
@@ -629,7 +633,7 @@ class Arbiter:
             elif isinstance(msg, m.Failed):
                 self.ends.publish(rj.job_dir, rj.job_id, "failed", error=msg.error)
             elif rj.stop_reason == "pause":
-                self.ends.requeue(rj.job_dir, rj.job_id, "requeued: paused with now", undo_attempt=rj.attempt)
+                self.ends.requeue(rj.job_dir, rj.job_id, PAUSED_NOW, undo_attempt=rj.attempt)
             else:
                 self.ends.cancel(rj.job_dir, rj.job_id)
             self._wake.set()
@@ -663,7 +667,7 @@ class Arbiter:
             elif reason == "cancel":
                 self.ends.cancel(rj.job_dir, rj.job_id)
             elif reason in ("shutdown", "pause"):
-                why = "requeued at daemon shutdown" if reason == "shutdown" else "requeued: paused with now"
+                why = "requeued at daemon shutdown" if reason == "shutdown" else PAUSED_NOW
                 self.ends.requeue(rj.job_dir, rj.job_id, why, undo_attempt=rj.attempt)
             else:
                 what = (f"the worker stopped answering ({how} after {self.settings.workers.stall_seconds:g} s without "

@@ -26,9 +26,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# A daemon's name ([spool] host): hosts/<host>.json, active/<host>/.
+HOST_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+
+
 class SpoolConfig(Section):
     root: Path = Path("spool")
-    host: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    host: str = Field(default_factory=socket.gethostname, pattern=HOST_PATTERN)
     stable_seconds: float = Field(3.0, gt=0)
     rescan_seconds: float = Field(2.0, gt=0)
     lease_seconds: float = Field(30.0, gt=0)

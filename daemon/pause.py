@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract.status import utc_now
+from daemon.config import HOST_PATTERN
 from daemon.fsops import atomic_write_json
 from daemon.spool import Spool
 
@@ -26,9 +27,6 @@ PAUSE_FILE = "PAUSE"
 HOST_PAUSE_SUFFIX = ".pause"
 # What is read of a pause file at most (it is a few fields).
 PAUSE_FILE_BYTES = 64 * 1024
-
-
-HOST_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # as [spool] host
 
 
 class PauseRequest(BaseModel):
