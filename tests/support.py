@@ -180,6 +180,17 @@ def wait_for(predicate, timeout: float = 20, what: str = "") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def holds(predicate, seconds: float, what: str = "") -> None:
+    """Asserts that `predicate` stays true, polled, for `seconds` (what must NOT happen in a
+    while: no claim while paused, no second delivery)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert predicate(), f"no longer true: {what}"
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.05)
+
+
 def health(api: str) -> tuple[int, dict]:
     """GET /api/v1/health of a daemon: (HTTP status, body)."""
     try:

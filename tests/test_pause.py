@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 
-from tests.support import REPO, Daemon, base_env, drop_json, executions, health, status, wait_all_final, wait_for, wait_status
+from tests.support import (REPO, Daemon, base_env, drop_json, executions, health, holds, status, wait_all_final,
+                           wait_for, wait_status)
 
 
 def cli(root, *args: str, host: str = "cli-host") -> subprocess.CompletedProcess:
@@ -55,11 +55,8 @@ def test_a_pause_file_stops_claims_on_every_host_and_drops_still_queue(tmp_path,
         for job_id in ids:
             wait_status(root, job_id, {"queued"}, daemon=a)
         # Neither host claims for several of their turns (rescan 0.5 s, pause checks 0.25 s).
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            assert all(status(root, j)["state"] == "queued" for j in ids)
-            assert not executions(markers)
-            time.sleep(0.1)
+        holds(lambda: all(status(root, j)["state"] == "queued" for j in ids) and not executions(markers), 3,
+              "paused jobs stay queued")
         assert len(get(a.api, "/api/v1/queue")["queued"]) == 4
         summary = json.loads(cli(root, "status").stdout)
         assert summary["paused"]["reason"] == "maintenance" and summary["queued"] == 4
@@ -69,7 +66,9 @@ def test_a_pause_file_stops_claims_on_every_host_and_drops_still_queue(tmp_path,
         finals = wait_all_final(root, ids, daemon=a)
         assert {d["state"] for d in finals.values()} == {"completed"}
         assert sorted(executions(markers)) == sorted(ids)  # each ran once
-        assert "paused" not in health(a.api)[1] and get(b.api, "/api/v1/queue")["paused"] is None
+        # A host that ran none of them reads the pause files again at its next turn (rescan 0.5 s).
+        wait_for(lambda: "paused" not in health(a.api)[1] and get(b.api, "/api/v1/queue")["paused"] is None, 10,
+                 "both hosts resumed")
     finally:
         a.stop(), b.stop()
 
@@ -106,8 +105,7 @@ def test_pause_now_requeues_a_running_job_without_using_an_attempt(tmp_path, mar
         queued = wait_status(root, "long", {"queued"}, timeout=20, daemon=d)
         assert queued["attempt"] == 0 and "paused" in queued["message"]
         assert not list((root / "queue").glob("*-long/.attempt-*"))  # the attempt is not counted
-        time.sleep(1)  # several turns: it stays queued while paused
-        assert status(root, "long")["state"] == "queued"
+        holds(lambda: status(root, "long")["state"] == "queued", 1, "it stays queued while paused")
         post(d.api, "/api/v1/resume")
         running = wait_status(root, "long", {"running"}, timeout=20, daemon=d)
         # max_attempts = 1 and it runs again as attempt 1: the paused attempt was not spent.

@@ -97,9 +97,12 @@ def read_in_a_loop(path: Path, stop: threading.Event, found: dict) -> None:
             found["bad"].append(f"{type(exc).__name__}: {exc}")
 
 
-def sse_previews(api: str, job_id: str, stop: threading.Event, events: list) -> None:
-    """The `preview` events of GET /api/v1/events?job=ID."""
+def sse_previews(api: str, job_id: str, stop: threading.Event, events: list, connected: threading.Event,
+                 streamed: list | None = None) -> None:
+    """The `preview` events of GET /api/v1/events?job=ID (`connected` set once the stream
+    answers; `streamed` gets every status document), read up to the job's final status."""
     with urllib.request.urlopen(f"{api}/api/v1/events?job={job_id}", timeout=60) as stream:
+        connected.set()
         kind = None
         for raw in stream:
             line = raw.decode().rstrip("\n")
@@ -107,9 +110,13 @@ def sse_previews(api: str, job_id: str, stop: threading.Event, events: list) -> 
                 kind = line[len("event: "):]
             elif line.startswith("data: ") and kind == "preview":
                 events.append(json.loads(line[len("data: "):]))
+            elif line.startswith("data: ") and kind == "status" and streamed is not None:
+                streamed.append(json.loads(line[len("data: "):]))
+                if streamed[-1]["state"] in ("completed", "failed", "canceled"):
+                    return
             elif line == "":
                 kind = None
-            if stop.is_set():
+            if stop.is_set() and streamed is None:
                 return
 
 
@@ -143,14 +150,16 @@ def test_wan_job_writes_a_decodable_preview_at_each_step(tiny_models, tmp_path):
         stop = threading.Event()
         reads = {"reads": 0, "bad": []}
         events: list[dict] = []
+        connected = threading.Event()
+        streamed: list[dict] = []  # every status write, from the event stream (a poll of the file may miss some)
         threads = [threading.Thread(target=read_in_a_loop, args=(folder / NAME, stop, reads), daemon=True),
-                   threading.Thread(target=sse_previews, args=(d.api, job_id, stop, events), daemon=True)]
+                   threading.Thread(target=sse_previews, args=(d.api, job_id, stop, events, connected, streamed), daemon=True)]
         statuses: list[dict] = []
         served: list[tuple[int, str, bytes]] = []
         with PreviewWatcher(d.root / "outbox") as watcher:
             for t in threads:
                 t.start()
-            time.sleep(0.3)  # the event stream is connected
+            assert connected.wait(30), "the event stream did not answer"
             drop_json(d.root / "inbox", job_id, wan_job())
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
@@ -163,6 +172,7 @@ def test_wan_job_writes_a_decodable_preview_at_each_step(tiny_models, tmp_path):
                         break
                 time.sleep(0.01)
             stop.set()
+            threads[1].join(30)  # the stream up to the final status
         final = wait_status(d.root, job_id, daemon=d)
         assert final["state"] == "completed", (final["error"], d.log())
 
@@ -178,7 +188,7 @@ def test_wan_job_writes_a_decodable_preview_at_each_step(tiny_models, tmp_path):
         assert final["result"]["previews"]["fit_seconds"] > 0, "the first job on this model fitted its map"
 
         # The status named each new one while running; the API served it; SSE sent events.
-        shown = [s["preview"]["step"] for s in statuses if s["state"] == "running" and s.get("preview")]
+        shown = [s["preview"]["step"] for s in streamed if s["state"] == "running" and s.get("preview")]
         assert len(set(shown)) >= 2 and shown == sorted(shown), shown
         assert all(s["preview"]["url"] == f"/api/v1/jobs/{job_id}/{NAME}" for s in statuses if s.get("preview"))
         code, media_type, body = served[0]
