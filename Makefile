@@ -24,6 +24,7 @@ bench: setup
 	$(PY) bench/talking_head.py
 	$(PY) bench/previews.py
 	$(PY) bench/webhooks.py
+	$(PY) bench/acceleration.py
 	$(PY) bench/soak.py
 
 # Tiny random-weight models of every family (noise, for trying the video kinds offline).

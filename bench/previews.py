@@ -43,7 +43,7 @@ JOBS = {  # model -> params of each job
 }
 
 
-def build_mid(dest: Path) -> Path:
+def build_mid(dest: Path, vae_dim: int = 32, vae_mult: tuple = (1, 2, 4, 4), layers: int = 4) -> Path:
     """A Wan2.1 folder between the tiny one and the real 1.3 B: VAE base_dim 32 (real: 96),
     a 4-layer transformer of width 256; random weights, saved by save_pretrained."""
     from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
@@ -53,11 +53,11 @@ def build_mid(dest: Path) -> Path:
     pipe = WanPipeline(
         tokenizer=tokenizer,
         text_encoder=_seeded(0, lambda: _t5_encoder(tokenizer, 64, umt5=True)),
-        vae=_seeded(0, lambda: AutoencoderKLWan(base_dim=32, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+        vae=_seeded(0, lambda: AutoencoderKLWan(base_dim=vae_dim, z_dim=16, dim_mult=list(vae_mult), num_res_blocks=1,
                                                 temperal_downsample=[False, True, True])),
         transformer=_seeded(0, lambda: WanTransformer3DModel(
             patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=64, in_channels=16, out_channels=16,
-            text_dim=64, freq_dim=64, ffn_dim=1024, num_layers=4, cross_attn_norm=True,
+            text_dim=64, freq_dim=64, ffn_dim=1024, num_layers=layers, cross_attn_norm=True,
             qk_norm="rms_norm_across_heads", rope_max_seq_len=1024)),
         scheduler=_wan_scheduler(),
     )

@@ -21,6 +21,9 @@ class Family:
     min_frames: int = 1
     size_multiple: int = 8
     default_fps: int = 16
+    # Per-component dtypes its authors recommend over the model's default dtype (a table in
+    # `[models.NAME] dtype` wins): Wan2.1 decodes in float32, as its diffusers docs load it.
+    dtypes: tuple[tuple[str, str], ...] = ()
 
     def frames_ok(self, frames: int) -> bool:
         a, b = self.frame_rule
@@ -41,10 +44,11 @@ class Family:
 
 
 # Wan2.1: VAE 4× in time, 8× in space, transformer patches of 2; made at 16 fps.
-_WAN = {"frame_rule": (4, 1), "size_multiple": 16, "default_fps": 16}
+_WAN = {"frame_rule": (4, 1), "size_multiple": 16, "default_fps": 16, "dtypes": (("vae", "float32"),)}
 FAMILIES = [
     Family("wan2.1", {"text-to-video": "WanPipeline", "video-to-video": "WanVideoToVideoPipeline"}, **_WAN),
-    Family("wan2.1-i2v", {"image-to-video": "WanImageToVideoPipeline"}, **_WAN),
+    Family("wan2.1-i2v", {"image-to-video": "WanImageToVideoPipeline"},
+           **{**_WAN, "dtypes": (("vae", "float32"), ("image_encoder", "float32"))}),
     Family(
         "ltx-video",
         {"text-to-video": "LTXPipeline", "image-to-video": "LTXImageToVideoPipeline"},

@@ -54,6 +54,8 @@ class Result(BaseModel):
     video: dict[str, Any] | None = Field(None, description="duration, fps, width, height, codec, frames")
     audio: dict[str, Any] | None = None
     seconds: dict[str, Any] | None = Field(None, description="time spent per stage")
+    accelerate: dict[str, Any] | None = Field(None, description=(
+        "what ran of the model's accelerate options (SPEC §11): quality, compile, attention, cache with the blocks it skipped"))
     delivered: list[str] | None = Field(None, description="where the preset's deliver_to copies are (SPEC §10.3)")
     delivery_error: dict[str, Any] | None = Field(None, description="why delivery has not worked yet: message, attempts, next_attempt_at")
 

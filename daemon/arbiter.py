@@ -138,7 +138,7 @@ class Arbiter:
                                  accept=self.intake.accept, crash=self.crash, lease_seconds=sc.lease_seconds)
         self.queue: list[QueueName] = []
         self.workers = [
-            WorkerHandle(i, d, settings.workers.model_memory_gb)
+            WorkerHandle(i, d, settings.workers.model_memory_gb, settings.workers.compile_cache_dir)
             for i, d in enumerate(worker_devices(settings.workers.devices, settings.workers.cpu_workers))
         ]
         self._job_models: dict[str, str | None] = {}  # queued job id → its model (placement)

@@ -17,6 +17,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from contract.acceleration import Accelerate, Dtype, check_dtype_table
 from contract.voices import VoiceBook
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
@@ -63,6 +64,9 @@ class WorkersConfig(Section):
     # Loaded models a worker keeps warm, in GiB; least recently used ones are unloaded to
     # make room. auto: 90 % of the worker's GPU, or a quarter of RAM on a CPU worker.
     model_memory_gb: Literal["auto"] | float = "auto"
+    # Compiled code of models with accelerate.compile, per model, torch version and device,
+    # kept across worker restarts; default: ~/.cache/vidspool/compile.
+    compile_cache_dir: Path | None = None
 
     @field_validator("model_memory_gb")
     @classmethod
@@ -290,13 +294,23 @@ class ModelConfig(Section):
     # A lip-sync model for talking-head instead of a diffusers folder; default: told by the
     # folder's layout (contract/lipsync_folders.py).
     backend: Literal["wav2lip", "musetalk"] | None = None
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # One dtype, or a table per component (transformer, vae, text_encoder, ...; `default` for
+    # the rest). Components left out take their family's recommendation (contract/families.py).
+    dtype: Dtype | dict[str, str] = "auto"
+    # Compile, attention backend and step cache (SPEC §11, contract/acceleration.py).
+    accelerate: Accelerate = Accelerate()
     offload: Literal["none", "model", "sequential"] = "none"
     vae_tiling: bool = False
     vae_slicing: bool = False
     # frames × width × height this model may be asked for (refused before loading).
     max_frame_pixels: int | None = Field(None, gt=0)
     defaults: dict[str, Any] = {}
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype_table(cls, v):
+        check_dtype_table(v)
+        return v
 
     @model_validator(mode="after")
     def _one_source(self):

@@ -6,10 +6,28 @@ import os
 import shutil
 import subprocess
 
+from contract.errors import JobError
 from daemon.config import Settings
 from daemon.crashpoints import ENV as CRASH_ENV
 from daemon.devices import visible_gpus, worker_devices
 from daemon.fscheck import check_primitives, classify, visibility_lag
+
+
+def accelerate_problems(options, folder) -> list[str]:
+    """What a model's accelerate options cannot do on this host or with this folder."""
+    from contract.acceleration import attention_problem, cache_problem
+    from contract.model_folders import read_index
+
+    problems = []
+    if options.attention != "default" and (why := attention_problem(options.attention)):
+        problems.append(f"attention: {why}")
+    try:
+        index = read_index("", folder)
+    except JobError:  # a lip-sync folder has no model_index.json
+        index = {}
+    if why := cache_problem(options.cache, index):
+        problems.append(f"cache: {why}")
+    return problems
 
 
 def run_doctor(settings: Settings, config_source: str) -> int:
@@ -47,6 +65,9 @@ def run_doctor(settings: Settings, config_source: str) -> int:
             report(True, f"model {name}: {describe_folder(name, folder, config)} in {folder}")
         except JobError as exc:
             report(False, f"{exc.code}: {exc.message}", warn=True)
+            continue
+        for problem in accelerate_problems(model.accelerate, folder):
+            report(False, f"[models.{name}] accelerate.{problem}")
     root = settings.spool.root
     if not root.exists():
         report(False, f"spool {root} does not exist (run: vidspool init)")

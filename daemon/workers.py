@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
@@ -34,10 +35,12 @@ class RunningJob:
 class WorkerHandle:
     """One worker process on one device, and the job it runs."""
 
-    def __init__(self, index: int, device: str, model_memory_gb: float | str = "auto"):
+    def __init__(self, index: int, device: str, model_memory_gb: float | str = "auto",
+                 compile_cache_dir: Path | None = None):
         self.index = index
         self.device = device
         self.model_memory_gb = model_memory_gb
+        self.compile_cache_dir = compile_cache_dir
         # What the worker last reported holding (pipeline/models/resident.py describe()).
         self.model_state: dict = {}
         self.loading: set[str] = set()  # load requests sent and not yet answered
@@ -67,8 +70,11 @@ class WorkerHandle:
         from pipeline import worker
 
         parent, child = _spawn.Pipe(duplex=True)
+        env = worker_env(self.device)
+        if self.compile_cache_dir is not None:
+            env["VIDSPOOL_COMPILE_CACHE"] = str(self.compile_cache_dir.resolve())
         self.process = _spawn.Process(
-            target=worker.main, args=(child, self.device, worker_env(self.device), self.model_memory_gb, self.warm_imports),
+            target=worker.main, args=(child, self.device, env, self.model_memory_gb, self.warm_imports),
             name=f"vidspool-worker-{self.device}", daemon=True,
         )
         self.process.start()

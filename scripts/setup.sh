@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(ffmpeg espeak-ng fonts-dejavu-core systemd)
+# g++: torch.compile's CPU backend (inductor) builds its kernels with it.
+APT_PACKAGES=(ffmpeg espeak-ng fonts-dejavu-core systemd g++)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

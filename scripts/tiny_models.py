@@ -335,7 +335,7 @@ def _ltx_transformer():
         num_attention_heads=4,
         attention_head_dim=8,
         cross_attention_dim=32,
-        num_layers=1,
+        num_layers=2,  # a first-block cache needs a block after the first
         caption_channels=32,
     )
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +37,8 @@ class VideoParams(BaseModel):
     num_inference_steps: int | None = Field(None, ge=1, le=1000)
     guidance_scale: float | None = Field(None, ge=0, le=100)
     seed: int | None = Field(None, ge=0, lt=2**63, description="same seed, same frames; default: random, reported in result.seed")
+    quality: Literal["default", "exact"] | None = Field(None, description=(
+        "exact: run without the model's lossy accelerate options (step caches); see result.accelerate"))
 
 
 class TextToVideoParams(VideoParams):
@@ -54,6 +57,7 @@ def frame_pixels(params: VideoParams, inputs: Mapping[str, list[Path]]) -> int |
 
 def run(ctx: JobContext, params: VideoParams) -> None:
     from pipeline import diffusion, media
+    from pipeline.models.resident import ran_dtypes
     from pipeline.preview import latent_preview
 
     kind = ctx.job["kind"]
@@ -79,7 +83,8 @@ def run(ctx: JobContext, params: VideoParams) -> None:
     pipe, resident, loaded_now = store.pipeline(
         name, config, kind, on_load=lambda message: ctx.progress(1, stage="loading_model", message=message))
     ctx.meta["model"] = {"name": name, "pipeline": type(pipe).__name__, "loaded": loaded_now,
-                         "load_seconds": round(resident.load_seconds, 3) if loaded_now else 0.0}
+                         "load_seconds": round(resident.load_seconds, 3) if loaded_now else 0.0,
+                         "dtypes": ran_dtypes(pipe)}
     ctx.meta.setdefault("seconds", {})["load_model"] = round(time.monotonic() - started, 3)
     ctx.meta["seed"] = plan.seed
     ctx.meta["params"] = {"width": plan.width, "height": plan.height, "num_frames": plan.frames, "fps": plan.fps,
@@ -88,8 +93,12 @@ def run(ctx: JobContext, params: VideoParams) -> None:
             frames=plan.frames, steps=plan.steps, seed=plan.seed, loaded=loaded_now)
 
     preview = latent_preview(ctx.preview, pipe, resident, plan, log=ctx.log)
+    accelerated = resident.accelerated
     try:
-        frames_out = diffusion.denoise(ctx, pipe, plan, preview=preview, **inputs)
+        with accelerated.job(pipe, params.quality == "exact", plan.steps) if accelerated else nullcontext({}) as report:
+            frames_out = diffusion.denoise(ctx, pipe, plan, preview=preview, **inputs)
+        if accelerated:
+            ctx.meta["accelerate"] = report
     except Exception as exc:
         if type(exc).__name__ != "OutOfMemoryError":
             raise

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from contract.errors import ErrorCode, JobError
 from contract.lipsync_folders import BACKEND_CLASS
-from contract.families import class_for
+from contract.acceleration import Accelerate, dtype_table
+from contract.families import class_for, family_of
 from contract.model_folders import lipsync_backend, model_folder, read_index, weights_bytes
 
 GIB = 1 << 30
@@ -41,6 +42,7 @@ class Resident:
     derived: dict[str, object] = field(default_factory=dict)
     last_used: float = field(default_factory=time.time)
     latent_rgb: object | None = None  # the live previews' map (pipeline/preview.py), fitted on first use
+    accelerated: object | None = None  # pipeline/models/acceleration.py Accelerated, when configured
 
 
 def quiet_libraries() -> None:
@@ -78,6 +80,30 @@ def torch_dtype(name: str, device: str):
     if name == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return getattr(torch, name)
+
+
+def component_dtypes(config_dtype, class_name: str, device: str) -> dict:
+    """from_pretrained's dtype table: the model's default, its family's recommendations
+    (Wan2.1's VAE in float32), then the config's own table entries."""
+    table = dtype_table(config_dtype)
+    family = family_of(class_name)
+    merged = {**dict(family.dtypes if family else ()), **table}
+    return {component: torch_dtype(name, device) for component, name in {"default": "auto", **merged}.items()}
+
+
+def ran_dtypes(pipe) -> dict[str, str]:
+    """Each module component's dtype as loaded (for result.model.dtypes)."""
+    import torch
+
+    return {name: str(component.dtype).removeprefix("torch.") for name, component in pipe.components.items()
+            if isinstance(component, torch.nn.Module) and hasattr(component, "dtype")}
+
+
+def compile_root() -> Path:
+    """Where compiled code is kept: $VIDSPOOL_COMPILE_CACHE, else ~/.cache/vidspool/compile."""
+    if os.environ.get("VIDSPOOL_COMPILE_CACHE"):
+        return Path(os.environ["VIDSPOOL_COMPILE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vidspool" / "compile"
 
 
 def module_bytes(pipe) -> int:
@@ -168,27 +194,28 @@ class ModelStore:
             from pipeline.lipsync.base import load as load_lipsync
 
             class_name = BACKEND_CLASS[backend]
-            dtype = None if config.get("dtype", "auto") == "auto" else torch_dtype(config["dtype"], self.device)
+            dtype_name = dtype_table(config.get("dtype", "auto")).get("default", "auto")
+            dtype = None if dtype_name == "auto" else torch_dtype(dtype_name, self.device)
 
             def load():
-                return load_lipsync(backend, folder, self.device, dtype)
+                return load_lipsync(backend, folder, self.device, dtype), None
         else:
             index = read_index(name, folder)
             cls = pipeline_class(name, config.get("pipeline") or index["_class_name"])
             class_name = cls.__name__
             quiet_libraries()
-            dtype = torch_dtype(config.get("dtype", "auto"), self.device)
+            dtypes = component_dtypes(config.get("dtype", "auto"), index["_class_name"], self.device)
 
             def load():
-                pipe = cls.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+                pipe = cls.from_pretrained(str(folder), dtype=dtypes, local_files_only=True)
                 self._place(pipe, config)
-                return pipe
+                return pipe, self._accelerate(pipe, name, config, dtypes["default"], on_load)
         self._make_room(weights_bytes(folder), keep=None)
         if on_load:
             on_load(f"loading {name} ({class_name}) from {folder}")
         started = time.monotonic()
         try:
-            pipe = load()
+            pipe, accelerated = load()
         except JobError:
             raise
         except Exception as exc:
@@ -197,11 +224,18 @@ class ModelStore:
             raise JobError(ErrorCode.MODEL_LOAD_FAILED,
                            f"model {name!r}: loading {folder} as {class_name} failed: {type(exc).__name__}: {exc}") from exc
         resident = Resident(name, key, folder, class_name if backend else type(pipe).__name__, pipe, module_bytes(pipe),
-                            time.monotonic() - started, config)
+                            time.monotonic() - started, config, accelerated=accelerated)
         self.loaded[name] = resident
         self.loads += 1
         self._make_room(0, keep=name)
         return resident, True
+
+    def _accelerate(self, pipe, name: str, config: dict, dtype, on_load):
+        if Accelerate.model_validate(config.get("accelerate") or {}) == Accelerate():
+            return None
+        from pipeline.models.acceleration import accelerate
+
+        return accelerate(pipe, name, config, self.device, dtype, compile_root(), on_load)
 
     def _place(self, pipe, config: dict) -> None:
         offload = config.get("offload", "none")

@@ -1,0 +1,257 @@
+"""Applies `[models.NAME] accelerate` to a loaded pipeline, and says per job what ran.
+
+- attention: diffusers' `set_attention_backend` on the denoiser, then a probe call of that
+  backend on the worker's device at the pipeline's dtype: a backend this host cannot run fails
+  the load (`model_load_failed` naming it), never a silent fallback at the first job.
+- cache: diffusers' cache hooks (`enable_cache`) with the configured parameters. A job with
+  `params.quality = "exact"` runs with them off (`disable_cache`) and on again afterwards.
+- compile: `compile_repeated_blocks(fullgraph=True)` (regional) or `torch.compile` of the whole
+  denoiser (full), with automatic dynamic shapes: the warm-up size compiles static; the
+  first other size recompiles once with dynamic sizes, which then serve every size
+  (docs/acceleration.md). Inductor's caches live in a folder per model, torch version and
+  device, so a restarted worker finds its compiled code on disk.
+
+Every job counts the denoiser's work (SkipCounter): how many of its blocks ran, per call, so
+`result.accelerate` reports the blocks a cache skipped (0 without one).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contract.acceleration import Accelerate, attention_problem
+from contract.errors import ErrorCode, JobError
+
+WARM_UP_STEPS = 2
+
+
+def denoiser_of(pipe):
+    return getattr(pipe, "transformer", None) or getattr(pipe, "unet", None)
+
+
+class SkipCounter:
+    """Counts, per denoiser call, the Linear layers each repeated block ran.
+
+    A block whose layers did not run was skipped (first-block cache, MagCache); layers that
+    did not run inside a running block were reused (PAB's attention, TaylorSeer's predictions)."""
+
+    def __init__(self, denoiser):
+        import torch
+
+        self.blocks: list[list] = []
+        for name in getattr(denoiser, "_repeated_blocks", None) or ():
+            for module in denoiser.modules():
+                if type(module).__name__ == name:
+                    self.blocks.append([m for m in module.modules() if isinstance(m, torch.nn.Linear)])
+        self.per_block = [len(linears) for linears in self.blocks]
+        self._ran = [0] * len(self.blocks)
+        self.handles = [denoiser.register_forward_pre_hook(self._call_starts),
+                        denoiser.register_forward_hook(self._call_ends)]
+        for index, linears in enumerate(self.blocks):
+            for linear in linears:
+                self.handles.append(linear.register_forward_pre_hook(self._ran_in(index)))
+        self.reset()
+
+    def _ran_in(self, index: int):
+        def hook(module, args):
+            self._ran[index] += 1
+        return hook
+
+    def _call_starts(self, module, args):
+        self._ran = [0] * len(self.blocks)
+
+    def _call_ends(self, module, args, output):
+        self.calls += 1
+        for ran, total in zip(self._ran, self.per_block):
+            self.blocks_run += 1 if ran else 0
+            self.layers_run += min(ran, total)
+        self.blocks_total += len(self.blocks)
+        self.layers_total += sum(self.per_block)
+
+    def reset(self) -> None:
+        self.calls = self.blocks_run = self.blocks_total = self.layers_run = self.layers_total = 0
+
+    def report(self) -> dict:
+        return {"denoiser_calls": self.calls, "blocks_skipped": self.blocks_total - self.blocks_run,
+                "blocks_total": self.blocks_total,
+                "layers_skipped_share": round(1 - self.layers_run / self.layers_total, 4) if self.layers_total else 0.0}
+
+
+@dataclass
+class Accelerated:
+    """What was applied to one loaded model; `job()` wraps one call of it."""
+
+    options: Accelerate
+    denoiser: object
+    counter: SkipCounter | None
+    cache_config: object | None = None
+    make_cache: object | None = None  # steps → the diffusers cache config
+    compiled: dict = field(default_factory=dict)
+    running: list = field(default_factory=list)  # the pipeline now calling (PAB's timestep)
+
+    @contextmanager
+    def job(self, pipe, exact: bool, steps: int):
+        """Runs one call of `steps` steps with the model's options (caches off when `exact`);
+        yields the report, complete once the call is over."""
+        cache = self.options.cache
+        if cache is not None and cache.kind == "magcache" and steps != self.cache_config.num_inference_steps:
+            self.denoiser.disable_cache()
+            self.cache_config = self.make_cache(steps)
+            self.denoiser.enable_cache(self.cache_config)
+        report: dict = {"quality": "exact" if exact else "default", "compile": self.options.compile,
+                        "attention": self.options.attention, "cache": None}
+        if self.compiled:
+            report["compiled"] = dict(self.compiled)
+        if cache is not None and exact:
+            self.denoiser.disable_cache()
+        if self.counter is not None:
+            self.counter.reset()
+        self.running[:] = [pipe]
+        try:
+            yield report
+        finally:
+            self.running.clear()
+            if cache is not None:
+                report["cache"] = {**cache.model_dump(exclude={"mag_ratios"}), "on": not exact}
+                if self.counter is not None:
+                    report["cache"].update(self.counter.report())
+                if exact:
+                    self.denoiser.enable_cache(self.cache_config)
+
+
+def accelerate(pipe, name: str, config: dict, device: str, dtype, compile_root: Path | None,
+               on_load=None) -> Accelerated:
+    """Applies the model's options to a freshly loaded `pipe`."""
+    options = Accelerate.model_validate(config.get("accelerate") or {})
+    denoiser = denoiser_of(pipe)
+    if denoiser is None:
+        raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"model {name!r}: accelerate needs a transformer or UNet; "
+                       f"{type(pipe).__name__} has neither")
+    where = f"model {name!r} ({type(denoiser).__name__})"
+    accelerated = Accelerated(options, denoiser, None)
+    if options.attention != "default":
+        _set_attention(denoiser, options.attention, where, device, dtype)
+    if options.cache is not None:
+        steps = (config.get("defaults") or {}).get("num_inference_steps") or 50
+        accelerated.make_cache = lambda steps: _cache_config(options, denoiser, where, accelerated.running, steps)
+        accelerated.cache_config = accelerated.make_cache(steps)
+        denoiser.enable_cache(accelerated.cache_config)
+        accelerated.counter = SkipCounter(denoiser)
+    if options.compile != "none":
+        try:
+            accelerated.compiled = _compile(pipe, denoiser, options.compile, name, config, device, compile_root, on_load)
+        except Exception as exc:
+            if type(exc).__name__ == "OutOfMemoryError":
+                raise
+            raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"{where}: accelerate.compile: {options.compile!r} failed at the "
+                           f"warm-up call: {type(exc).__name__}: {str(exc)[:2000]}") from exc
+    return accelerated
+
+
+def _set_attention(denoiser, backend: str, where: str, device: str, dtype) -> None:
+    import torch
+
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry, dispatch_attention_fn
+
+    problem = attention_problem(backend)
+    if problem is None:
+        # set_attention_backend also makes it the process-wide default, which every other
+        # model in this worker would then run: only this denoiser's processors keep it.
+        others = _AttentionBackendRegistry._active_backend
+        try:
+            denoiser.set_attention_backend(backend)
+
+            # (batch, tokens, heads, head_dim): a call this backend must run here.
+            q = torch.randn(1, 64, 2, 64, device=device, dtype=dtype)
+            dispatch_attention_fn(q, q, q, backend=AttentionBackendName(backend))
+        except Exception as exc:  # noqa: BLE001  (diffusers and torch raise many kinds)
+            problem = f"attention backend {backend!r} does not run on {device}: {type(exc).__name__}: {exc}"
+        finally:
+            _AttentionBackendRegistry.set_active_backend(others)
+    if problem:
+        raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"{where}: accelerate.attention: {problem}")
+
+
+def _cache_config(options: Accelerate, denoiser, where: str, running: list, steps: int):
+    from diffusers import CacheMixin, hooks
+
+    cache = options.cache
+    if not isinstance(denoiser, CacheMixin):
+        raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"{where}: accelerate.cache: {cache.kind!r} needs a denoiser with "
+                       "diffusers' cache hooks; this one supports none")
+    params = cache.model_dump(exclude={"kind"})
+    blocks = sum(len(m) for n, m in denoiser.named_children() if n in ("blocks", "transformer_blocks"))
+    if cache.kind in ("first_block", "magcache") and blocks < 2:
+        raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"{where}: accelerate.cache: {cache.kind!r} needs at least 2 "
+                       f"transformer blocks (the first decides for the rest); this one has {blocks}")
+    if cache.kind == "first_block":
+        return hooks.FirstBlockCacheConfig(**params)
+    if cache.kind == "pab":
+        return hooks.PyramidAttentionBroadcastConfig(
+            **params, current_timestep_callback=lambda: running[0].current_timestep if running else 0)
+    # MagCache spreads its ratios over the run's steps and ends its run by counting them: it
+    # is made again for a job with another step count (Accelerated.job).
+    return hooks.MagCacheConfig(**params, num_inference_steps=steps)
+
+
+def compile_dir(root: Path, name: str, device: str) -> Path:
+    """Inductor's cache folder for one model on one torch version and device kind."""
+    import torch
+
+    if device.startswith("cuda"):
+        major, minor = torch.cuda.get_device_capability()
+        kind = f"{torch.cuda.get_device_name().replace(' ', '-')}-sm{major}{minor}"
+    else:
+        kind = "cpu"
+    return root / name / f"torch-{torch.__version__}" / kind
+
+
+def _compile(pipe, denoiser, mode: str, name: str, config: dict, device: str, root: Path | None, on_load) -> dict:
+    import torch
+    from torch._dynamo.utils import counters
+
+    if root is not None:
+        folder = compile_dir(root, name, device)
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)  # read by inductor at each cache access
+    if mode == "regional":
+        denoiser.compile_repeated_blocks(fullgraph=True)
+    else:
+        denoiser.compile(fullgraph=True)
+    if on_load:
+        on_load(f"compiling {name} ({mode}): a warm-up call at its default size")
+    before = dict(counters["inductor"])
+    started = time.monotonic()
+    with torch.inference_mode():
+        pipe(**warm_up_call(pipe, config))
+    hits = counters["inductor"].get("fxgraph_cache_hit", 0) - before.get("fxgraph_cache_hit", 0)
+    misses = counters["inductor"].get("fxgraph_cache_miss", 0) - before.get("fxgraph_cache_miss", 0)
+    return {"mode": mode, "warm_up_seconds": round(time.monotonic() - started, 3),
+            "cache_hits": hits, "cache_misses": misses, "cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR")}
+
+
+def warm_up_call(pipe, config: dict) -> dict:
+    """The pipeline's kwargs for a short call at the model's default size (config defaults
+    first, then the pipeline's own), without decoding."""
+    sig = inspect.signature(type(pipe).__call__).parameters
+    defaults = config.get("defaults") or {}
+    kwargs: dict = {"num_inference_steps": WARM_UP_STEPS}
+    for key in ("width", "height", "num_frames", "guidance_scale"):
+        if key in defaults and key in sig:
+            kwargs[key] = defaults[key]
+    if "prompt" in sig:
+        kwargs["prompt"] = "warm-up"
+    if "output_type" in sig:
+        kwargs["output_type"] = "latent"
+    if "image" in sig:
+        from PIL import Image
+
+        width = kwargs.get("width") or sig["width"].default
+        height = kwargs.get("height") or sig["height"].default
+        kwargs["image"] = Image.new("RGB", (width, height), (128, 128, 128))
+    return kwargs

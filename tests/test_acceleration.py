@@ -1,0 +1,169 @@
+"""`[models.NAME] accelerate` and per-component dtypes (SPEC §11) through a real daemon on the
+tiny Wan and LTX models: compile stays within tolerance of the plain call with the same seed,
+caches report the blocks they skipped (none with quality = "exact"), compiled code is found
+on disk by a second worker start, and bad options are named at start-up, by doctor or by
+the load (model_load_failed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.support import REPO, Daemon, base_env, drop_folder, drop_json, wait_all_final
+from tests.test_video_generation import decoded_frames, photo_bytes, size_params
+
+SEED = 7
+
+
+def job(model: str, family: str, **extra) -> dict:
+    return {"kind": "text-to-video", "model": model,
+            "params": size_params(family, prompt="a lighthouse at dusk", seed=SEED, num_inference_steps=6, **extra)}
+
+
+def models(tiny, family: str, **variants: dict) -> dict:
+    t = size_params(family)
+    defaults = {"width": t["width"], "height": t["height"], "num_frames": t["num_frames"]}
+    return {f"{family}-{name}": {"path": str(tiny / family), "kinds": ["text-to-video"], "defaults": defaults, **entry}
+            for name, entry in variants.items()}
+
+
+LOOSE = {"wan-t2v": {"kind": "first_block", "threshold": 0.5}, "ltx": {"kind": "first_block", "threshold": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def fast(tiny_models, tmp_path_factory):
+    base = tmp_path_factory.mktemp("accel")
+    registry = {}
+    for family in ("wan-t2v", "ltx"):
+        registry |= models(
+            tiny_models, family,
+            plain={},
+            regional={"accelerate": {"compile": "regional"}},
+            fbc={"accelerate": {"cache": LOOSE[family]}},
+            pab={"accelerate": {"cache": {"kind": "pab", "spatial_attention_timestep_skip_range": [0, 1000]}}},
+            mag={"accelerate": {"cache": {"kind": "magcache", "threshold": 0.5, "retention_ratio": 0,
+                                          "mag_ratios": [1.0, 0.99, 0.99, 0.99]}}},
+            flex={"accelerate": {"attention": "flex"}},
+        )
+    registry |= models(tiny_models, "wan-t2v",
+                       mixed={"dtype": {"transformer": "bfloat16", "default": "float32"}},
+                       cudnn={"accelerate": {"attention": "_native_cudnn"}},
+                       flash={"accelerate": {"attention": "flash"}})
+    registry["svd-fbc"] = {"path": str(tiny_models / "svd"), "accelerate": {"cache": LOOSE["wan-t2v"]}}
+    d = Daemon(base / "spool", workers=["cpu", "cpu"], VIDSPOOL_MODELS=json.dumps(registry),
+               VIDSPOOL_WORKERS__COMPILE_CACHE_DIR=str(base / "compiled")).start()
+    yield d
+    d.stop()
+
+
+def run(d: Daemon, jobs: dict[str, dict], timeout: float = 400) -> dict[str, dict]:
+    for name, doc in jobs.items():
+        drop_json(d.root / "inbox", name, doc)
+    return wait_all_final(d.root, list(jobs), timeout=timeout, daemon=d)
+
+
+def frames_of(d: Daemon, job_id: str) -> np.ndarray:
+    return decoded_frames(d.root / "outbox" / job_id / "video.mp4").astype(np.int16)
+
+
+@pytest.mark.parametrize("family", ["wan-t2v", "ltx"])
+def test_each_option_completes_and_reports_what_ran(fast, family):
+    jobs = {f"{family}-{v}": job(f"{family}-{v}", family) for v in ("plain", "regional", "fbc", "pab", "mag", "flex")}
+    jobs |= {f"{family}-{v}-exact": job(f"{family}-{v}", family, quality="exact") for v in ("fbc", "mag")}
+    docs = run(fast, jobs)
+    assert {k: v["state"] for k, v in docs.items()} == {k: "completed" for k in jobs}, docs
+    result = {k: v["result"] for k, v in docs.items()}
+    assert "accelerate" not in result[f"{family}-plain"]
+
+    compiled = result[f"{family}-regional"]["accelerate"]
+    assert compiled["compile"] == "regional" and compiled["compiled"]["warm_up_seconds"] > 0
+    plain, regional = frames_of(fast, f"{family}-plain"), frames_of(fast, f"{family}-regional")
+    assert plain.shape == regional.shape
+    assert np.abs(plain - regional).mean() <= 1.0 and np.abs(plain - regional).max() <= 16
+    flex = frames_of(fast, f"{family}-flex")
+    assert result[f"{family}-flex"]["accelerate"]["attention"] == "flex"
+    assert np.abs(plain - flex).mean() <= 1.0
+
+    for cache in ("fbc", "mag"):
+        lossy, exact = result[f"{family}-{cache}"]["accelerate"], result[f"{family}-{cache}-exact"]["accelerate"]
+        assert lossy["quality"] == "default" and lossy["cache"]["on"] and lossy["cache"]["blocks_skipped"] > 0, lossy
+        assert exact["quality"] == "exact" and not exact["cache"]["on"] and exact["cache"]["blocks_skipped"] == 0, exact
+        assert exact["cache"]["denoiser_calls"] == lossy["cache"]["denoiser_calls"] > 0
+        # Without its cache the job makes the plain call's frames.
+        assert np.abs(frames_of(fast, f"{family}-{cache}-exact") - plain).mean() <= 1.0
+    pab = result[f"{family}-pab"]["accelerate"]["cache"]
+    assert pab["kind"] == "pab" and pab["layers_skipped_share"] > 0 and pab["blocks_skipped"] == 0, pab
+
+
+def test_component_dtypes_are_reported_and_a_table_sets_them(fast):
+    docs = run(fast, {"dt-plain": job("wan-t2v-plain", "wan-t2v"), "dt-mixed": job("wan-t2v-mixed", "wan-t2v")})
+    assert docs["dt-mixed"]["state"] == "completed", docs["dt-mixed"]
+    assert docs["dt-plain"]["result"]["model"]["dtypes"] == {"transformer": "float32", "vae": "float32", "text_encoder": "float32"}
+    assert docs["dt-mixed"]["result"]["model"]["dtypes"] == {"transformer": "bfloat16", "vae": "float32", "text_encoder": "float32"}
+
+
+@pytest.mark.parametrize("model, words", [
+    ("wan-t2v-flash", "attention backend 'flash' needs the Python package 'flash_attn'"),
+    ("wan-t2v-cudnn", "attention backend '_native_cudnn' does not run on cpu"),
+    ("svd-fbc", "supports none"),
+])
+def test_a_backend_or_cache_this_host_cannot_run_fails_the_load(fast, model, words):
+    job_id = f"bad-{model}"
+    if model.startswith("svd"):
+        drop_folder(fast.root / "inbox", job_id, {"kind": "image-to-video", "model": model, "inputs": {"image": "p.png"},
+                                                  "params": size_params("svd")}, {"p.png": photo_bytes()})
+    else:
+        drop_json(fast.root / "inbox", job_id, job(model, "wan-t2v"))
+    status = wait_all_final(fast.root, [job_id], timeout=120, daemon=fast)[job_id]
+    assert status["state"] == "failed" and status["error"]["code"] == "model_load_failed", status
+    assert words in status["error"]["message"] and "accelerate" in status["error"]["message"], status["error"]
+
+
+def test_a_second_worker_start_finds_the_compiled_code(tiny_models, tmp_path):
+    registry = models(tiny_models, "wan-t2v", regional={"accelerate": {"compile": "regional"}})
+    settings = {"VIDSPOOL_MODELS": json.dumps(registry), "VIDSPOOL_WORKERS__COMPILE_CACHE_DIR": str(tmp_path / "compiled")}
+    runs = []
+    for start in ("cold", "warm"):
+        d = Daemon(tmp_path / "spool", **settings).start()
+        try:
+            runs.append(run(d, {start: job("wan-t2v-regional", "wan-t2v")})[start])
+        finally:
+            d.stop()
+    cold, warm = (r["result"] for r in runs)
+    assert cold["accelerate"]["compiled"]["cache_misses"] > 0 and cold["accelerate"]["compiled"]["cache_hits"] == 0
+    assert warm["accelerate"]["compiled"]["cache_misses"] == 0 and warm["accelerate"]["compiled"]["cache_hits"] > 0
+    assert warm["model"]["load_seconds"] < cold["model"]["load_seconds"], (cold["model"], warm["model"])
+    folder = cold["accelerate"]["compiled"]["cache_dir"]
+    assert folder.startswith(str(tmp_path / "compiled" / "wan-t2v-regional" / "torch-")) and folder.endswith("/cpu")
+
+
+@pytest.mark.parametrize("accelerate, words", [
+    ({"compile": "fast"}, "accelerate.compile"),
+    ({"attention": "warp"}, "unknown backend 'warp'"),
+    ({"cache": {"kind": "teacache"}}, "accelerate.cache"),
+    ({"cache": {"kind": "first_block", "treshold": 0.1}}, "treshold"),
+    ({"cache": {"kind": "magcache"}}, "mag_ratios"),
+    ({"compile": "regional", "cache": {"kind": "first_block"}}, "compile = \"none\" with a cache"),
+])
+def test_bad_options_stop_start_up_naming_the_key(tmp_path, accelerate, words):
+    registry = {"m": {"path": str(tmp_path), "accelerate": accelerate}}
+    out = subprocess.run([sys.executable, "-m", "daemon", "run"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env=base_env(VIDSPOOL_MODELS=json.dumps(registry), VIDSPOOL_SPOOL__ROOT=str(tmp_path / "s")))
+    assert out.returncode == 2 and words in out.stderr and "models.m" in out.stderr, out.stderr
+
+
+def test_doctor_names_options_this_host_or_model_cannot_run(tiny_models, tmp_path):
+    registry = {"svd-cached": {"path": str(tiny_models / "svd"), "accelerate": {"cache": {"kind": "first_block"}}},
+                "wan-flash": {"path": str(tiny_models / "wan-t2v"), "accelerate": {"attention": "flash"}}}
+    root = tmp_path / "spool"
+    root.mkdir()
+    out = subprocess.run([sys.executable, "-m", "daemon", "doctor"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env=base_env(VIDSPOOL_MODELS=json.dumps(registry), VIDSPOOL_SPOOL__ROOT=str(root)))
+    assert out.returncode == 1, out.stdout
+    lines = [line for line in out.stdout.splitlines() if line.startswith("[FAIL]")]
+    assert any("[models.svd-cached] accelerate.cache" in line and "supports no step cache" in line for line in lines), lines
+    assert any("[models.wan-flash] accelerate.attention" in line and "flash_attn" in line for line in lines), lines
