@@ -17,7 +17,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from contract.acceleration import Accelerate, Dtype, check_dtype_table
+from contract.acceleration import Accelerate, Dtype, calibration_file, check_dtype_table
 from contract.voices import VoiceBook
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
@@ -529,7 +529,27 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
     settings._configured_models = frozenset(settings.models)
     settings.models = {**discover_models(settings.registry.dir), **settings.models}
+    attach_calibrations(settings, path.resolve().parent)
     return settings
+
+
+def attach_calibrations(settings: Settings, config_dir: Path) -> None:
+    """MagCache ratios from `vidspool models calibrate NAME` for caches that give none."""
+    import json
+
+    for name, model in settings.models.items():
+        cache = model.accelerate.cache
+        if cache is None or cache.kind != "magcache" or cache.mag_ratios is not None:
+            continue
+        path = calibration_file(config_dir, name)
+        try:
+            ratios = json.loads(path.read_text(encoding="utf-8"))["mag_ratios"]
+            cache.mag_ratios = [float(r) for r in ratios]
+        except FileNotFoundError:
+            continue  # doctor and the load say to calibrate
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"models.{name}.accelerate.cache: {path} is not a calibration file ({exc}); "
+                              f"run `vidspool models calibrate {name}` again") from None
 
 
 def read_config_file(path: Path) -> dict:

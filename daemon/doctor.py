@@ -13,7 +13,7 @@ from daemon.devices import visible_gpus, worker_devices
 from daemon.fscheck import check_primitives, classify, visibility_lag
 
 
-def accelerate_problems(options, folder) -> list[str]:
+def accelerate_problems(name: str, options, folder) -> list[str]:
     """What a model's accelerate options cannot do on this host or with this folder."""
     from contract.acceleration import attention_problem, cache_problem
     from contract.model_folders import read_index
@@ -27,6 +27,8 @@ def accelerate_problems(options, folder) -> list[str]:
         index = {}
     if why := cache_problem(options.cache, index):
         problems.append(f"cache: {why}")
+    elif options.cache is not None and options.cache.kind == "magcache" and options.cache.mag_ratios is None:
+        problems.append(f"cache: magcache has no mag_ratios: run `vidspool models calibrate {name}`")
     return problems
 
 
@@ -66,7 +68,7 @@ def run_doctor(settings: Settings, config_source: str) -> int:
         except JobError as exc:
             report(False, f"{exc.code}: {exc.message}", warn=True)
             continue
-        for problem in accelerate_problems(model.accelerate, folder):
+        for problem in accelerate_problems(name, model.accelerate, folder):
             report(False, f"[models.{name}] accelerate.{problem}")
     root = settings.spool.root
     if not root.exists():

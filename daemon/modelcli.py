@@ -24,7 +24,7 @@ from contract.errors import JobError
 
 def run(settings: Settings, args) -> int:
     return {"list": _list, "load": _load, "unload": _unload, "import": _import,
-            "download": _download}[args.models_command](settings, args)
+            "download": _download, "calibrate": _calibrate}[args.models_command](settings, args)
 
 
 def api_call(settings: Settings, method: str, path: str, timeout: float = 5.0, body: dict | None = None) -> dict:
@@ -118,6 +118,47 @@ def _download(settings: Settings, args) -> int:
     if args.wait:
         print(f"vidspool: {args.repo} still downloading after {args.timeout:g} s", file=sys.stderr)
         return 1
+    return 0
+
+
+def _calibrate(settings: Settings, args) -> int:
+    """Runs the model once in a worker-like child process (pipeline/calibrate.py) and writes
+    MagCache's ratios beside the config, where load_settings attaches them."""
+    import os
+    import subprocess
+
+    from contract.acceleration import calibration_file
+    from daemon.config import DEFAULT_CONFIG
+    from daemon.devices import visible_gpus, worker_env
+
+    entry = settings.models.get(args.name)
+    if entry is None:
+        print(f"vidspool: no model {args.name!r} in the registry (vidspool models list)", file=sys.stderr)
+        return 2
+    config = entry.model_dump(mode="json")
+    config["accelerate"] = {}  # measured without skipping anything
+    steps = args.steps or (entry.defaults or {}).get("num_inference_steps") or 50
+    device = args.device or ("cuda:0" if visible_gpus() else "cpu")
+    print(f"{args.name}: calibrating MagCache on {device}, {steps} steps at its default size")
+    out = subprocess.run([sys.executable, "-m", "pipeline.calibrate"], capture_output=True, text=True,
+                         input=json.dumps({"name": args.name, "config": config, "steps": steps, "device": device}),
+                         env={**os.environ, **worker_env(device)}, cwd=Path(__file__).resolve().parent.parent)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode or not lines:
+        print(f"vidspool: calibrating {args.name} failed: {(out.stderr.strip().splitlines() or ['no output'])[-1]}",
+              file=sys.stderr)
+        return 1
+    answer = json.loads(lines[-1])
+    if "error" in answer:
+        print(f"vidspool: {answer['error']}", file=sys.stderr)
+        return 1
+    path = calibration_file(Path(args.config).resolve().parent if args.config else DEFAULT_CONFIG.parent, args.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    tmp.write_text(json.dumps({"model": args.name, "device": device, **answer}, indent=1) + "\n", encoding="utf-8")
+    tmp.rename(path)
+    print(f"{args.name}: {len(answer['mag_ratios'])} ratios in {answer['seconds']:.1f} s, written to {path}; "
+          "a running daemon uses them after a reload (SIGHUP)")
     return 0
 
 

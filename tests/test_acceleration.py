@@ -45,9 +45,12 @@ def fast(tiny_models, tmp_path_factory):
             regional={"accelerate": {"compile": "regional"}},
             fbc={"accelerate": {"cache": LOOSE[family]}},
             pab={"accelerate": {"cache": {"kind": "pab", "spatial_attention_timestep_skip_range": [0, 1000]}}},
+            taylor={"accelerate": {"cache": {"kind": "taylorseer", "cache_interval": 2, "disable_cache_before_step": 1}}},
             mag={"accelerate": {"cache": {"kind": "magcache", "threshold": 0.5, "retention_ratio": 0,
                                           "mag_ratios": [1.0, 0.99, 0.99, 0.99]}}},
             flex={"accelerate": {"attention": "flex"}},
+            int8={"accelerate": {"quantize": "int8_weight"}},
+            lwc={"accelerate": {"layerwise_casting": "float8_e4m3fn"}},
         )
     registry |= models(tiny_models, "wan-t2v",
                        mixed={"dtype": {"transformer": "bfloat16", "default": "float32"}},
@@ -72,8 +75,9 @@ def frames_of(d: Daemon, job_id: str) -> np.ndarray:
 
 @pytest.mark.parametrize("family", ["wan-t2v", "ltx"])
 def test_each_option_completes_and_reports_what_ran(fast, family):
-    jobs = {f"{family}-{v}": job(f"{family}-{v}", family) for v in ("plain", "regional", "fbc", "pab", "mag", "flex")}
-    jobs |= {f"{family}-{v}-exact": job(f"{family}-{v}", family, quality="exact") for v in ("fbc", "mag")}
+    variants = ("plain", "regional", "fbc", "pab", "mag", "taylor", "flex", "int8", "lwc")
+    jobs = {f"{family}-{v}": job(f"{family}-{v}", family) for v in variants}
+    jobs |= {f"{family}-{v}-exact": job(f"{family}-{v}", family, quality="exact") for v in ("fbc", "mag", "taylor", "int8", "lwc")}
     docs = run(fast, jobs)
     assert {k: v["state"] for k, v in docs.items()} == {k: "completed" for k in jobs}, docs
     result = {k: v["result"] for k, v in docs.items()}
@@ -88,13 +92,19 @@ def test_each_option_completes_and_reports_what_ran(fast, family):
     assert result[f"{family}-flex"]["accelerate"]["attention"] == "flex"
     assert np.abs(plain - flex).mean() <= 1.0
 
-    for cache in ("fbc", "mag"):
+    for cache in ("fbc", "mag", "taylor"):
         lossy, exact = result[f"{family}-{cache}"]["accelerate"], result[f"{family}-{cache}-exact"]["accelerate"]
         assert lossy["quality"] == "default" and lossy["cache"]["on"] and lossy["cache"]["blocks_skipped"] > 0, lossy
         assert exact["quality"] == "exact" and not exact["cache"]["on"] and exact["cache"]["blocks_skipped"] == 0, exact
         assert exact["cache"]["denoiser_calls"] == lossy["cache"]["denoiser_calls"] > 0
         # Without its cache the job makes the plain call's frames.
         assert np.abs(frames_of(fast, f"{family}-{cache}-exact") - plain).mean() <= 1.0
+    for memory, key, value in (("int8", "quantize", "int8_weight"), ("lwc", "layerwise_casting", "float8_e4m3fn")):
+        assert result[f"{family}-{memory}"]["accelerate"][key] == value
+        # exact: a full-precision copy of the model, loaded beside the shrunk one.
+        exact = result[f"{family}-{memory}-exact"]
+        assert exact["accelerate"]["quality"] == "exact" and exact["accelerate"][key] == "none", exact["accelerate"]
+        assert np.abs(frames_of(fast, f"{family}-{memory}-exact") - plain).mean() <= 1.0
     pab = result[f"{family}-pab"]["accelerate"]["cache"]
     assert pab["kind"] == "pab" and pab["layers_skipped_share"] > 0 and pab["blocks_skipped"] == 0, pab
 
@@ -145,9 +155,11 @@ def test_a_second_worker_start_finds_the_compiled_code(tiny_models, tmp_path):
     ({"compile": "fast"}, "accelerate.compile"),
     ({"attention": "warp"}, "unknown backend 'warp'"),
     ({"cache": {"kind": "teacache"}}, "accelerate.cache"),
+    ({"cache": {"kind": "faster"}}, "'first_block', 'taylorseer', 'magcache', 'pab'"),
     ({"cache": {"kind": "first_block", "treshold": 0.1}}, "treshold"),
-    ({"cache": {"kind": "magcache"}}, "mag_ratios"),
     ({"compile": "regional", "cache": {"kind": "first_block"}}, "compile = \"none\" with a cache"),
+    ({"quantize": "int4"}, "accelerate.quantize"),
+    ({"quantize": "int8_weight", "layerwise_casting": "float8_e4m3fn"}, "choose one"),
 ])
 def test_bad_options_stop_start_up_naming_the_key(tmp_path, accelerate, words):
     registry = {"m": {"path": str(tmp_path), "accelerate": accelerate}}
@@ -167,3 +179,40 @@ def test_doctor_names_options_this_host_or_model_cannot_run(tiny_models, tmp_pat
     lines = [line for line in out.stdout.splitlines() if line.startswith("[FAIL]")]
     assert any("[models.svd-cached] accelerate.cache" in line and "supports no step cache" in line for line in lines), lines
     assert any("[models.wan-flash] accelerate.attention" in line and "flash_attn" in line for line in lines), lines
+
+
+def test_calibrate_writes_magcache_ratios_that_the_daemon_then_uses(tiny_models, tmp_path):
+    config = tmp_path / "vidspool.toml"
+    config.write_text(f"""
+[models.wan-mag]
+path = "{tiny_models / 'wan-t2v'}"
+kinds = ["text-to-video"]
+defaults = {{ width = 32, height = 32, num_frames = 5 }}
+accelerate.cache = {{ kind = "magcache", threshold = 0.5, retention_ratio = 0 }}
+""")
+    root = tmp_path / "spool"
+    root.mkdir()
+
+    def vidspool(*args):
+        return subprocess.run([sys.executable, "-m", "daemon", "--config", str(config), *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=300, env=base_env(VIDSPOOL_SPOOL__ROOT=str(root)))
+
+    before = vidspool("doctor")
+    assert "[models.wan-mag] accelerate.cache: magcache has no mag_ratios: run `vidspool models calibrate wan-mag`" in before.stdout
+    out = vidspool("models", "calibrate", "wan-mag", "--steps", "6", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    saved = json.loads((tmp_path / "calibration" / "wan-mag.magcache.json").read_text())
+    assert saved["steps"] == 6 and len(saved["mag_ratios"]) == 6 and saved["mag_ratios"][0] == 1.0
+    assert all(r > 0 for r in saved["mag_ratios"]) and len(set(saved["mag_ratios"][1:])) > 1, saved
+    assert "magcache has no mag_ratios" not in vidspool("doctor").stdout
+
+    d = Daemon(root)
+    d.proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(config), "run"], cwd=REPO,
+                              env=base_env(**d.settings), stdout=open(d.log_path, "ab"), stderr=subprocess.STDOUT)
+    try:
+        d.wait_ready()
+        doc = run(d, {"calibrated": job("wan-mag", "wan-t2v")})["calibrated"]
+    finally:
+        d.stop()
+    assert doc["state"] == "completed", doc
+    assert doc["result"]["accelerate"]["cache"]["blocks_skipped"] > 0, doc["result"]["accelerate"]

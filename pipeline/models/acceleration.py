@@ -104,7 +104,8 @@ class Accelerated:
             self.cache_config = self.make_cache(steps)
             self.denoiser.enable_cache(self.cache_config)
         report: dict = {"quality": "exact" if exact else "default", "compile": self.options.compile,
-                        "attention": self.options.attention, "cache": None}
+                        "attention": self.options.attention, "cache": None,
+                        "quantize": self.options.quantize, "layerwise_casting": self.options.layerwise_casting}
         if self.compiled:
             report["compiled"] = dict(self.compiled)
         if cache is not None and exact:
@@ -136,6 +137,8 @@ def accelerate(pipe, name: str, config: dict, device: str, dtype, compile_root: 
     accelerated = Accelerated(options, denoiser, None)
     if options.attention != "default":
         _set_attention(denoiser, options.attention, where, device, dtype)
+    if options.shrinks_weights:
+        _shrink(denoiser, options, where, dtype)
     if options.cache is not None:
         steps = (config.get("defaults") or {}).get("num_inference_steps") or 50
         accelerated.make_cache = lambda steps: _cache_config(options, denoiser, where, accelerated.running, steps)
@@ -151,6 +154,22 @@ def accelerate(pipe, name: str, config: dict, device: str, dtype, compile_root: 
             raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"{where}: accelerate.compile: {options.compile!r} failed at the "
                            f"warm-up call: {type(exc).__name__}: {str(exc)[:2000]}") from exc
     return accelerated
+
+
+def _shrink(denoiser, options: Accelerate, where: str, dtype) -> None:
+    import torch
+
+    try:
+        if options.layerwise_casting != "none":
+            denoiser.enable_layerwise_casting(storage_dtype=getattr(torch, options.layerwise_casting), compute_dtype=dtype)
+        else:
+            from torchao.quantization import Float8WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+
+            quantize_(denoiser, Int8WeightOnlyConfig() if options.quantize == "int8_weight" else Float8WeightOnlyConfig())
+    except Exception as exc:  # noqa: BLE001  (torchao and torch raise many kinds)
+        key = "layerwise_casting" if options.layerwise_casting != "none" else "quantize"
+        raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"{where}: accelerate.{key}: {getattr(options, key)!r} failed: "
+                       f"{type(exc).__name__}: {exc}") from exc
 
 
 def _set_attention(denoiser, backend: str, where: str, device: str, dtype) -> None:
@@ -191,9 +210,16 @@ def _cache_config(options: Accelerate, denoiser, where: str, running: list, step
                        f"transformer blocks (the first decides for the rest); this one has {blocks}")
     if cache.kind == "first_block":
         return hooks.FirstBlockCacheConfig(**params)
+    if cache.kind == "taylorseer":
+        import torch
+
+        return hooks.TaylorSeerCacheConfig(**params, taylor_factors_dtype=torch.float32)
     if cache.kind == "pab":
         return hooks.PyramidAttentionBroadcastConfig(
             **params, current_timestep_callback=lambda: running[0].current_timestep if running else 0)
+    if cache.mag_ratios is None:
+        raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"{where}: accelerate.cache: magcache has no mag_ratios; "
+                       "run `vidspool models calibrate NAME` (or set mag_ratios)")
     # MagCache spreads its ratios over the run's steps and ends its run by counting them: it
     # is made again for a job with another step count (Accelerated.job).
     return hooks.MagCacheConfig(**params, num_inference_steps=steps)

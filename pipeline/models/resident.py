@@ -22,7 +22,7 @@ from pathlib import Path
 
 from contract.errors import ErrorCode, JobError
 from contract.lipsync_folders import BACKEND_CLASS
-from contract.acceleration import Accelerate, dtype_table
+from contract.acceleration import Accelerate, dtype_table, exact_config
 from contract.families import class_for, family_of
 from contract.model_folders import lipsync_backend, model_folder, read_index, weights_bytes
 
@@ -157,8 +157,14 @@ class ModelStore:
         return not self.device.startswith("cuda") or "torch" in sys.modules
 
     # -- loading ------------------------------------------------------------------
-    def pipeline(self, name: str, config: dict, kind: str, on_load: Callable[[str], None] | None = None):
-        """The pipeline that runs `kind` with model `name`: (pipe, resident, loaded_now)."""
+    def pipeline(self, name: str, config: dict, kind: str, on_load: Callable[[str], None] | None = None,
+                 exact: bool = False):
+        """The pipeline that runs `kind` with model `name`: (pipe, resident, loaded_now).
+
+        `exact` (params.quality): a model whose weights are quantized or cast is served by a
+        full-precision copy of its own, "NAME (exact)", kept warm like any other model."""
+        if exact and Accelerate.model_validate(config.get("accelerate") or {}).shrinks_weights:
+            name, config = f"{name} (exact)", exact_config(config)
         resident, loaded_now = self.ensure(name, config, on_load)
         target = class_for(resident.class_name, kind) if not config.get("pipeline") else resident.class_name
         if target == type(resident.pipe).__name__:
@@ -231,7 +237,7 @@ class ModelStore:
         return resident, True
 
     def _accelerate(self, pipe, name: str, config: dict, dtype, on_load):
-        if Accelerate.model_validate(config.get("accelerate") or {}) == Accelerate():
+        if Accelerate.model_validate(config.get("accelerate") or {}) == Accelerate() and not config.get("exact_copy"):
             return None
         from pipeline.models.acceleration import accelerate
 
