@@ -118,6 +118,11 @@ class Accelerate(_Options):
         return self.quantize != "none" or self.layerwise_casting != "none"
 
 
+def options_of(config: dict) -> Accelerate:
+    """The accelerate options of a model's registry entry (a dict, as workers get it)."""
+    return Accelerate.model_validate(config.get("accelerate") or {})
+
+
 def exact_config(config: dict) -> dict:
     """A model's registry entry without its weight-shrinking options (marked: its jobs still
     report what ran)."""

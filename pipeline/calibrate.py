@@ -19,10 +19,10 @@ import time
 def ratios_of(pipe, config: dict, steps: int) -> list[float]:
     import torch
 
-    from pipeline.models.acceleration import denoiser_of, warm_up_call
+    from pipeline.models.acceleration import denoiser_of, repeated_blocks, warm_up_call
 
     denoiser = denoiser_of(pipe)
-    blocks = [b for n, m in denoiser.named_children() if n in ("blocks", "transformer_blocks") for b in m]
+    blocks = repeated_blocks(denoiser)
     if len(blocks) < 2:
         raise ValueError(f"{type(denoiser).__name__} has {len(blocks)} transformer blocks; MagCache needs 2 or more")
     seen = {"input": None, "first_of_step": True}

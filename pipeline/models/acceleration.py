@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract.acceleration import Accelerate, attention_problem
+from contract.acceleration import Accelerate, attention_problem, options_of
 from contract.errors import ErrorCode, JobError
 
 WARM_UP_STEPS = 2
@@ -32,6 +32,13 @@ WARM_UP_STEPS = 2
 
 def denoiser_of(pipe):
     return getattr(pipe, "transformer", None) or getattr(pipe, "unet", None)
+
+
+def repeated_blocks(denoiser) -> list:
+    """The denoiser's repeated transformer blocks, in order (the classes it names in
+    `_repeated_blocks`, which regional compile compiles too)."""
+    names = set(getattr(denoiser, "_repeated_blocks", None) or ())
+    return [module for module in denoiser.modules() if type(module).__name__ in names]
 
 
 class SkipCounter:
@@ -43,11 +50,7 @@ class SkipCounter:
     def __init__(self, denoiser):
         import torch
 
-        self.blocks: list[list] = []
-        for name in getattr(denoiser, "_repeated_blocks", None) or ():
-            for module in denoiser.modules():
-                if type(module).__name__ == name:
-                    self.blocks.append([m for m in module.modules() if isinstance(m, torch.nn.Linear)])
+        self.blocks = [[m for m in block.modules() if isinstance(m, torch.nn.Linear)] for block in repeated_blocks(denoiser)]
         self.per_block = [len(linears) for linears in self.blocks]
         self._ran = [0] * len(self.blocks)
         self.handles = [denoiser.register_forward_pre_hook(self._call_starts),
@@ -128,7 +131,7 @@ class Accelerated:
 def accelerate(pipe, name: str, config: dict, device: str, dtype, compile_root: Path | None,
                on_load=None) -> Accelerated:
     """Applies the model's options to a freshly loaded `pipe`."""
-    options = Accelerate.model_validate(config.get("accelerate") or {})
+    options = options_of(config)
     denoiser = denoiser_of(pipe)
     if denoiser is None:
         raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"model {name!r}: accelerate needs a transformer or UNet; "
@@ -140,9 +143,9 @@ def accelerate(pipe, name: str, config: dict, device: str, dtype, compile_root: 
     if options.shrinks_weights:
         _shrink(denoiser, options, where, dtype)
     if options.cache is not None:
-        steps = (config.get("defaults") or {}).get("num_inference_steps") or 50
+        default_steps = (config.get("defaults") or {}).get("num_inference_steps") or 50
         accelerated.make_cache = lambda steps: _cache_config(options, denoiser, where, accelerated.running, steps)
-        accelerated.cache_config = accelerated.make_cache(steps)
+        accelerated.cache_config = accelerated.make_cache(default_steps)
         denoiser.enable_cache(accelerated.cache_config)
         accelerated.counter = SkipCounter(denoiser)
     if options.compile != "none":
@@ -204,7 +207,7 @@ def _cache_config(options: Accelerate, denoiser, where: str, running: list, step
         raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"{where}: accelerate.cache: {cache.kind!r} needs a denoiser with "
                        "diffusers' cache hooks; this one supports none")
     params = cache.model_dump(exclude={"kind"})
-    blocks = sum(len(m) for n, m in denoiser.named_children() if n in ("blocks", "transformer_blocks"))
+    blocks = len(repeated_blocks(denoiser))
     if cache.kind in ("first_block", "magcache") and blocks < 2:
         raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"{where}: accelerate.cache: {cache.kind!r} needs at least 2 "
                        f"transformer blocks (the first decides for the rest); this one has {blocks}")

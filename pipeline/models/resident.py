@@ -22,7 +22,7 @@ from pathlib import Path
 
 from contract.errors import ErrorCode, JobError
 from contract.lipsync_folders import BACKEND_CLASS
-from contract.acceleration import Accelerate, dtype_table, exact_config
+from contract.acceleration import Accelerate, dtype_table, exact_config, options_of
 from contract.families import class_for, family_of
 from contract.model_folders import lipsync_backend, model_folder, read_index, weights_bytes
 
@@ -163,7 +163,7 @@ class ModelStore:
 
         `exact` (params.quality): a model whose weights are quantized or cast is served by a
         full-precision copy of its own, "NAME (exact)", kept warm like any other model."""
-        if exact and Accelerate.model_validate(config.get("accelerate") or {}).shrinks_weights:
+        if exact and options_of(config).shrinks_weights:
             name, config = f"{name} (exact)", exact_config(config)
         resident, loaded_now = self.ensure(name, config, on_load)
         target = class_for(resident.class_name, kind) if not config.get("pipeline") else resident.class_name
@@ -237,7 +237,7 @@ class ModelStore:
         return resident, True
 
     def _accelerate(self, pipe, name: str, config: dict, dtype, on_load):
-        if Accelerate.model_validate(config.get("accelerate") or {}) == Accelerate() and not config.get("exact_copy"):
+        if options_of(config) == Accelerate() and not config.get("exact_copy"):
             return None
         from pipeline.models.acceleration import accelerate
 
