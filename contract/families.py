@@ -21,6 +21,7 @@ class Family:
     min_frames: int = 1
     size_multiple: int = 8
     default_fps: int = 16
+    guidance_scale: float = 5.0  # its pipelines' own default (SVD: the max_guidance_scale it ramps to)
     # Per-component dtypes its authors recommend over the model's default dtype (a table in
     # `[models.NAME] dtype` wins): Wan2.1 decodes in float32, as its diffusers docs load it.
     dtypes: tuple[tuple[str, str], ...] = ()
@@ -52,12 +53,12 @@ FAMILIES = [
     Family(
         "ltx-video",
         {"text-to-video": "LTXPipeline", "image-to-video": "LTXImageToVideoPipeline"},
-        frame_rule=(8, 1), size_multiple=32, default_fps=24,
+        frame_rule=(8, 1), size_multiple=32, default_fps=24, guidance_scale=3.0,
     ),
     Family(
         "stable-video-diffusion",
         {"image-to-video": "StableVideoDiffusionPipeline"},
-        min_frames=2, size_multiple=8, default_fps=7,
+        min_frames=2, size_multiple=8, default_fps=7, guidance_scale=3.0,
     ),
 ]
 _BY_CLASS = {cls: fam for fam in FAMILIES for cls in fam.classes.values()}

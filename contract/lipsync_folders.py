@@ -1,8 +1,9 @@
 """Which lip-sync backend a model folder holds, from its files alone (no torch).
 
 - wav2lip: `wav2lip_gan.pth` or `wav2lip.pth` at the top of the folder;
-- musetalk (MuseTalk 1.5): `musetalkV15/musetalk.json` + `musetalkV15/unet.pth`,
-  `sd-vae/config.json`, `whisper/config.json` and `whisper/preprocessor_config.json`.
+- musetalk (MuseTalk 1.5): a `musetalkV15/` folder; complete with `musetalkV15/musetalk.json` +
+  `musetalkV15/unet.pth`, `sd-vae/config.json` and its weights, `whisper/config.json`,
+  `whisper/preprocessor_config.json` and its weights.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from contract.errors import ErrorCode, JobError
 
 BACKENDS = ("wav2lip", "musetalk")
 WAV2LIP_CHECKPOINTS = ("wav2lip_gan.pth", "wav2lip.pth")
-MUSETALK_FILES = ("musetalkV15/musetalk.json", "musetalkV15/unet.pth", "sd-vae/config.json", "whisper/config.json",
-                  "whisper/preprocessor_config.json")
+# Each entry: a file, or files of which one will do (the published .bin, or safetensors).
+MUSETALK_FILES = (("musetalkV15/musetalk.json",), ("musetalkV15/unet.pth",), ("sd-vae/config.json",),
+                  ("sd-vae/diffusion_pytorch_model.bin", "sd-vae/diffusion_pytorch_model.safetensors"),
+                  ("whisper/config.json",), ("whisper/preprocessor_config.json",),
+                  ("whisper/pytorch_model.bin", "whisper/model.safetensors"))
 BACKEND_CLASS = {"wav2lip": "Wav2Lip", "musetalk": "MuseTalk"}
 
 
@@ -36,8 +40,18 @@ def wav2lip_checkpoint(name: str, folder: Path) -> Path:
         f"model {name!r}: {folder} holds no Wav2Lip checkpoint (looked for {' or '.join(WAV2LIP_CHECKPOINTS)})"))
 
 
+def missing_files(folder: Path, required: tuple[tuple[str, ...], ...]) -> list[str]:
+    """The entries of `required` that `folder` lacks ("a or b" where either will do)."""
+    return [" or ".join(names) for names in required if not any((folder / n).is_file() for n in names)]
+
+
+def incomplete(folder: Path) -> list[str]:
+    """What a folder in a lip-sync layout still lacks (empty: complete, or no such layout)."""
+    return missing_files(Path(folder), MUSETALK_FILES) if backend_of(folder) == "musetalk" else []
+
+
 def check_musetalk(name: str, folder: Path) -> None:
-    missing = [f for f in MUSETALK_FILES if not (folder / f).is_file()]
+    missing = missing_files(folder, MUSETALK_FILES)
     if missing:
         raise JobError(ErrorCode.MODEL_NOT_FOUND, (
             f"model {name!r}: {folder} is not a complete MuseTalk 1.5 folder; missing {', '.join(missing)}"))
@@ -49,7 +63,7 @@ def check_folder(name: str, folder: Path, backend: str | None) -> str:
     if found is None:
         raise JobError(ErrorCode.MODEL_NOT_FOUND, (
             f"model {name!r}: {folder} is neither a Wav2Lip folder ({' or '.join(WAV2LIP_CHECKPOINTS)}) "
-            f"nor a MuseTalk 1.5 folder ({', '.join(MUSETALK_FILES)})"))
+            f"nor a MuseTalk 1.5 folder ({', '.join(' or '.join(names) for names in MUSETALK_FILES)})"))
     if found == "wav2lip":
         wav2lip_checkpoint(name, folder)
     else:

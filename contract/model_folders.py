@@ -78,6 +78,47 @@ def read_index(name: str, folder: Path) -> dict:
     return doc
 
 
+def diffusers_missing(folder: Path) -> list[str]:
+    """What a diffusers folder still lacks of what its model_index.json names: a non-empty
+    folder per component, and every weight shard a component's `*.index.json` lists. Empty
+    for an index that cannot be read too (loading the model says what is wrong with it)."""
+    try:
+        index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    missing: list[str] = []
+    for component, value in sorted(index.items() if isinstance(index, dict) else []):
+        if component.startswith("_") or not (isinstance(value, list) and all(isinstance(v, str) for v in value) and value):
+            continue  # metadata, or a component the pipeline goes without ([null, null])
+        sub = folder / component
+        if not sub.is_dir() or next(sub.iterdir(), None) is None:
+            missing.append(f"{component}/")
+            continue
+        for shard_index in sorted(sub.glob("*.index.json")):
+            missing += [f"{component}/{shard}" for shard in _shards(shard_index) if not (sub / shard).is_file()]
+    return missing
+
+
+def _shards(shard_index: Path) -> list[str]:
+    """The weight files a sharded checkpoint's index names (plain file names only)."""
+    try:
+        weight_map = json.loads(shard_index.read_text(encoding="utf-8")).get("weight_map") or {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return []
+    names = {v for v in weight_map.values() if isinstance(v, str)} if isinstance(weight_map, dict) else set()
+    return sorted(n for n in names if n == os.path.basename(n) and n not in ("", ".", ".."))
+
+
+def folder_missing(folder: Path) -> list[str]:
+    """What a model folder still lacks (it is being copied): the required files of its
+    lip-sync layout, or the components its model_index.json names. Empty: complete, or
+    not a model folder at all."""
+    from contract.lipsync_folders import incomplete
+
+    folder = Path(folder)
+    return incomplete(folder) or (diffusers_missing(folder) if (folder / INDEX).is_file() else [])
+
+
 def weights_bytes(folder: Path) -> int:
     """Bytes of weight files under a model folder (an estimate of its memory before loading)."""
     total = 0

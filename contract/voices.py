@@ -7,7 +7,8 @@ one per job from the run message (so a reload reaches running workers too) and h
 the kind in `JobContext.voices`.
 
 `catalog(book)` and `language_counts(book)` feed GET /api/v1/voices, GET /api/v1/languages
-and `vidspool voices`: the configured voices, then every voice `espeak-ng --voices` lists.
+and `vidspool voices`: the configured voices, then every voice `espeak-ng --voices` lists
+(a daemon keeps that list in an `EspeakVoiceList` until espeak-ng's voice folders change).
 Only the standard library here: no numpy, torch or coqui.
 """
 
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 from contract.errors import ErrorCode, JobError
@@ -28,6 +30,8 @@ ESPEAK_EXECUTABLE = "espeak-ng"
 ESPEAK_INSTALL_HINT = "espeak-ng is not installed on this host: apt-get install espeak-ng"
 ESPEAK_LIST_TIMEOUT_SECONDS = 30
 _OTHER_LANGUAGE = re.compile(r"\(([^\s()]+)\s+\d+\)")
+_DATA_AT = re.compile(r"Data at:\s*(.+)$", re.MULTILINE)
+VOICE_FOLDERS = ("lang", "voices")  # of espeak-ng's data folder: where its voice files are
 
 
 def base_language(language: str) -> str:
@@ -114,17 +118,74 @@ def parse_espeak_voices(text: str) -> tuple[EspeakVoice, ...]:
     return tuple(voices)
 
 
+def espeak_data_folder(executable: str) -> Path | None:
+    """The data folder `espeak-ng --version` reports ("Data at: …"), or None."""
+    match = _DATA_AT.search(run_espeak_list("--version", executable))
+    return Path(match.group(1).strip()) if match else None
+
+
+class EspeakFolders:
+    """What espeak-ng's lists depend on: the program and the folders of its voices. The stamp
+    changes when espeak-ng is replaced or a voice file is added, removed or replaced."""
+
+    def __init__(self, executable: str = ESPEAK_EXECUTABLE):
+        self.executable = executable
+        self._program: tuple[str, int] | None = None  # espeak-ng's path and mtime
+        self._data: Path | None = None  # its data folder, as that program reports it
+
+    def stamp(self) -> tuple | None:
+        """None when espeak-ng names no data folder (nothing to watch); JobError (internal)
+        when it is not installed."""
+        path = shutil.which(self.executable)
+        if path is None:
+            raise JobError(ErrorCode.INTERNAL, ESPEAK_INSTALL_HINT)
+        program = (path, os.stat(path).st_mtime_ns)
+        if program != self._program:
+            self._program, self._data = program, espeak_data_folder(path)
+        return (program, _folders_stamp(self._data)) if self._data is not None else None
+
+
+class EspeakVoiceList:
+    """`espeak-ng --voices`, run again only when its folders' stamp changes: a daemon lists
+    voices on every /voices request, and one run takes 10-40 ms. One per event loop."""
+
+    def __init__(self, executable: str = ESPEAK_EXECUTABLE):
+        self.folders = EspeakFolders(executable)
+        self._stamp: tuple | None = None  # what the voices below were listed for
+        self._voices: tuple[EspeakVoice, ...] = ()
+
+    def voices(self) -> tuple[EspeakVoice, ...]:
+        stamp = self.folders.stamp()
+        if stamp is None or stamp != self._stamp:  # no data folder known: listed each time
+            self._voices = parse_espeak_voices(run_espeak_list("--voices", self.folders.executable))
+            self._stamp = stamp
+        return self._voices
+
+
+def _folders_stamp(data: Path) -> tuple[tuple[str, int], ...]:
+    """Every folder under the data folder's lang/ and voices/ with its mtime (a file added,
+    removed or renamed into one changes it)."""
+    stamp = []
+    for top in VOICE_FOLDERS:
+        for folder, _dirs, _files in os.walk(data / top):
+            try:
+                stamp.append((folder, os.stat(folder).st_mtime_ns))
+            except OSError:
+                stamp.append((folder, -1))
+    return tuple(stamp)
+
+
 # -- the catalog -----------------------------------------------------------------------------
-def catalog(book: VoiceBook, language: str | None = None) -> list[dict]:
-    """Every voice: configured ones first (by name), then espeak-ng's, one per language;
-    with `language`, only those of that language ("de" also gives "de-ch")."""
+def catalog(book: VoiceBook, language: str | None = None, espeak: EspeakVoiceList | None = None) -> list[dict]:
+    """Every voice: configured ones first (by name), then espeak-ng's (from `espeak`, else
+    listed now), one per language; with `language`, only those of that language ("de"
+    also gives "de-ch")."""
     out = []
     for name, cfg in sorted(book.configured.items()):
         out.append({"id": name, "name": cfg.get("description") or name, "language": cfg.get("language") or DEFAULT_LANGUAGE,
                     "engine": cfg.get("engine", "espeak"), "gender": None, "configured": True,
                     "cloning": bool(cfg.get("reference_audio"))})
-    # Read each time (about 10 ms): the list is whatever espeak-ng is installed now.
-    for voice in parse_espeak_voices(run_espeak_list("--voices")):
+    for voice in espeak.voices() if espeak is not None else parse_espeak_voices(run_espeak_list("--voices")):
         v = voice.info()
         out.append({"id": v.id, "name": v.name, "language": v.language, "engine": v.engine,
                     "gender": v.gender, "configured": False, "cloning": False})
@@ -134,9 +195,9 @@ def catalog(book: VoiceBook, language: str | None = None) -> list[dict]:
     return out
 
 
-def language_counts(book: VoiceBook) -> list[dict]:
+def language_counts(book: VoiceBook, espeak: EspeakVoiceList | None = None) -> list[dict]:
     """[{code, voices}] sorted by code: how many voices speak each language."""
     counts: dict[str, int] = {}
-    for v in catalog(book):
+    for v in catalog(book, espeak=espeak):
         counts[v["language"]] = counts.get(v["language"], 0) + 1
     return [{"code": code, "voices": n} for code, n in sorted(counts.items(), key=lambda kv: kv[0].lower())]

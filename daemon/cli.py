@@ -9,20 +9,33 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import time
 from pathlib import Path
 
-from daemon.config import ConfigError, Settings, load_settings
+from daemon.config import ConfigError, Settings, find_config, load_settings
 from daemon.fsops import move, read_json
 from daemon.spool import Spool, candidate_ids, is_valid_job_id, sanitize_job_id
 from contract.status import FINAL_STATES
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = run_command(argv)
+        sys.stdout.flush()  # a reader that left shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        # `vidspool voices | head`: the reader has what it wanted; stop quietly, as Unix tools
+        # do (they die of SIGPIPE: 128 + 13), with nothing more for the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def run_command(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="vidspool", description="Spool-folder video job daemon.")
-    parser.add_argument("--config", type=Path, help="config file (default: config.toml of the install)")
+    parser.add_argument("--config", type=Path, help="config file (default: ./config.toml, else the install's)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the daemon in the foreground")
     p = sub.add_parser("init", help="create a spool (shared: group-writable, setgid folders)")
@@ -83,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "normalize":  # needs no config
         return cmd_normalize(args)
 
+    args.config = find_config(args.config)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -308,7 +322,8 @@ def cmd_status(settings: Settings, args) -> int:
     from daemon.pause import read_pause
 
     paused = read_pause(spool, spool.host)
-    summary = {"spool": str(spool.root), "paused": paused.describe() if paused and paused.scope == "all" else None,
+    summary = {"config": config_words(args.config), "spool": str(spool.root),
+               "paused": paused.describe() if paused and paused.scope == "all" else None,
                "queued": queued, "running": running, "hosts": hosts}
     print(json.dumps(summary, indent=1))
     return 0
@@ -418,7 +433,12 @@ def _purge_older_than(spool: Spool, days: float, states: list[str] | None, dry_r
 def cmd_doctor(settings: Settings, args) -> int:
     from daemon.doctor import run_doctor
 
-    return run_doctor(settings, str(args.config or "config.toml"))
+    return run_doctor(settings, config_words(args.config))
+
+
+def config_words(path: Path | None) -> str:
+    """The config file a command read, as status and doctor name it."""
+    return os.path.abspath(path) if path is not None else "none (no config file: defaults and the environment)"
 
 
 if __name__ == "__main__":
@@ -436,7 +456,11 @@ def cmd_normalize(args) -> int:
     of its own, as everything of the pipeline side runs."""
     import subprocess
 
-    return subprocess.run([sys.executable, "-m", "pipeline.speech.normalize", args.text, "--language", args.language]).returncode
+    # Its output passes through here, where a closed pipe ends the command quietly.
+    out = subprocess.run([sys.executable, "-m", "pipeline.speech.normalize", args.text, "--language", args.language],
+                         stdout=subprocess.PIPE, text=True)
+    print(out.stdout, end="")
+    return out.returncode
 
 
 def cmd_voices(settings: Settings, args) -> int:

@@ -21,6 +21,15 @@ from contract.acceleration import Accelerate, Dtype, calibration_file, check_dty
 from contract.voices import VoiceBook
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+CONFIG_NAME = "config.toml"
+
+
+def find_config(given: Path | None) -> Path | None:
+    """The config file a command reads: `given`, else config.toml in the current folder,
+    else the install's; None when there is none (defaults and the environment only)."""
+    if given is not None:
+        return given
+    return next((p for p in (Path.cwd() / CONFIG_NAME, DEFAULT_CONFIG) if p.is_file()), None)
 
 
 class Section(BaseModel):

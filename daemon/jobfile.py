@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from daemon.config import PresetConfig, Settings, WebhookTarget, format_validation_error
 from daemon.fsops import file_type_words
-from daemon.registry import refresh_models
+from daemon.registry import incomplete_model, refresh_models
 from daemon.spool import is_valid_job_id
 from daemon.webhook_urls import job_url_problem
 from contract.errors import MOUNT_ERRNOS, ErrorCode, JobError
@@ -207,6 +207,11 @@ def check_model(model: str | None, kind_name: str, kind: KindSpec, settings: Set
         refresh_models(settings)
         model_cfg = settings.models.get(model)
     if model_cfg is None:
+        unfinished = incomplete_model(settings.registry.dir, model)
+        if unfinished is not None:
+            raise JobError(ErrorCode.MODEL_NOT_FOUND, (
+                f"model: {model!r} is not complete yet (still being copied?): {unfinished[0]} "
+                f"lacks {', '.join(unfinished[1])}"))
         known = ", ".join(sorted(settings.models)) or "none"
         raise JobError(ErrorCode.MODEL_NOT_FOUND, (
             f"model: {model!r} is not in the model registry ([models.*] in config, or a folder in "

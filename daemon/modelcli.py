@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from daemon.config import Settings
-from daemon.modelview import model_entries
+from daemon.modelview import model_entries, served_kinds
 from contract.errors import JobError
 
 
@@ -55,7 +55,8 @@ def _list(settings: Settings, args) -> int:
     for m in models:
         where = m["folder"] or m["problem"]
         loaded = ", ".join(m.get("loaded_on") or []) or "-"
-        print(f"{m['name']:<28} {'ok' if m['available'] else 'MISSING':<8} kinds={','.join(m['kinds']) or 'any'} "
+        kinds = ",".join(served_kinds(m)) or "not set (a job of any kind may name it)"
+        print(f"{m['name']:<28} {'ok' if m['available'] else 'MISSING':<8} kinds={kinds} "
               f"loaded_on={loaded}\n    {where}")
     return 0 if all(m["available"] for m in models) else 1
 

@@ -6,9 +6,12 @@ failed, is listed under the name it will have, with the state and the error."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from contract.errors import JobError
-from contract.model_folders import model_folder
+from contract.families import kinds_of
+from contract.lipsync_folders import backend_of
+from contract.model_folders import model_folder, read_index
 from daemon.config import ModelConfig, Settings
 from daemon.downloads import hub_repo
 from daemon.registry import refresh_models
@@ -43,6 +46,24 @@ def _entry(name: str, entry: ModelConfig, folder: str | None, problem: str | Non
         "loading_on": [w.device for w in workers if name in w.loading],
         "download": download,
     }
+
+
+def served_kinds(entry: dict) -> list[str]:
+    """The kinds a listed model runs: its configured `kinds`, else what its folder holds (a
+    lip-sync layout: talking-head; a diffusers pipeline: its family's kinds); empty when
+    neither says (jobs of any kind may name it)."""
+    if entry["kinds"]:
+        return entry["kinds"]
+    folder = Path(entry["folder"]) if entry.get("folder") else None
+    if entry.get("backend") or (folder and backend_of(folder)):
+        return ["talking-head"]
+    class_name = entry.get("pipeline")
+    if not class_name and folder:
+        try:
+            class_name = read_index(entry["name"], folder)["_class_name"]
+        except JobError:
+            return []  # a broken folder: its problem shows on loading
+    return kinds_of(class_name or "")
 
 
 def _download_problem(d: dict) -> str:

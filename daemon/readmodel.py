@@ -20,7 +20,7 @@ from typing import Protocol
 
 from contract.kinds import KindSpec
 from contract.status import FINAL_STATES, LIST_FIELDS, STATES, new_status
-from contract.voices import catalog, language_counts
+from contract.voices import EspeakVoiceList, catalog, language_counts
 from daemon import __version__
 from daemon.config import Settings
 from daemon.downloads import Downloads
@@ -97,6 +97,7 @@ class ReadModel:
         self.history = History(self.spool)
         self._ended: OrderedDict[str, tuple[tuple, dict]] = OrderedDict()
         daemon.on_status(self.history.seen)
+        self._espeak = EspeakVoiceList()  # espeak-ng's voices, listed again when its folders change
 
     @property
     def settings(self) -> Settings:
@@ -387,10 +388,10 @@ class ReadModel:
         return [{**m, "device": w.device} for w in self.daemon.workers for m in w.model_state.get("models", [])]
 
     def voices(self, language: str | None = None) -> list[dict]:
-        return catalog(self.settings.voice_book(), language)
+        return catalog(self.settings.voice_book(), language, self._espeak)
 
     def languages(self) -> list[dict]:
-        return language_counts(self.settings.voice_book())
+        return language_counts(self.settings.voice_book(), self._espeak)
 
 
 def _round(value: float | None) -> float | None:

@@ -2,7 +2,9 @@
 
 Reads only model_index.json files and file names (no torch). A folder `models/NAME/`
 holding a diffusers model_index.json becomes model NAME, serving the kinds its pipeline
-family can do; one in a lip-sync layout (Wav2Lip, MuseTalk 1.5) serves talking-head.
+family can do; one in a lip-sync layout (Wav2Lip, MuseTalk 1.5) serves talking-head. A
+folder still being copied (a required file or a named component missing) is left out
+until it is complete.
 The folder is read at start and reload, and rescanned (refresh_models) before a job fails
 model_not_found and for each models view, so a folder copied in is found without a reload.
 """
@@ -16,7 +18,7 @@ import structlog
 
 from contract.lipsync_folders import backend_of
 from contract.families import kinds_of
-from contract.model_folders import INDEX
+from contract.model_folders import INDEX, folder_missing
 
 log = structlog.get_logger()
 
@@ -30,8 +32,8 @@ def discover_models(folder: Path) -> dict:
     except OSError:
         return found
     for entry in entries:
-        if entry.name.startswith("."):
-            continue
+        if entry.name.startswith(".") or (entry.is_dir() and folder_missing(entry)):
+            continue  # a folder still being copied is registered once it is complete
         backend = backend_of(entry) if entry.is_dir() else None
         if backend is not None:
             found[entry.name] = ModelConfig(path=entry.resolve(), kinds=["talking-head"], backend=backend)
@@ -44,6 +46,20 @@ def discover_models(folder: Path) -> dict:
             class_name = ""  # a broken folder is still listed; loading it says what is wrong
         found[entry.name] = ModelConfig(path=entry.resolve(), kinds=kinds_of(class_name))
     return found
+
+
+def incomplete_model(folder: Path, name: str) -> tuple[Path, list[str]] | None:
+    """The folder `name` in [registry] dir when it is left out for what it still lacks:
+    (the folder, what it lacks); None otherwise. Found in the listing: a job's model name
+    never becomes a path."""
+    try:
+        entry = next((e for e in Path(folder).iterdir() if e.name == name), None)
+    except OSError:
+        return None
+    if entry is None or name.startswith(".") or not entry.is_dir():
+        return None
+    missing = folder_missing(entry)
+    return (entry, missing) if missing else None
 
 
 def refresh_models(settings) -> bool:

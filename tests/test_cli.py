@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.support import REPO, Daemon, base_env, wait_status
 
 
@@ -90,3 +92,43 @@ def test_a_second_daemon_with_the_same_host_name_is_refused(daemon):
     assert twin.proc.returncode == 1
     assert "daemon.host_in_use" in twin.log()
     assert daemon.proc.poll() is None
+
+
+@pytest.mark.parametrize("args", [("voices",), ("voices", "--languages"), ("models", "list"), ("status",),
+                                  ("normalize", "It costs 3 km.")], ids=" ".join)
+def test_a_reader_that_left_ends_a_command_quietly(tmp_path, args):
+    """`vidspool voices | head`: the reader goes away before the command has written all;
+    the command stops as Unix tools do (SIGPIPE's status, 141), with no traceback."""
+    assert vidspool(tmp_path / "spool", "init").returncode == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has left before the first line
+    try:
+        out = subprocess.run([sys.executable, "-m", "daemon", *args], cwd=REPO, stdout=write_end, stderr=subprocess.PIPE,
+                             text=True, timeout=120, env=base_env(VIDSPOOL_SPOOL__ROOT=str(tmp_path / "spool")))
+    finally:
+        os.close(write_end)
+    assert out.stderr == "" and out.returncode == 141, (out.returncode, out.stderr)
+
+
+def test_the_config_in_the_current_folder_is_the_default_and_status_names_it(tmp_path):
+    here = tmp_path / "project"
+    here.mkdir()
+    (here / "config.toml").write_text('[spool]\nroot = "my-spool"\n')
+    env = base_env()  # no VIDSPOOL_* keys: the config file alone says where the spool is
+
+    def run(*args, cwd=here):
+        return subprocess.run([sys.executable, "-m", "daemon", *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    assert run("init").returncode == 0 and (here / "my-spool" / "inbox").is_dir()
+    summary = json.loads(run("status").stdout)
+    assert summary["config"] == str(here / "config.toml") and summary["spool"] == str(here / "my-spool")
+    # Elsewhere: --config FILE, else the install's config (here with the spool from the environment).
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    summary = json.loads(run("--config", str(here / "config.toml"), "status", cwd=elsewhere).stdout)
+    assert summary["config"] == str(here / "config.toml")
+    env["VIDSPOOL_SPOOL__ROOT"] = str(here / "my-spool")
+    summary = json.loads(run("status", cwd=elsewhere).stdout)
+    assert summary["config"] == str(REPO / "config.toml") and summary["spool"] == str(here / "my-spool")
+    assert f"config loaded from {here / 'config.toml'}" in run("doctor").stdout

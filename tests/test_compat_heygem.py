@@ -244,7 +244,9 @@ def test_without_a_cloning_voice_or_a_lip_sync_model_the_status_says_so(plain, m
     assert final["lipsync"] == "none" and final["result"]["lipsync"] == "none"
     ignored = final["result"]["ignored"]
     assert any(n.startswith("lip-sync:") and "lipsync: none" in n for n in ignored), ignored
-    assert any(n.startswith("voice cloning:") and "no [compat.heygem] voice" in n for n in ignored), ignored
+    assert any(n.startswith("voice cloning:") and "no [compat.heygem] voice" in n
+               and n.endswith(" (spoken with the default voice)") for n in ignored), ignored
+    assert not [n for n in ignored if n.startswith("spoken")], ignored  # one note, not two
     assert any("'speaker'" in n for n in ignored), ignored
     assert final["voice_cloning"] is False and final["result"]["speech"]["engine"] == "espeak"
 
@@ -256,7 +258,7 @@ def test_a_cloning_voice_and_a_video_without_sound(cloning, media):
     assert r.status_code == 200, r.text
     status = requests.get(f"{url}/api/status/{r.json()['task_id']}", timeout=10).json()
     assert status["voice_cloning"] is False
-    assert any("no audio track" in n for n in status["ignored"]), status
+    assert any("no audio track" in n and n.endswith(" (spoken with voice 'cloner')") for n in status["ignored"]), status
 
 
 def test_errors(plain, media):

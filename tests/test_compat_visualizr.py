@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import inspect
 import json
 import shutil
 import subprocess
@@ -354,6 +355,8 @@ def test_queue_full_and_cancel(api):
 # -- models -------------------------------------------------------------------------------------------------
 
 def test_models_details_load_and_unload(api):
+    import diffusers  # here: only this test needs the pipelines' signatures
+
     listed = {m["id"]: m for m in api.get("/api/v1/models").json()["models"]}
     assert {"wan-t2v", "wan-i2v", "svd", "oom", "corrupt", "missing"} <= set(listed)
     doc_keys = {"id", "name", "description", "type", "max_resolution", "max_duration_seconds", "supported_formats",
@@ -363,6 +366,8 @@ def test_models_details_load_and_unload(api):
     assert listed["wan-t2v"]["type"] == "text-to-video" and listed["svd"]["type"] == "image-to-video"
     assert listed["wan-t2v"]["average_generation_time_seconds"] > 0  # measured: earlier tests ran it
     assert listed["wan-t2v"]["gpu_memory_required_gb"] > 0 and listed["missing"]["available"] is False
+    assert listed["wan-i2v"]["description"] == "Wan2.1 image-to-video", listed["wan-i2v"]  # the kind said once
+    assert listed["wan-t2v"]["description"] == "Wan2.1 text-to-video", listed["wan-t2v"]
 
     details = api.get("/api/v1/models/wan-t2v").json()
     caps = details["capabilities"]
@@ -370,7 +375,12 @@ def test_models_details_load_and_unload(api):
     assert caps["frame_rule"].startswith("4k+1") and caps["max_fps"] == 120 and caps["supported_formats"] == ["mp4"]
     assert details["parameters"]["num_inference_steps"] == {"min": 1, "max": 1000, "default": 2,
                                                             "description": "Number of denoising steps"}
-    assert details["parameters"]["guidance_scale"]["default"] is None
+    # No [models] or [kinds] default: the one its pipeline uses, not null.
+    pipeline_default = inspect.signature(diffusers.WanPipeline.__call__).parameters["guidance_scale"].default
+    assert details["parameters"]["guidance_scale"] == {"min": 0, "max": 100, "default": pipeline_default,
+                                                       "description": "Controls adherence to prompt"}
+    svd = api.get("/api/v1/models/svd").json()["parameters"]["guidance_scale"]["default"]
+    assert svd == inspect.signature(diffusers.StableVideoDiffusionPipeline.__call__).parameters["max_guidance_scale"].default
     perf = details["performance"]
     assert perf["total_generations"] >= 3 and 0 < perf["success_rate_percent"] <= 100, perf
     assert api.get("/api/v1/models/svd").json()["capabilities"]["supports_negative_prompt"] is False

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import ConfigError, load_settings
-from daemon.registry import discover_models
+from daemon.registry import discover_models, incomplete_model
 from contract.errors import JobError
 from contract.families import class_for, family_of, kinds_of
 from contract.model_folders import model_folder, read_index
@@ -128,3 +128,30 @@ def test_import_copies_a_hub_snapshot_with_symlinks(tmp_path):
     assert copied.is_file() and not copied.is_symlink()
     shutil.rmtree(tmp_path / "blobs")
     assert json.loads(copied.read_text())["_class_name"] == "LTXPipeline"
+
+
+def test_a_diffusers_folder_being_copied_is_left_out_until_complete(tmp_path):
+    """model_index.json names the components: a folder lacking one (or a weight shard its
+    index lists) is not registered yet, and what it lacks is said; complete, it is."""
+    reg = tmp_path / "models"
+    wan = fake_model(reg / "wan")
+    index = {"_class_name": "WanPipeline", "_diffusers_version": "0.42.1", "boundary_ratio": None,
+             "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"],
+             "transformer_2": [None, None]}  # a component the pipeline goes without
+    (wan / "model_index.json").write_text(json.dumps(index))
+    (wan / "vae").mkdir()
+    (wan / "vae" / "config.json").write_text("{}")
+    assert "wan" not in discover_models(reg)
+    assert incomplete_model(reg, "wan") == (wan, ["transformer/"])
+    (wan / "transformer").mkdir()  # made by the copy, nothing in it yet
+    assert incomplete_model(reg, "wan") == (wan, ["transformer/"])
+    shards = {f"diffusion_pytorch_model-0000{i}-of-00002.safetensors" for i in (1, 2)}
+    (wan / "transformer" / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {f"block.{n}": shard for n, shard in enumerate(sorted(shards))}}))
+    (wan / "transformer" / "diffusion_pytorch_model-00001-of-00002.safetensors").write_bytes(b"x")
+    assert incomplete_model(reg, "wan") == (wan, ["transformer/diffusion_pytorch_model-00002-of-00002.safetensors"])
+    assert "wan" not in discover_models(reg)
+    (wan / "transformer" / "diffusion_pytorch_model-00002-of-00002.safetensors").write_bytes(b"x")
+    assert incomplete_model(reg, "wan") is None
+    assert discover_models(reg)["wan"].kinds == ["text-to-video", "video-to-video"]
+    assert incomplete_model(reg, "../models/wan") is None and incomplete_model(reg, "nothing") is None

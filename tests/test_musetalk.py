@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import pytest
 from contract.errors import ErrorCode, JobError
 from contract import lipsync_folders as layout
 from pipeline.lipsync.musetalk import WINDOW_STEPS, load_musetalk
-from tests.support import REPO
+from tests.support import REPO, Daemon, drop_folder, wait_status
 
 _spec = importlib.util.spec_from_file_location("tiny_musetalk", REPO / "scripts" / "tiny_musetalk.py")
 tiny = importlib.util.module_from_spec(_spec)
@@ -180,3 +181,43 @@ def test_a_whisper_narrower_than_the_unet_is_model_load_failed(copy):
         load_musetalk(copy, "cpu")
     assert caught.value.code == ErrorCode.MODEL_LOAD_FAILED
     assert "d_model 48" in caught.value.message and "cross_attention_dim 32" in caught.value.message
+
+
+def test_a_folder_being_copied_is_registered_only_once_complete(folder, tmp_path):
+    """A MuseTalk folder copied into [registry] dir: while files are missing it is not a
+    model (not listed; a job naming it fails model_not_found saying what is missing); the
+    copy completes and the running daemon serves it, no reload."""
+    registry = tmp_path / "models"
+    copying = Path(shutil.copytree(folder, registry / "talker"))
+    held = tmp_path / "held"
+    held.mkdir()
+    for name in ("musetalkV15/unet.pth", "whisper/pytorch_model.bin"):  # still to come
+        (copying / name).rename(held / Path(name).name)
+    d = Daemon(tmp_path / "spool", workers=["cpu"], VIDSPOOL_REGISTRY__DIR=str(registry)).start()
+    try:
+        assert "talker" not in listed(d)
+        job = {"kind": "talking-head", "inputs": {"face": "astronaut.jpg"},
+               "params": {"text": "Hi.", "lipsync": "talker", "width": 96, "height": 96}}
+        photo = {"astronaut.jpg": (REPO / "examples" / "talking-head" / "astronaut.jpg").read_bytes()}
+        drop_folder(d.root / "inbox", "half", job, photo)
+        error = wait_status(d.root, "half", daemon=d)["error"]
+        assert error["code"] == ErrorCode.MODEL_NOT_FOUND and "not complete" in error["message"], error
+        assert "musetalkV15/unet.pth" in error["message"], error
+        assert "whisper/pytorch_model.bin or whisper/model.safetensors" in error["message"], error
+        assert "sd-vae" not in error["message"], "only what is missing"
+
+        (held / "unet.pth").rename(copying / "musetalkV15" / "unet.pth")
+        assert "talker" not in listed(d), "still a file to come"
+        (held / "pytorch_model.bin").rename(copying / "whisper" / "pytorch_model.bin")
+        entry = listed(d)["talker"]
+        assert entry["backend"] == "musetalk" and entry["kinds"] == ["talking-head"] and entry["available"], entry
+        drop_folder(d.root / "inbox", "whole", job, photo)  # accepted now (running it is test_talking_head's)
+        started = wait_status(d.root, "whole", {"running", "completed", "failed"}, daemon=d)
+        assert started["state"] != "failed" and started["model"] == "talker", started["error"]
+    finally:
+        d.stop()
+
+
+def listed(d: Daemon) -> dict[str, dict]:
+    with urllib.request.urlopen(d.api + "/api/v1/models", timeout=10) as r:
+        return {m["name"]: m for m in json.loads(r.read())["models"]}

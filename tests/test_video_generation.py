@@ -381,7 +381,8 @@ def test_memory_budget_keeps_the_most_recently_used_models(tiny_models, tmp_path
 def test_models_cli_list_and_import(tiny_models, tmp_path):
     env_dir = tmp_path / "registry"
     env = {"VIDSPOOL_REGISTRY__DIR": str(env_dir), "VIDSPOOL_API__PORT": "1", "HF_HUB_OFFLINE": "1",
-           "VIDSPOOL_MODELS": json.dumps({"gone": {"path": str(tmp_path / "gone"), "kinds": ["text-to-video"]}}),
+           "VIDSPOOL_MODELS": json.dumps({"gone": {"path": str(tmp_path / "gone"), "kinds": ["text-to-video"]},
+                                          "plain-svd": {"path": str(tiny_models / "svd")}}),  # no kinds given
            "PATH": "/usr/bin:/bin"}
 
     def cli(*args):
@@ -399,3 +400,8 @@ def test_models_cli_list_and_import(tiny_models, tmp_path):
     out = cli("list")
     assert out.returncode == 1, out.stdout  # "gone" is missing
     assert "my-ltx" in out.stdout and "gone" in out.stdout and "MISSING" in out.stdout and "does not exist" in out.stdout
+    lines = {line.split()[0]: line for line in out.stdout.splitlines() if not line.startswith(" ")}
+    # What each model runs: as configured, else what its folder's pipeline does (never "any").
+    assert " kinds=text-to-video " in lines["gone"], lines
+    assert " kinds=image-to-video,text-to-video " in lines["my-ltx"], lines
+    assert " kinds=image-to-video " in lines["plain-svd"], lines

@@ -274,6 +274,57 @@ def test_live_progress_cancel_and_errors(web_daemon, browser):
     assert driver.execute_script("return window.__testMarker") == "no-reload"
 
 
+# Each change of the one device card and of one job's row, as one list of snapshots taken
+# after every DOM change (what a person sees at any moment).
+WATCH_CARD = """
+const id = arguments[0];
+window.__cards = [];
+const snap = () => {
+  const tr = document.querySelector(`#jobs-body tr[data-job-id="${id}"]`);
+  const card = document.querySelector('#devices [data-device]');
+  const link = card && card.querySelector('.device-job .job-link');
+  const s = {row: tr ? tr.dataset.state : null, status: card && card.dataset.status, busy: card && card.dataset.busy,
+             job: link ? link.textContent : null, models: card && card.querySelector('.device-models').textContent};
+  const last = window.__cards[window.__cards.length - 1];
+  if (!last || JSON.stringify(last) !== JSON.stringify(s)) window.__cards.push(s);
+};
+snap();
+new MutationObserver(snap).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+"""
+
+
+def test_the_device_card_follows_the_status_events(tiny_models, tmp_path, browser):
+    """While a job runs the card names it and its model (loaded inside the job, so the
+    worker reports it only at the end), from the same event that turns its row to running;
+    the event of its end turns the card idle at once. Not the 2 s queue poll."""
+    d = Daemon(tmp_path / "spool", workers=["cpu"], VIDSPOOL_REGISTRY__DIR=str(tiny_models)).start()
+    driver = browser
+    try:
+        open_page(driver, d.api)
+        driver.execute_script(WATCH_CARD, "web-model")
+        job_id = submit_json(driver, {"id": "web-model", "kind": "text-to-video", "model": "wan-t2v", "params": {
+            "prompt": "a fox in snow", "width": 32, "height": 32, "num_frames": 5, "num_inference_steps": 4}})
+        wait_js(driver, "return (window.__cards || []).some(s => s.row === 'running')", "the row running", 60)
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "web-page-device-busy.png"))
+        wait_row(driver, job_id, "completed", 180)
+        cards = driver.execute_script("return window.__cards")
+        running = [c for c in cards if c["row"] == "running"]
+        assert running, cards
+        for card in running:
+            assert (card["status"], card["busy"], card["job"]) == ("busy", "true", job_id), cards
+            assert "wan-t2v" in card["models"], cards
+        ended = next(c for c in cards if c["row"] == "completed")
+        assert (ended["status"], ended["busy"], ended["job"]) == ("idle", "false", None), cards
+        # The queue's own word afterwards: the worker holds the model it loaded.
+        wait_js(driver, "return document.querySelector('#devices .device-models').textContent.includes('wan-t2v')"
+                        " && document.querySelector('#devices [data-device]').dataset.status === 'idle'",
+                "the idle card with the model the worker holds", 10)
+        assert console_errors(driver) == []
+    finally:
+        d.stop()
+
+
 def test_page_falls_back_to_polling_without_the_event_stream(web_daemon, browser):
     driver = browser
     driver.execute_cdp_cmd("Network.enable", {})

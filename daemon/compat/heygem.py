@@ -155,7 +155,8 @@ class HeyGem(Personality):
         if why_not is None:
             job.inputs["reference_audio"] = REFERENCE
         else:
-            job.ignored.append(f"voice cloning: {why_not}; spoken with voice {self.config.voice or 'the default'}")
+            job.ignored.append(f"voice cloning: {why_not} (spoken with "  # one note: the labels join them with "; "
+                               + (f"voice {self.config.voice!r})" if self.config.voice else "the default voice)"))
 
     def cannot_clone(self) -> str | None:
         """Why the configured voice cannot clone a recording (None: it can), by the talking-head

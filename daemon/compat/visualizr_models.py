@@ -135,10 +135,11 @@ class ModelCatalog:
         caps = self.capabilities(entry, family, types[0])
         display = FAMILY_INFO.get(family.name, (family.name,))[0] if family else entry["name"]
         perf = self.view.model_stats(entry["name"])
+        served = " and ".join(t for t in types if t not in display)  # "Wan2.1 image-to-video" says it already
         return {
             "id": entry["name"],
             "name": display,
-            "description": f"{display} {' and '.join(types)}" + (f" ({entry['problem']})" if entry.get("problem") else ""),
+            "description": f"{display} {served}".strip() + (f" ({entry['problem']})" if entry.get("problem") else ""),
             "type": types[0],
             "types": types,
             "max_resolution": caps["max_resolution"],
@@ -169,6 +170,7 @@ class ModelCatalog:
         }
         if family is not None:
             defaults.setdefault("fps", family.default_fps)  # what a job without fps gets
+            defaults.setdefault("guidance_scale", family.guidance_scale)  # its pipeline's own
         out["parameters"] = {}
         for name in ("guidance_scale", "num_inference_steps", "width", "height", "num_frames", "fps"):
             low, high = bounds(params, name)

@@ -29,6 +29,10 @@
     docWanted: [],        // ids whose full document a row needs (thumbnail, error message)
     docPending: new Set(),
     queue: new Map(),     // queued id -> position
+    devices: null,        // GET /queue's devices, as last polled (null: not yet)
+    devicesKey: "",       // what the device cards show now (redrawn only when it changes)
+    queuePolling: false,
+    queueAgain: false,    // asked for while a poll was in flight: poll again when it ends
     visible: PAGE,
     filter: "",
     mode: "connecting",   // how job updates arrive: sse | polling | connecting
@@ -268,17 +272,39 @@
 
   async function pollQueue() {
     clearTimeout(state.queueTimer);
+    if (state.queuePolling) { state.queueAgain = true; return; }  // one poll at a time, one timer
+    state.queuePolling = true;
     if (!state.authNeeded) {
       try {
         const q = await api("/queue");
-        renderDevices(q.devices || []);
+        state.devices = q.devices || [];
+        renderDevices();
         renderQueue(q.queued || []);
         renderPause(q.paused || null);
       } catch (exc) {
         if (exc.status !== 401 && exc.status !== 0) report(exc, "queue");
       }
     }
+    state.queuePolling = false;
+    if (state.queueAgain) { state.queueAgain = false; pollQueue(); return; }
     state.queueTimer = setTimeout(pollQueue, document.hidden ? QUEUE_POLL_MS * 5 : QUEUE_POLL_MS);
+  }
+
+  // A device as the status events tell it, between polls: the job they say runs on it (with
+  // its model) is busy at once; a job they say has ended no longer is. Jobs of this host only
+  // (devices of other hosts sharing the spool have the same names).
+  function deviceNow(d) {
+    const host = state.info && state.info.host;
+    let running = null;
+    for (const job of host ? state.jobs.values() : []) {
+      if (job.state === "running" && job.device === d.device && job.host === host
+          && (!running || job._seen > running._seen)) running = job;
+    }
+    const polled = d.job ? state.jobs.get(d.job) : null;
+    const job = running ? running.id : d.job && !(polled && FINAL.has(polled.state)) ? d.job : null;
+    const models = [...(d.models || [])];
+    if (running && running.model && !models.includes(running.model)) models.push(running.model);
+    return { ...d, busy: !!job, job, models };
   }
 
   function deviceBadge(d) {
@@ -289,7 +315,12 @@
     return ["idle", "idle"];
   }
 
-  function renderDevices(devices) {
+  function renderDevices() {
+    if (!state.devices) return;  // "loading…" until the first answer
+    const devices = state.devices.map(deviceNow);
+    const key = JSON.stringify(devices);
+    if (key === state.devicesKey) return;  // unchanged: keep the cards (and a click on them)
+    state.devicesKey = key;
     const box = $("#devices");
     if (!devices.length) {
       box.replaceChildren(el("p", { class: "muted", text: "No workers." }));
@@ -374,6 +405,8 @@
     const job = prev && prev.state === doc.state ? { ...prev, ...doc } : { ...doc };
     job._seen = performance.now();
     state.jobs.set(doc.id, job);
+    // A job that leaves a device: what the worker holds now (its models) is the queue's to say.
+    if (prev && prev.state === "running" && job.state !== "running") pollQueue();
     if ("job" in doc) {  // a full status document (list entries carry no "job")
       if (FINAL.has(doc.state)) state.docs.set(doc.id, doc); else state.docs.delete(doc.id);
     }
@@ -526,6 +559,7 @@
   }
 
   function renderJobs() {
+    renderDevices();  // the cards follow the same events as the rows, in the same frame
     const body = $("#jobs-body");
     const all = [...state.jobs.values()];
     const list = all.filter(matchesFilter).sort(newestFirst);

@@ -107,7 +107,8 @@ def run(ctx: JobContext, params: TalkingHeadParams) -> None:
 
     seconds = StageSeconds()
     # Everything a job can be refused for is checked before any synthesis.
-    ctx.progress(0, stage="speech", message="reading the face")
+    # An uploaded recording is spoken as it is: no speech stage, the face is read first.
+    ctx.progress(0, stage="speech" if ctx.input("audio") is None else "face_detection", message="reading the face")
     backend = check_lipsync_model(ctx)
     source = load_face_source(ctx.input("face"), MAX_FACE_FRAMES, max_side=MAX_FACE_SIDE)
     detector = make_detector()

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from contract.errors import ErrorCode, JobError
-from contract.voices import (DEFAULT_LANGUAGE, ESPEAK_EXECUTABLE, ESPEAK_INSTALL_HINT, VoiceInfo, base_language,
-                             parse_espeak_voices, run_espeak_list)
+from contract.voices import (DEFAULT_LANGUAGE, ESPEAK_EXECUTABLE, ESPEAK_INSTALL_HINT, EspeakFolders, VoiceInfo,
+                             base_language, parse_espeak_voices, run_espeak_list)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,6 +55,8 @@ class EspeakEngine:
     def __init__(self, executable: str = ESPEAK_EXECUTABLE):
         self.executable = executable
         self._catalog: _Catalog | None = None
+        self._folders = EspeakFolders(executable)
+        self._stamp: tuple | None = None  # of the folders the catalog was read from
         self._lock = threading.Lock()
 
     @classmethod
@@ -67,10 +69,13 @@ class EspeakEngine:
 
     # -- catalogue -------------------------------------------------------------
     def catalog(self) -> _Catalog:
+        """Read again when a voice folder changes (the daemon checks jobs with a shared one)."""
         with self._lock:
-            if self._catalog is None:
+            stamp = self._folders.stamp()
+            if self._catalog is None or stamp != self._stamp:
                 self._catalog = self._parse(run_espeak_list("--voices", self.executable),
                                             run_espeak_list("--voices=variant", self.executable))
+                self._stamp = stamp
             return self._catalog
 
     @staticmethod
