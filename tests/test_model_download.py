@@ -436,6 +436,8 @@ def test_restart_offline_keeps_the_models_and_refuses_downloads(daemons, hub, ba
         assert listed[name]["available"] and listed[name]["download"] is None, listed[name]
     assert listed[RETRY]["repo"] == RETRY and listed["wan-short"]["repo"] == SHORT
     assert MISSING not in listed and PLAIN not in listed  # failed downloads were this run's state
+    shown = wan_models(d)  # Wan's ids are the names jobs give, downloads forgotten or not
+    assert set(shown) <= set(listed) and {WAN, REAL, "wan-short"} <= set(shown), shown
 
     status, answer = download(d, WAN)
     assert status == 503 and answer["error"]["code"] == "offline", answer
