@@ -51,8 +51,8 @@ from daemon.operator_key import key_file, publish_key
 
 log = structlog.get_logger()
 
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # as [models.X] repo
-REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,127}$")
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")  # as [models.X] repo (fullmatch: a "$" lets "\n" in)
+REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,127}")
 REPO_FORM = "ORG/NAME, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers (letters, digits, '-', '_', '.')"
 # The HTTP status of each refusal, on every front.
 REFUSAL_STATUS = {"bad_request": 400, "forbidden": 403, "conflict": 409, "too_large": 413,
@@ -140,9 +140,9 @@ def registered_name(entry: Path) -> str:
 
 
 def check_request(repo, revision) -> None:
-    if not isinstance(repo, str) or not REPO_ID.match(repo) or "--" in repo or ".." in repo:
+    if not isinstance(repo, str) or not REPO_ID.fullmatch(repo) or "--" in repo or ".." in repo:
         raise DownloadRefused("bad_request", f"repo {repo!r} is not a Hugging Face model id: use {REPO_FORM}")
-    if not isinstance(revision, str) or not REVISION.match(revision) or ".." in revision:
+    if not isinstance(revision, str) or not REVISION.fullmatch(revision) or ".." in revision:
         raise DownloadRefused("bad_request", f"revision {revision!r} is not a branch, tag or commit hash")
 
 
@@ -309,7 +309,7 @@ class Downloads:
         d.blobs = {(s.lfs.sha256 if s.lfs else s.blob_id): s.size or 0 for s in files.values() if s.blob_id or s.lfs}
         d.bytes_total = sum(s.size or 0 for s in files.values())
         d.commit = info.sha or d.revision
-        if isinstance(info.id, str) and info.id.lower() == d.repo.lower() and REPO_ID.match(info.id):
+        if isinstance(info.id, str) and info.id.lower() == d.repo.lower() and REPO_ID.fullmatch(info.id):
             d.repo = info.id
 
     def _run(self, d: Download) -> None:

@@ -345,6 +345,7 @@ def test_bytes_and_free_disk_are_checked_before_starting(d, hub, tiny_models):
 def test_bad_requests_are_refused_at_once(d):
     for body, words in [({"repo": "not a repo"}, "ORG/NAME"), ({"repo": "org--x/y"}, "ORG/NAME"),
                         ({"repo": 7}, "ORG/NAME"), ({"repo": WAN, "revision": "../../etc"}, "revision"),
+                        ({"repo": WAN + "\n"}, "ORG/NAME"), ({"repo": WAN, "revision": "main\n"}, "revision"),
                         ({"repo": WAN, "colour": "red"}, "colour"), ({}, "repo is required"),
                         (["x"], "JSON object")]:
         status, answer = native(d, "POST", "/models/download", body)
