@@ -449,10 +449,12 @@ class Api:
         if unknown or "repo" not in doc:
             return error(400, "bad_request", f"unknown field {unknown[0]!r}: send repo and revision" if unknown
                          else "repo is required, e.g. {\"repo\": \"Wan-AI/Wan2.1-T2V-1.3B-Diffusers\"}")
-        try:
-            download = self.view.download_model(doc["repo"], doc.get("revision", "main"))
+        try:  # with tokens, authorize() has checked the submit scope; without, the operator key or download_allow
+            download = await self.view.download_model(doc["repo"], doc.get("revision", "main"), authorized=bool(self.tokens),
+                                                      bearer=presented_token(request.headers, {}))
         except DownloadRefused as exc:
-            return error({"offline": 503, "conflict": 409}.get(exc.code, 400), exc.code, exc.message)
+            return error(exc.status, exc.code, exc.message,
+                         headers={"Retry-After": "60"} if exc.code == "too_many_downloads" else None)
         return web.json_response(download, status=202)
 
 

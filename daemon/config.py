@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import tomllib
 import typing
@@ -352,6 +353,23 @@ class RegistryConfig(Section):
     # Every sub-folder holding a model_index.json is a model named after the folder
     # (`vidspool models import` copies downloads here); [models.NAME] entries win.
     dir: Path = Path("models")
+    # Hub repos any caller of a front may download (glob patterns, e.g. "Wan-AI/*"); others
+    # need a token with the submit scope, or the operator key (`vidspool models download`).
+    download_allow: list[str] = []
+    # Hub downloads running at once, and bytes of one download (the hub's file sizes).
+    max_concurrent_downloads: int = Field(2, ge=1)
+    max_download_bytes: int = Field(200 * 10**9, gt=0)
+    # A failed download stays listed this long, and only the newest this many.
+    failed_downloads_keep_seconds: float = Field(3600.0, gt=0)
+    failed_downloads_kept: int = Field(20, ge=0)
+
+    @field_validator("download_allow")
+    @classmethod
+    def _repo_patterns(cls, v):
+        for pattern in v:
+            if not re.fullmatch(r"[A-Za-z0-9._*?\[\]!-]+/[A-Za-z0-9._*?\[\]!-]+", pattern):
+                raise ValueError(f"{pattern!r} is not a repo pattern: ORG/NAME with * ? [..], e.g. \"Wan-AI/*\"")
+        return v
 
 
 def split_listen(value: str) -> tuple[str, int]:

@@ -1,26 +1,42 @@
 """Model downloads from the Hugging Face hub (POST /api/v1/models/download, `vidspool models
 download`, Wan's `POST /api/v1/models/download`).
 
+Who may download: a caller with an [api] token of the submit scope (a front that requires
+tokens has checked it; an open front passes the bearer on), the operator key of
+`vidspool models download` (daemon/operator_key.py), or anyone for a repo matching
+`[registry] download_allow`; the rest are refused (forbidden).
+
+Before a download starts, the hub's file list of the revision (with sizes) is read off the
+event loop, and it is refused when it is over `[registry] max_download_bytes` or does not
+fit the hub cache's free disk beside what running downloads still need; at most
+`max_concurrent_downloads` run (or are being measured) at once. The files fetched are those
+of the commit measured, so a push in between cannot make them larger.
+
 `huggingface_hub.snapshot_download` fetches the repo into this host's hub cache in a thread
 of its own, so the event loop never waits on the network. The hub cache stays the storage:
-when the snapshot is complete, a symlink `[registry] dir/NAME` → the snapshot folder
-registers it, and the registry scan (daemon/registry.py) lists it from then on, across
-restarts, like a folder copied in. NAME is the repo's last part (`Wan-AI/Wan2.1-T2V-1.3B-Diffusers`
-→ `Wan2.1-T2V-1.3B-Diffusers`), or `ORG--NAME` when another model has that name already;
-a `[models.X] repo = …` entry for the same repo is served as X, without a link.
+when the snapshot is complete, a symlink `[registry] dir/ORG--NAME` → the snapshot folder
+registers it as model `ORG/NAME`, its full repo id, so that no repo can take a name meaning
+another (`evil/Wan2.1-T2V-1.3B-Diffusers` is never `Wan2.1-T2V-1.3B-Diffusers`); a short name
+comes only from the operator's `[models.X] repo = …`, served as X without a link. The
+registry scan (daemon/registry.py) lists it from then on, across restarts.
 
 Progress is the bytes of the repo's files present in the cache's blobs (finished, or the
 newest partial file of each) against the sizes in the hub's file list. The downloads' state
-is this daemon's, in memory (the hub cache is per host): a failed or running download is
-forgotten at restart; a finished one stays registered. No torch here.
+is this daemon's, in memory (the hub cache is per host): a failed one stays listed
+`failed_downloads_keep_seconds` (only the newest `failed_downloads_kept`) and is forgotten
+at restart, a finished one stays registered. No torch here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import fnmatch
+import hmac
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -30,32 +46,42 @@ from pathlib import Path
 import structlog
 
 from contract.model_folders import INDEX, hub_cache_dir
+from daemon.auth import find_token, load_tokens
+from daemon.operator_key import key_file, publish_key
 
 log = structlog.get_logger()
 
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # as [models.X] repo
-REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,127}$")
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")  # as [models.X] repo (fullmatch: a "$" lets "\n" in)
+REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,127}")
 REPO_FORM = "ORG/NAME, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers (letters, digits, '-', '_', '.')"
+# The HTTP status of each refusal, on every front.
+REFUSAL_STATUS = {"bad_request": 400, "forbidden": 403, "conflict": 409, "too_large": 413,
+                  "too_many_downloads": 429, "offline": 503, "insufficient_storage": 507}
 
 
 class DownloadRefused(ValueError):
-    """A download that cannot start; `code` is bad_request, offline or conflict."""
+    """A download that cannot start; `code` is one of REFUSAL_STATUS."""
 
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code, self.message = code, message
+
+    @property
+    def status(self) -> int:
+        return REFUSAL_STATUS[self.code]
 
 
 @dataclass
 class Download:
     repo: str
     revision: str
-    name: str
-    link: bool  # registered by a link in [registry] dir (False: a [models.NAME] repo entry)
+    name: str = ""
+    link: bool = True  # registered by a link in [registry] dir (False: a [models.NAME] repo entry)
     state: str = "downloading"  # downloading, downloaded, failed
     error: str | None = None
     folder: str | None = None
     bytes_total: int | None = None
+    commit: str | None = None  # the commit measured, and fetched
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     blobs: dict[str, int] = field(default_factory=dict)  # blob name (etag) → size, from the hub's file list
@@ -83,6 +109,9 @@ class Download:
                 have[etag] = max(have.get(etag, 0), min(size, self.blobs[etag]))
         return sum(have.values())
 
+    def bytes_left(self) -> int:
+        return max(0, (self.bytes_total or 0) - self.bytes_done())
+
 
 def storage_folder(repo: str) -> Path:
     return hub_cache_dir() / f"models--{repo.replace('/', '--')}"
@@ -96,50 +125,159 @@ def hub_repo(path) -> str | None:
     return None
 
 
+def link_name(repo: str) -> str:
+    """The [registry] dir entry of a downloaded repo (a folder name holds no '/')."""
+    return repo.replace("/", "--", 1)
+
+
+def registered_name(entry: Path) -> str:
+    """The model name of a [registry] dir entry: ORG/NAME for a download's link ORG--NAME to
+    a snapshot of that very repo, else the entry's own name."""
+    repo = entry.name.replace("--", "/", 1)
+    if "--" in entry.name and entry.is_symlink() and hub_repo(os.path.realpath(entry)) == repo:
+        return repo
+    return entry.name
+
+
+def check_request(repo, revision) -> None:
+    if not isinstance(repo, str) or not REPO_ID.fullmatch(repo) or "--" in repo or ".." in repo:
+        raise DownloadRefused("bad_request", f"repo {repo!r} is not a Hugging Face model id: use {REPO_FORM}")
+    if not isinstance(revision, str) or not REVISION.fullmatch(revision) or ".." in revision:
+        raise DownloadRefused("bad_request", f"revision {revision!r} is not a branch, tag or commit hash")
+
+
 class Downloads:
     """The downloads this daemon ran, by repo; `settings` gives the current Settings."""
 
     def __init__(self, settings: Callable[[], object]):
         self.settings = settings
         self._by_repo: dict[str, Download] = {}
+        self._measuring = 0  # downloads whose file list is being read (they count as running)
         self._lock = threading.Lock()
+        self._operator_key = self._publish_operator_key()
+
+    def _publish_operator_key(self) -> str | None:
+        from huggingface_hub import constants
+
+        if constants.is_offline_mode():
+            return None  # every download is refused: no key to hand out
+        s = self.settings()
+        return publish_key(key_file(s.registry.dir, s.spool.host))
 
     def all(self) -> list[dict]:
         with self._lock:
+            self._forget_old_failures()
             return [d.describe() for d in self._by_repo.values()]
 
-    def start(self, repo: str, revision: str = "main") -> dict:
-        """Starts a download (or answers the one running for this repo). DownloadRefused: a
-        bad repo id or revision, this host is offline, or another revision is running."""
+    def permits(self, repo: str, bearer: str | None) -> bool:
+        """Whether a caller presenting `bearer` (or none) may download `repo` on a front
+        that did not check tokens itself."""
+        s = self.settings()
+        if bearer:
+            given = bearer.encode("utf-8", "surrogateescape")
+            if self._operator_key and hmac.compare_digest(given, self._operator_key.encode()):
+                return True
+            try:
+                token = find_token(load_tokens(s.api.tokens, s.api.tokens_file), bearer)
+            except (OSError, ValueError):  # an unreadable tokens file (or bytes no token has)
+                token = None
+            if token is not None and "submit" in token.scopes:
+                return True
+        return any(fnmatch.fnmatchcase(repo, pattern) for pattern in s.registry.download_allow)
+
+    async def start(self, repo, revision="main", *, bearer: str | None = None, authorized: bool = False) -> dict:
+        """Starts a download (or answers the one running for this repo); `authorized`: the
+        front has checked a token of the submit scope. DownloadRefused names why not."""
         from huggingface_hub import constants
 
-        if not isinstance(repo, str) or not REPO_ID.match(repo) or "--" in repo or ".." in repo:
-            raise DownloadRefused("bad_request", f"repo {repo!r} is not a Hugging Face model id: use {REPO_FORM}")
-        if not isinstance(revision, str) or not REVISION.match(revision) or ".." in revision:
-            raise DownloadRefused("bad_request", f"revision {revision!r} is not a branch, tag or commit hash")
-        registry = Path(self.settings().registry.dir)
+        check_request(repo, revision)
+        if not (authorized or self.permits(repo, bearer)):
+            raise forbidden(repo)
         if constants.is_offline_mode():
             raise DownloadRefused("offline", (
                 "this host is offline (HF_HUB_OFFLINE=1): download the model elsewhere "
-                f"(`hf download {repo}`) and copy it into [registry] dir ({registry}) with "
+                f"(`hf download {repo}`) and copy it into [registry] dir ({self.settings().registry.dir}) with "
                 "`vidspool models import FOLDER`, or start the daemon with HF_HUB_OFFLINE=0"))
         with self._lock:
-            running = self._by_repo.get(repo)
-            if running is not None and running.state == "downloading":
-                if running.revision != revision:
-                    raise DownloadRefused("conflict", f"{repo} is being downloaded at revision {running.revision!r}; "
-                                                      "ask again when that has ended")
+            self._forget_old_failures()
+            if (running := self._running(repo, revision)) is not None:
                 return running.describe()
-            name, link = self._name_for(repo, {o.name for o in self._by_repo.values()
-                                               if o.repo != repo and o.state != "failed"})
-            download = self._by_repo[repo] = Download(repo, revision, name, link)
-        log.info("model.download_started", repo=repo, revision=revision, name=name)
-        threading.Thread(target=self._run, args=(download,), name=f"download-{name}", daemon=True).start()
-        return download.describe()
+            d = Download(repo, revision)
+            d.name, d.link = self._name_for(repo)
+            self._take_place()
+        try:
+            await asyncio.to_thread(self._measure, d)  # the hub's file list: network
+            with self._lock:
+                if (running := self._running(d.repo, revision)) is not None:  # asked for by another spelling
+                    return running.describe()
+                if d.repo != repo:  # the hub's own spelling of it
+                    if not (authorized or self.permits(d.repo, bearer)):
+                        raise forbidden(d.repo)
+                    d.name, d.link = self._name_for(d.repo)
+                self._check_room(d)
+                self._by_repo[d.repo] = d
+        except DownloadRefused:
+            raise
+        except Exception as exc:  # the hub does not have it, or it is no diffusers model: listed failed
+            self._failed(d, exc)
+            with self._lock:
+                if getattr(self._by_repo.get(d.repo), "state", None) != "downloading":
+                    self._by_repo[d.repo] = d
+            return d.describe()
+        finally:
+            with self._lock:
+                self._measuring -= 1
+        log.info("model.download_started", repo=d.repo, revision=revision, commit=d.commit, name=d.name,
+                 bytes=d.bytes_total)
+        threading.Thread(target=self._run, args=(d,), name=f"download-{d.name}", daemon=True).start()
+        return d.describe()
 
-    def _name_for(self, repo: str, taken: set[str]) -> tuple[str, bool]:
-        """The model name this repo is registered as (see the module docstring); `taken`:
-        the names of other repos' downloads."""
+    # -- the checks (the lock held) ---------------------------------------------------------
+    def _running(self, repo: str, revision: str) -> Download | None:
+        running = self._by_repo.get(repo)
+        if running is None or running.state != "downloading":
+            return None
+        if running.revision != revision:
+            raise DownloadRefused("conflict", f"{repo} is being downloaded at revision {running.revision!r}; "
+                                              "ask again when that has ended")
+        return running
+
+    def _take_place(self) -> None:
+        limit = self.settings().registry.max_concurrent_downloads
+        busy = self._measuring + sum(d.state == "downloading" for d in self._by_repo.values())
+        if busy >= limit:
+            raise DownloadRefused("too_many_downloads", f"{busy} downloads are running, as many as [registry] "
+                                  f"max_concurrent_downloads ({limit}) allows; ask again when one has ended")
+        self._measuring += 1
+
+    def _check_room(self, d: Download) -> None:
+        """Refuses a download the hub cache's disk cannot hold (beside what the running ones
+        still need), or one over [registry] max_download_bytes."""
+        others = sum(o.bytes_left() for o in self._by_repo.values() if o.state == "downloading" and o is not d)
+        need, free = d.bytes_left() + others, shutil.disk_usage(existing_parent(hub_cache_dir())).free
+        if need > free:
+            raise DownloadRefused("insufficient_storage", (
+                f"{d.repo} needs {d.bytes_left()} bytes more in the hub cache"
+                + (f" (and running downloads {others})" if others else "")
+                + f", but its disk has {free} bytes free"))
+        limit = self.settings().registry.max_download_bytes
+        if (d.bytes_total or 0) > limit:
+            raise DownloadRefused("too_large", f"{d.repo} is {d.bytes_total} bytes, over [registry] "
+                                               f"max_download_bytes ({limit})")
+
+    def _forget_old_failures(self) -> None:
+        """Failed downloads are listed for a while, and only the newest few."""
+        registry = self.settings().registry
+        oldest = time.time() - registry.failed_downloads_keep_seconds
+        failed = sorted((d for d in self._by_repo.values() if d.state == "failed"),
+                        key=lambda d: d.finished_at or 0, reverse=True)
+        for n, d in enumerate(failed):
+            if n >= registry.failed_downloads_kept or (d.finished_at or 0) < oldest:
+                del self._by_repo[d.repo]
+
+    def _name_for(self, repo: str) -> tuple[str, bool]:
+        """The model name this repo is registered as, and whether by a link (see the module
+        docstring). DownloadRefused(conflict) when the operator has that name for another."""
         from daemon.registry import refresh_models
 
         settings = self.settings()
@@ -147,17 +285,33 @@ class Downloads:
         for name in sorted(settings.configured_models):
             if name in settings.models and settings.models[name].repo == repo:
                 return name, False
-        registry = Path(settings.registry.dir)
-        for name in (repo.split("/")[1], repo.replace("/", "--")):
-            existing, entry = settings.models.get(name), registry / name
-            ours = name not in taken and (existing is None or hub_repo(existing.path) == repo) and (
-                not os.path.lexists(entry) or (entry.is_symlink() and hub_repo(entry.resolve()) == repo))
-            if ours:
-                return name, True
-        raise DownloadRefused("conflict", f"models named {repo.split('/')[1]!r} and {repo.replace('/', '--')!r} "
-                                          f"exist already; remove one from {registry} to download {repo}")
+        entry = Path(settings.registry.dir) / link_name(repo)
+        if repo in settings.configured_models:
+            raise DownloadRefused("conflict", f"[models.\"{repo}\"] in the config names another model; "
+                                              f"set its repo = \"{repo}\" to download it")
+        if os.path.lexists(entry) and registered_name(entry) != repo:
+            raise DownloadRefused("conflict", f"{entry.name} in [registry] dir is another model; "
+                                              f"remove it to download {repo}")
+        return repo, True
 
-    # -- the thread ---------------------------------------------------------------------
+    # -- off the event loop -----------------------------------------------------------------
+    def _measure(self, d: Download) -> None:
+        """The hub's file list of the revision: sizes, blob names, its commit and the repo's
+        own spelling."""
+        from huggingface_hub import HfApi, constants
+
+        info = HfApi().model_info(d.repo, revision=d.revision, files_metadata=True,
+                                  timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT)
+        files = {s.rfilename: s for s in info.siblings or []}
+        if INDEX not in files:
+            raise NotDiffusers(f"{d.repo} is not a diffusers model: it has no {INDEX} at its top "
+                               f"(its files: {', '.join(sorted(files)[:8]) or 'none'})")
+        d.blobs = {(s.lfs.sha256 if s.lfs else s.blob_id): s.size or 0 for s in files.values() if s.blob_id or s.lfs}
+        d.bytes_total = sum(s.size or 0 for s in files.values())
+        d.commit = info.sha or d.revision
+        if isinstance(info.id, str) and info.id.lower() == d.repo.lower() and REPO_ID.fullmatch(info.id):
+            d.repo = info.id
+
     def _run(self, d: Download) -> None:
         try:
             d.folder = str(self._fetch(d))
@@ -166,34 +320,50 @@ class Downloads:
             d.finished_at, d.state = time.time(), "downloaded"
             log.info("model.downloaded", repo=d.repo, revision=d.revision, name=d.name, folder=d.folder)
         except Exception as exc:  # everything a download meets ends in its state, never the daemon
-            d.error, d.finished_at, d.state = describe_failure(d, exc), time.time(), "failed"
-            log.warning("model.download_failed", repo=d.repo, revision=d.revision, error=d.error)
+            self._failed(d, exc)
+
+    @staticmethod
+    def _failed(d: Download, exc: Exception) -> None:
+        d.error, d.finished_at, d.state = describe_failure(d, exc), time.time(), "failed"
+        log.warning("model.download_failed", repo=d.repo, revision=d.revision, error=d.error)
 
     def _fetch(self, d: Download) -> Path:
-        from huggingface_hub import HfApi, snapshot_download
+        from huggingface_hub import snapshot_download
 
-        info = HfApi().model_info(d.repo, revision=d.revision, files_metadata=True)
-        files = {s.rfilename: s for s in info.siblings or []}
-        if INDEX not in files:
-            raise NotDiffusers(f"{d.repo} is not a diffusers model: it has no {INDEX} at its top "
-                               f"(its files: {', '.join(sorted(files)[:8]) or 'none'})")
-        d.blobs = {(s.lfs.sha256 if s.lfs else s.blob_id): s.size or 0 for s in files.values() if s.blob_id or s.lfs}
-        d.bytes_total = sum(s.size or 0 for s in files.values())
-        # By the revision asked for, so that refs/REVISION is written for [models.X] repo entries.
-        return Path(snapshot_download(d.repo, revision=d.revision, cache_dir=hub_cache_dir(),
-                                      tqdm_class=_quiet_bars())).resolve()
+        folder = Path(snapshot_download(d.repo, revision=d.commit, cache_dir=hub_cache_dir(),
+                                        tqdm_class=_quiet_bars())).resolve()
+        if d.revision != d.commit:  # refs/REVISION, as a download by name writes it, for [models.X] repo entries
+            ref = storage_folder(d.repo) / "refs" / d.revision
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ref.with_name(f".{ref.name}.{secrets.token_hex(4)}")
+            tmp.write_text(d.commit)
+            os.replace(tmp, ref)
+        return folder
 
     def _register(self, d: Download) -> None:
-        """Links [registry] dir/NAME to the snapshot folder (replacing an older link of it)."""
+        """Links [registry] dir/ORG--NAME to the snapshot folder (replacing an older link of it)."""
         registry = Path(self.settings().registry.dir)
         registry.mkdir(parents=True, exist_ok=True)
-        tmp = registry / f".download-{d.name}-{secrets.token_hex(4)}"
+        tmp = registry / f".download-{link_name(d.repo)}-{secrets.token_hex(4)}"
         os.symlink(d.folder, tmp, target_is_directory=True)
         try:
-            os.replace(tmp, registry / d.name)
+            os.replace(tmp, registry / link_name(d.repo))
         except OSError:
             os.unlink(tmp)
             raise
+
+
+def forbidden(repo: str) -> DownloadRefused:
+    return DownloadRefused("forbidden", (
+        f"downloading {repo} needs an [api] token with the submit scope (Authorization: Bearer), or a repo "
+        "the operator allows ([registry] download_allow); the operator's `vidspool models download` has its key"))
+
+
+def existing_parent(path: Path) -> Path:
+    """`path`, or its nearest folder that exists (the hub cache may not yet)."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 class NotDiffusers(Exception):

@@ -1,8 +1,9 @@
 """`vidspool models list|load|unload|import|download`: the registry from the command line.
 
 list works without a daemon (it reads the config and looks at the folders); load, unload
-and download ask the running daemon through its API (download: from the Hugging Face hub
-into the hub cache, registered when complete); import copies a downloaded model folder
+and download ask the running daemon through its API with a token of the config (download:
+from the Hugging Face hub into the hub cache, registered when complete; without a token it
+presents the operator key, daemon/operator_key.py); import copies a downloaded model folder
 into `[registry] dir`, where the running daemon finds it without a reload.
 """
 
@@ -16,8 +17,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
+from daemon.auth import load_tokens
 from daemon.config import Settings
+from daemon.operator_key import key_file, read_key
 from daemon.modelview import model_entries, served_kinds
 from contract.errors import JobError
 
@@ -27,13 +31,19 @@ def run(settings: Settings, args) -> int:
             "download": _download, "calibrate": _calibrate}[args.models_command](settings, args)
 
 
-def api_call(settings: Settings, method: str, path: str, timeout: float = 5.0, body: dict | None = None) -> dict:
+def api_call(settings: Settings, method: str, path: str, timeout: float = 5.0, body: dict | None = None,
+             operator: bool = False) -> dict:
+    """`operator`: with no token of the scope in the config, present the operator key
+    (daemon/operator_key.py; downloads)."""
     host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::", "") else settings.api.host
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"http://{host}:{settings.api.port}/api/v1{path}", data=data, method=method,
                                      headers={} if body is None else {"Content-Type": "application/json"})
-    if settings.api.tokens:
-        request.add_header("Authorization", f"Bearer {settings.api.tokens[0]}")
+    bearer = config_token(settings, "read" if method in ("GET", "HEAD") else "submit")
+    if bearer is None and operator:
+        bearer = _operator_key(settings)
+    if bearer is not None:
+        request.add_header("Authorization", f"Bearer {bearer}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
@@ -42,6 +52,25 @@ def api_call(settings: Settings, method: str, path: str, timeout: float = 5.0, b
         raise SystemExit(f"vidspool: {body.get('error', {}).get('message') or exc}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise ConnectionError(f"the daemon's API at {host}:{settings.api.port} is not reachable ({exc})") from None
+
+
+def config_token(settings: Settings, scope: str) -> str | None:
+    """A token of `scope` from [api] tokens or tokens_file (when this user may read it)."""
+    try:
+        tokens = load_tokens(settings.api.tokens, settings.api.tokens_file)
+    except (OSError, ValueError):
+        tokens = load_tokens(settings.api.tokens, None)
+    return next((t.secret.decode() for t in tokens if scope in t.scopes), None)
+
+
+def _operator_key(settings: Settings) -> str | None:
+    path = key_file(settings.registry.dir, settings.spool.host)
+    try:
+        return read_key(path)
+    except PermissionError:
+        print(f"vidspool: cannot read the operator key {path}: run this as the daemon's user "
+              "(e.g. sudo -u vidspool vidspool …), or give an [api] token with the submit scope", file=sys.stderr)
+        return None
 
 
 def _list(settings: Settings, args) -> int:
@@ -63,7 +92,7 @@ def _list(settings: Settings, args) -> int:
 
 def _load(settings: Settings, args) -> int:
     try:
-        answer = api_call(settings, "POST", f"/models/{args.name}/load")
+        answer = api_call(settings, "POST", f"/models/{quote(args.name, safe='')}/load")
         print(f"{args.name}: loading on {answer['device']}")
         if not args.wait:
             return 0
@@ -86,7 +115,7 @@ def _load(settings: Settings, args) -> int:
 
 def _unload(settings: Settings, args) -> int:
     try:
-        answer = api_call(settings, "POST", f"/models/{args.name}/unload")
+        answer = api_call(settings, "POST", f"/models/{quote(args.name, safe='')}/unload")
     except ConnectionError as exc:
         print(f"vidspool: {exc}", file=sys.stderr)
         return 1
@@ -97,12 +126,16 @@ def _unload(settings: Settings, args) -> int:
 def _download(settings: Settings, args) -> int:
     """Asks the daemon to download a hub repo; --wait: until it is registered or has failed."""
     try:
-        d = api_call(settings, "POST", "/models/download", body={"repo": args.repo, "revision": args.revision})
+        d = api_call(settings, "POST", "/models/download", body={"repo": args.repo, "revision": args.revision},
+                     timeout=60, operator=True)
+        if d["state"] == "failed":
+            print(f"vidspool: {d['error']}", file=sys.stderr)
+            return 1
         print(f"{d['repo']}@{d['revision']}: downloading as model {d['name']} (vidspool models list shows it)")
-        deadline = time.monotonic() + args.timeout
+        repo, deadline = d["repo"], time.monotonic() + args.timeout
         while args.wait and time.monotonic() < deadline:
             d = next((m["download"] for m in api_call(settings, "GET", "/models")["models"]
-                      if (m.get("download") or {}).get("repo") == args.repo), None)
+                      if (m.get("download") or {}).get("repo") == repo), None)
             if d is None:
                 print(f"vidspool: the daemon no longer knows the download of {args.repo} (restarted?)", file=sys.stderr)
                 return 1

@@ -208,13 +208,18 @@ def _paths() -> dict:
         f"{API}/models/download": {"post": operation(
             "downloadModel", "Download a model from the Hugging Face hub into the hub cache, then register it",
             "models", {**ok("started (or the download of this repo that runs): poll GET /api/v1/models",
-                            ref("Download"), "202"), **errors(400, 409, 413, 503)},
+                            ref("Download"), "202"), **errors(400, 403, 409, 413, 429, 503, 507)},
             scope="submit", body={"required": True, "content": json_content(obj({
                 "repo": {"type": "string", "description": "a hub model id, ORG/NAME"},
                 "revision": {"type": "string", "default": "main", "description": "a branch, tag or commit"},
             }, ["repo"], closed=True))},
-            description="In the background; the model list shows its state, bytes and error. Refused "
-                        "with 503 `offline` on a host without the hub (HF_HUB_OFFLINE=1).")},
+            description="In the background; the model list shows its state, bytes and error; registered as "
+                        "the full repo id. Without tokens configured, only a repo matching [registry] "
+                        "download_allow or a request with the operator key (`vidspool models download`) may "
+                        "(403 `forbidden`). Refused with 413 `too_large` over [registry] max_download_bytes, "
+                        "429 `too_many_downloads` at max_concurrent_downloads, 507 `insufficient_storage` when "
+                        "the hub cache's disk cannot hold it, 503 `offline` on a host without the hub "
+                        "(HF_HUB_OFFLINE=1).")},
         f"{API}/pause": {"post": operation(
             "pause", "Pause: no new claims (every host, or one); drops still queue", "daemon",
             {**ok("paused: what was written, and the pause this daemon now obeys", obj({
@@ -315,14 +320,16 @@ def _security_schemes() -> dict:
 ERROR_RESPONSES: dict[int, tuple[str, list[str], str]] = {
     400: ("BadRequest", ["bad_request", "invalid_job"], "the body is not a JSON object, or a bad query value"),
     401: ("Unauthorized", ["unauthorized"], "a token is missing or unknown"),
-    403: ("Forbidden", ["forbidden"], "the token lacks the scope"),
+    403: ("Forbidden", ["forbidden"], "the token lacks the scope (downloads: no token and a repo not allowed)"),
     404: ("NotFound", ["not_found"], "no such job, file or model"),
     409: ("Conflict", ["conflict"], "the job has already ended, or a download of another revision runs"),
-    413: ("TooLarge", ["too_large"], "the job JSON is over [limits] job_json_bytes, or an upload over input_bytes"),
-    429: ("QueueFull", ["queue_full"], "[api] max_queued_jobs jobs are waiting; try again later"),
+    413: ("TooLarge", ["too_large"], "a download over [registry] max_download_bytes, the job JSON over [limits] "
+                                     "job_json_bytes, or an upload over input_bytes"),
+    429: ("QueueFull", ["queue_full", "too_many_downloads"], "[api] max_queued_jobs jobs are waiting, or [registry] "
+                                                          "max_concurrent_downloads downloads run; try again later"),
     503: ("Unavailable", ["spool_unavailable", "unavailable", "offline"],
           "the spool is unavailable, no worker is running, or this host is offline (downloads)"),
-    507: ("InsufficientStorage", ["insufficient_storage"], "the spool is full"),
+    507: ("InsufficientStorage", ["insufficient_storage"], "the spool is full, or the hub cache's disk cannot hold a download"),
 }
 
 

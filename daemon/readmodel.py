@@ -361,11 +361,13 @@ class ReadModel:
     def models(self) -> list[dict]:
         return model_entries(self.settings, self.daemon.workers, self._downloads.all())
 
-    def download_model(self, repo: str, revision: str = "main") -> dict:
+    async def download_model(self, repo: str, revision: str = "main", *, bearer: str | None = None,
+                             authorized: bool = False) -> dict:
         """Starts downloading a hub repo into the hub cache in the background (registered
         as a model when complete; daemon/downloads.py), or answers the download of it that
-        runs. Returns its description; DownloadRefused (code bad_request, offline, conflict)."""
-        return self._downloads.start(repo, revision)
+        runs. `bearer`: what the caller presented; `authorized`: the front checked a token
+        of the submit scope. Returns its description; DownloadRefused says why not."""
+        return await self._downloads.start(repo, revision, bearer=bearer, authorized=authorized)
 
     def downloads(self) -> list[dict]:
         """The hub downloads this daemon ran: repo, revision, name, state (downloading,

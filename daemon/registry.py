@@ -2,8 +2,9 @@
 
 Reads only model_index.json files and file names (no torch). A folder `models/NAME/`
 holding a diffusers model_index.json becomes model NAME, serving the kinds its pipeline
-family can do; one in a lip-sync layout (Wav2Lip, MuseTalk 1.5) serves talking-head. A
-folder still being copied (a required file or a named component missing) is left out
+family can do (a hub download's link `ORG--NAME` becomes model `ORG/NAME`,
+daemon/downloads.py); one in a lip-sync layout (Wav2Lip, MuseTalk 1.5) serves talking-head.
+A folder still being copied (a required file or a named component missing) is left out
 until it is complete.
 The folder is read at start and reload, and rescanned (refresh_models) before a job fails
 model_not_found and for each models view, so a folder copied in is found without a reload.
@@ -19,6 +20,7 @@ import structlog
 from contract.lipsync_folders import backend_of
 from contract.families import kinds_of
 from contract.model_folders import INDEX, folder_missing
+from daemon.downloads import registered_name
 
 log = structlog.get_logger()
 
@@ -44,7 +46,7 @@ def discover_models(folder: Path) -> dict:
             class_name = json.loads((entry / INDEX).read_text(encoding="utf-8")).get("_class_name", "")
         except (OSError, ValueError, AttributeError):
             class_name = ""  # a broken folder is still listed; loading it says what is wrong
-        found[entry.name] = ModelConfig(path=entry.resolve(), kinds=kinds_of(class_name))
+        found[registered_name(entry)] = ModelConfig(path=entry.resolve(), kinds=kinds_of(class_name))
     return found
 
 

@@ -12,7 +12,8 @@ As the hub: ETag is the git blob id (sha1 of "blob SIZE\\0" + bytes); weight fil
 files, whose X-Linked-Etag is their sha256. A missing repo answers 401 X-Error-Code: RepoNotFound,
 a missing revision 404 RevisionNotFound, a missing file 404 EntryNotFound. REV is "main" or the
 commit (a sha1 of the file list). `hold()` makes a file's GET wait for an event; `die_during()`
-stops the whole server after part of a file's bytes (once every file's HEAD has come).
+stops the whole server after part of a file's bytes (once every file's HEAD has come);
+`claim_size()` makes the file lists say a file is that large (a repo too big for any disk).
 """
 
 from __future__ import annotations
@@ -55,8 +56,14 @@ class RepoFile:
     def pointer(self) -> bytes:
         return f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {len(self.data)}\n".encode()
 
+    claimed: int | None = None  # the size the file lists give, when not its own
+
+    @property
+    def listed_size(self) -> int:
+        return len(self.data) if self.claimed is None else self.claimed
+
     def lfs_info(self, sha_key: str) -> dict | None:
-        return {sha_key: self.sha256, "size": len(self.data), "pointerSize": len(self.pointer())} if self.lfs else None
+        return {sha_key: self.sha256, "size": self.listed_size, "pointerSize": len(self.pointer())} if self.lfs else None
 
 
 class Repo:
@@ -118,6 +125,10 @@ class HubServer:
         """GET of this file waits (before answering) until the returned event is set."""
         self.holds[(repo, path)] = event = threading.Event()
         return event
+
+    def claim_size(self, repo: str, path: str, size: int) -> None:
+        """The file lists (API, tree) give this size for the file; its bytes stay as they are."""
+        self.repos[repo].files[path].claimed = size
 
     def die_during(self, repo: str, path: str, after_bytes: int) -> None:
         """GET of this file sends `after_bytes` of it, then the server stops and drops it."""
@@ -183,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
         for f in repo.files.values():
             entry: dict = {"rfilename": f.path}
             if blobs:
-                entry.update(size=len(f.data), blobId=f.blob_id)
+                entry.update(size=f.listed_size, blobId=f.blob_id)
                 if f.lfs:
                     entry["lfs"] = f.lfs_info("sha256")
             siblings.append(entry)
@@ -205,7 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if recursive or i == 1:
                     folders.add(prefix + "/".join(parts[:i]))
             if recursive or len(parts) == 1:
-                entry = {"type": "file", "oid": f.blob_id, "size": len(f.data), "path": f.path}
+                entry = {"type": "file", "oid": f.blob_id, "size": f.listed_size, "path": f.path}
                 if f.lfs:
                     entry["lfs"] = f.lfs_info("oid")
                 out.append(entry)

@@ -172,7 +172,7 @@ def bare(tiny_models, hub, tmp_path_factory):
                VIDSPOOL_KINDS=json.dumps({"text-to-video": {"model": "oom"}}),
                VIDSPOOL_WORKERS__RESTART_BACKOFF_SECONDS="4", VIDSPOOL_REGISTRY__DIR=str(base / "models"),
                VIDSPOOL_COMPAT__WAN__LISTEN="127.0.0.1:0", VIDSPOOL_COMPAT__WAN__MAX_CONCURRENT="2",
-               HF_HOME=str(base / "hf"), HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_TELEMETRY="1")
+               VIDSPOOL_REGISTRY__DOWNLOAD_ALLOW='["vidspool-test/*"]', HF_HOME=str(base / "hf"), HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_TELEMETRY="1")
     d.start()
     yield d, d.heartbeat["compat_urls"]["wan"]
     d.stop()
@@ -314,10 +314,10 @@ def test_models_and_the_download_example(wan, tmp_path):
     for m in models:
         assert {"id", "name", "provider", "cache_dir", "downloaded"} <= set(m)
         assert m["downloaded"] is True and m["provider"] == "local" and m["cache_dir"] == str(TINY_DIR)
-    # This host is offline (HF_HUB_OFFLINE=1): the document's example is refused, saying so.
+    # No token, and no [registry] download_allow: the document's example is refused, saying why.
     out = curl(CURL_DOWNLOAD.replace("curl ", "curl -s -w '\\n%{http_code}' ", 1), base, tmp_path)
     body, code = out.rsplit("\n", 1)
-    assert code == "503" and "offline" in error_of(json.loads(body)), out
+    assert code == "403" and "download_allow" in error_of(json.loads(body)), out
     for bad, status in (({"model_id": "not a repo"}, 400), ({}, 400), ({"model_id": 5}, 400)):
         r = requests.post(f"{base}/api/v1/models/download", json=bad, timeout=10)
         assert r.status_code == status and error_of(r), (bad, r.text)
@@ -464,9 +464,10 @@ def test_kinds_without_a_model_answer_503(bare, tmp_path):
 
 
 def test_the_download_example_online(bare, tmp_path):
-    """The document's download example (the model id: one the loopback hub serves) starts a
-    download into the hub cache; /api/v1/models shows it registered. A repo the hub lacks is
-    listed as a failed download."""
+    """The document's download example (the model id: one the loopback hub serves, allowed by
+    [registry] download_allow) starts a download into the hub cache; /api/v1/models shows it
+    registered under its repo id, the name a job gives. A repo the hub lacks is listed as a
+    failed download."""
     d, base = bare
     answer = json.loads(curl(CURL_DOWNLOAD, base, tmp_path, **{"Lightricks/LTX-Video": HUB_REPO}))
     assert answer["message"] == "Model download started" and answer["model_id"] == HUB_REPO, answer
@@ -477,8 +478,8 @@ def test_the_download_example_online(bare, tmp_path):
 
     wait_for(lambda: listed(HUB_REPO).get("downloaded") is True, timeout=60, what=f"{HUB_REPO} downloaded")
     entry = listed(HUB_REPO)
-    assert (entry["name"], entry["provider"], entry["cache_dir"]) == ("tiny-wan", "huggingface", cache), entry
-    assert (d.root.parent / "models" / "tiny-wan" / "model_index.json").is_file()  # registered
+    assert (entry["name"], entry["provider"], entry["cache_dir"]) == (HUB_REPO, "huggingface", cache), entry
+    assert (d.root.parent / "models" / "vidspool-test--tiny-wan" / "model_index.json").is_file()  # registered
     missing = "vidspool-test/not-on-the-hub"
     assert post(base, "/api/v1/models/download", json={"model_id": missing})[0] == 200
     wait_for(lambda: (listed(missing).get("download") or {}).get("state") == "failed", timeout=60, what="failed")

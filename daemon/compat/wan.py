@@ -30,6 +30,7 @@ from contract.model_folders import hub_cache_dir, model_folder
 from contract.status import FINAL_STATES
 from daemon import __version__
 from daemon.compat.front import BadRequest, Form, Personality, Submission, gpu_index, iso, notes
+from daemon.auth import presented_token
 from daemon.config import format_validation_error
 from daemon.downloads import DownloadRefused, hub_repo
 from daemon.spool import is_valid_job_id
@@ -57,7 +58,6 @@ MESSAGES = {"queued": "Job queued", "running": "Generating video...", "completed
 TOO_MANY = "Too many concurrent requests. Please try again later."
 ACCEPT_SECONDS = 3.0
 INTAKE_ERRORS = ("invalid_job", "unsupported_input", "missing_input")
-DOWNLOAD_STATUS = {"bad_request": 400, "offline": 503, "conflict": 409}
 
 
 def invalid(message: str) -> BadRequest:
@@ -345,16 +345,17 @@ class Wan(Personality):
                 continue  # a speech or lip-sync model
             repo = entry["repo"] or hub_repo(entry["path"])
             folder = str(Path(entry["path"]).parent) if entry["path"] else None
-            models[repo or entry["name"]] = {
-                "id": repo or entry["name"], "name": entry["name"], "provider": "huggingface" if repo else "local",
+            # id: the name a job gives (a download's is its full repo id; [models.X] repo = …: X).
+            models[entry["name"]] = {
+                "id": entry["name"], "name": entry["name"], "repo": repo, "provider": "huggingface" if repo else "local",
                 "cache_dir": cache if repo else folder, "downloaded": entry["available"], "kinds": entry["kinds"]}
         for d in self.view.downloads():
             progress = {k: d[k] for k in ("state", "bytes_done", "bytes_total", "error")}
-            if d["repo"] in models:
-                models[d["repo"]]["download"] = progress
+            if d["name"] in models:
+                models[d["name"]]["download"] = progress
             else:
-                models[d["repo"]] = {"id": d["repo"], "name": d["name"], "provider": "huggingface", "cache_dir": cache,
-                                     "downloaded": d["state"] == "downloaded", "download": progress}
+                models[d["name"]] = {"id": d["name"], "name": d["name"], "repo": d["repo"], "provider": "huggingface",
+                                     "cache_dir": cache, "downloaded": d["state"] == "downloaded", "download": progress}
         return web.json_response({"models": list(models.values())})
 
     async def download(self, request: web.Request) -> web.Response:
@@ -362,11 +363,14 @@ class Wan(Personality):
         repo = body.get("model_id")
         if not isinstance(repo, str) or not repo.strip():
             raise invalid("model_id is required")
-        try:
-            started = self.view.download_model(repo.strip())
+        try:  # with require_tokens, authorize() has checked the submit scope; else a token, the operator key or download_allow
+            started = await self.view.download_model(repo.strip(), authorized=bool(self.tokens),
+                                                     bearer=presented_token(request.headers, {}))
         except DownloadRefused as exc:
-            raise BadRequest(exc.message, DOWNLOAD_STATUS.get(exc.code, 400), exc.code) from None
-        return web.json_response({"message": "Model download started", "model_id": started["repo"],
+            raise BadRequest(exc.message, exc.status, exc.code) from None
+        failed = started["state"] == "failed"
+        return web.json_response({"message": f"Model download failed: {started['error']}" if failed
+                                  else "Model download started", "model_id": started["repo"],
                                   "name": started["name"], "state": started["state"]})
 
 
