@@ -62,9 +62,12 @@ class JobSummary:
         self.id: str = doc["id"]
         self.kind, self.model, self.stage, self.message = (share(_text(doc.get(k))) for k in ("kind", "model", "stage", "message"))
         self.state: str = share(str(doc.get("state")))
-        self.progress = doc.get("progress")
-        self.error = doc.get("error")
-        self.created_at, self.finished_at = doc.get("created_at"), doc.get("finished_at")
+        self.progress = _number(doc.get("progress"))
+        self.error = doc.get("error") if isinstance(doc.get("error"), dict) else None
+        self.created, self.started, self.finished = (epoch(doc.get(k)) for k in ("created_at", "started_at", "finished_at"))
+        # Listed as written when they are times (a seed's list turns them into its own form).
+        self.created_at = doc["created_at"] if self.created is not None else None
+        self.finished_at = doc["finished_at"] if self.finished is not None else None
         labels = doc.get("labels")
         # A label set as pairs, shared by the jobs that have the same (an invalid job's, as given).
         self.labels = share(tuple(labels.items())) if isinstance(labels, dict) and _hashable(labels) else labels
@@ -74,7 +77,6 @@ class JobSummary:
         self.files: tuple[str, ...] = share(tuple(str(f.get("name")) for f in files))
         self.result_bytes = sum(_size(f.get("size")) for f in files)
         self.videos = sum(1 for f in files if str(f.get("media_type", "")).startswith("video/"))
-        self.created, self.started, self.finished = (epoch(doc.get(k)) for k in ("created_at", "started_at", "finished_at"))
         self.stamp = stamp  # the status file's (size, mtime, inode), hashed; None: written here, not yet checked
 
     @property
@@ -110,6 +112,12 @@ class JobSummary:
 
 def _text(value) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _number(value) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    return value if math.isfinite(value) else 0
 
 
 def _size(value) -> int:

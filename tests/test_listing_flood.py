@@ -308,3 +308,41 @@ def test_a_listing_flood_at_20000_jobs_keeps_the_heartbeat_claims_and_lists_righ
     assert r.status_code == 200, r.text
     page = requests.get(f"{visualizr}/api/v1/assets/videos?limit=100", timeout=30).json()
     assert page["total_count"] == len(videos(kept)) - 1 and page["videos"][0]["id"] == videos(kept)[1]
+
+
+def test_planted_odd_status_files_neither_break_the_lists_nor_the_index(farm):
+    """Whoever can write the spool can plant any status.json: odd shapes, a link, a deep
+    document, another job's id. Each list still answers, and a job written after them is
+    still indexed (the index's thread lives on)."""
+    daemon, _ = farm
+    outbox = daemon.root / "outbox"
+    odd = {
+        "odd-shapes": '{"id": "odd-shapes", "state": "completed", "kind": {"a": 1}, "model": [1], "labels": ["x"],'
+                      ' "result": [1, 2], "progress": "lots", "error": "oops", "created_at": 5, "finished_at": "garbage"}',
+        "odd-story": '{"id": "odd-story", "state": "failed", "labels": {"compat": "story"}, "progress": [1],'
+                     ' "error": ["x"], "stage": {"s": 1}, "created_at": "%s", "finished_at": 7}' % iso(datetime.now(timezone.utc)),
+        "odd-sizes": '{"id": "odd-sizes", "state": "completed", "labels": {"compat": "visualizr", "k": [1]},'
+                     ' "result": {"files": [{"name": "video.mp4", "size": 1e999, "media_type": 7}, "x"]},'
+                     ' "created_at": "2020-01-01T00:00:00Z", "finished_at": "2020-01-01T00:00:09Z", "model": "wan-t2v"}',
+        "odd-id": '{"id": "someone-else", "state": "completed", "labels": {"compat": "story"}}',
+        "odd-deep": '{"id": "odd-deep", "state": "completed", "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    }
+    for name, text in odd.items():
+        (outbox / name).mkdir()
+        (outbox / name / "status.json").write_text(text)
+    (outbox / "odd-link").mkdir()
+    (outbox / "odd-link" / "status.json").symlink_to("/etc/passwd")
+    after = planted(JOBS + 9)
+    after.update(id="after-odd-ones", labels={"flood": "after-odd-ones"})
+    plant(outbox, after)
+    wait_for(lambda: [j["id"] for j in native_all(daemon.api, "label=flood=after-odd-ones")] == ["after-odd-ones"],
+             timeout=15, what="a job written after the odd ones, indexed")
+    for name, url in routes(daemon).items():
+        r = requests.get(url, timeout=30)
+        assert r.status_code == 200, (name, r.text[:300])
+    listed = {j["id"]: j for j in native_all(daemon.api, "state=completed") if j["id"].startswith("odd-")}
+    assert set(listed) == {"odd-shapes", "odd-sizes"}  # not the link, the deep one nor the one naming another id
+    assert listed["odd-shapes"]["created_at"] is None and listed["odd-shapes"]["labels"] == ["x"]
+    story = requests.get(routes(daemon)["story jobs"], timeout=30).json()["jobs"]
+    assert story["odd-story"]["status"] == "failed" and story["odd-story"]["error"] == "failed"  # the newest
+    assert daemon.proc.poll() is None
