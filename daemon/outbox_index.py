@@ -10,6 +10,8 @@ Built once when the daemon starts, in a thread of its own; then kept current
   do: outbox folders that came or went, and jobs not ended whose status.json changed;
 - every RECHECK_SECONDS, every status.json is checked (an ended job's status is rewritten
   only by a delivery or a results deletion, which may be another host's or the CLI's).
+A status.json is read only as a plain file (no link followed) of at most STATUS_BYTES_MAX,
+and one that is no status of its folder's job is not read again until it changes.
 Summaries are replaced whole under a lock and read from copies, so a listing in a thread
 never sees half an update and never holds up a status write for long.
 """
@@ -31,7 +33,7 @@ import structlog
 from contract.status import FINAL_STATES, LIST_FIELDS
 from daemon.fsops import read_regular_file
 from daemon.history import epoch
-from daemon.spool import Spool, is_valid_job_id
+from daemon.spool import STATUS, Spool, is_valid_job_id
 
 log = structlog.get_logger()
 
@@ -141,6 +143,7 @@ def _stamp(st: os.stat_result) -> int:
 class OutboxIndex:
     def __init__(self, spool: Spool):
         self.spool = spool
+        self._outbox = str(spool.outbox)
         self._lock = threading.Lock()
         self._jobs: dict[str, JobSummary] = {}
         self._ids: list[str] = []  # sorted
@@ -148,6 +151,7 @@ class OutboxIndex:
         self._unended: set[str] = set()
         self._shared: dict = {}
         self._touched: set[str] | None = None  # ids put while a refresh lists the outbox
+        self._refused: dict[str, int] = {}  # folders whose status.json is no status: its stamp, read again once it changes
         # Bumped when an ended job comes, changes or goes (history's estimates and statistics).
         self.version = 0
         self._built = threading.Event()
@@ -198,39 +202,49 @@ class OutboxIndex:
         with self._lock:
             self._touched = set()
         try:
-            with os.scandir(self.spool.outbox) as it:
-                present = {e.name for e in it if is_valid_job_id(e.name)}
+            present = set(os.listdir(self._outbox))  # names only: a job's is checked once, when it is new
         except OSError:
             self._touched = None
             raise
         with self._lock:
             touched, self._touched = self._touched, None
             # A job written here while the outbox was listed is not gone (the list may predate it).
-            gone = [i for i in self._jobs if i not in present and i not in touched]
-            for job_id in gone:
+            for job_id in self._jobs.keys() - present - touched:
                 self._drop(job_id)
             known = list(self._jobs.items()) if recheck else [(i, self._jobs[i]) for i in self._unended]
-            new = [i for i in present if i not in self._jobs]
+            new = present - self._jobs.keys()
+        for job_id in self._refused.keys() - present:
+            del self._refused[job_id]
         for job_id in new:
-            self._read(job_id, None)
+            if is_valid_job_id(job_id):
+                self._read(job_id, None)
         for job_id, summary in known:
             try:
-                st = os.stat(self.spool.status_path(job_id))
+                st = os.lstat(self._status_path(job_id))
             except (FileNotFoundError, NotADirectoryError):
                 continue  # its folder went since the listing: dropped at the next refresh
             if _stamp(st) != summary.stamp:
                 self._read(job_id, summary)
 
+    def _status_path(self, job_id: str) -> str:
+        # A plain string: a Path per job interns each name (pathlib), in a table that never shrinks.
+        return os.path.join(self._outbox, job_id, STATUS)
+
     def _read(self, job_id: str, before: JobSummary | None) -> None:
         """Reads outbox/<id>/status.json into the index, unless the summary changed meanwhile
         (this daemon wrote a newer status while the file was read)."""
+        path = self._status_path(job_id)
         try:
-            st, raw = read_regular_file(self.spool.status_path(job_id), STATUS_BYTES_MAX)
+            if job_id in self._refused and _stamp(os.lstat(path)) == self._refused[job_id]:
+                return  # refused as it is: not parsed again every refresh
+            st, raw = read_regular_file(path, STATUS_BYTES_MAX)
         except (FileNotFoundError, NotADirectoryError):
             return  # being accepted (no status yet) or gone
         doc = _load(raw) if raw is not None else None
         if doc is None or doc["id"] != job_id:
+            self._refused[job_id] = _stamp(st)
             return
+        self._refused.pop(job_id, None)
         summary = JobSummary(doc, self._share, _stamp(st))
         with self._lock:
             if self._jobs.get(job_id) is before:

@@ -345,4 +345,12 @@ def test_planted_odd_status_files_neither_break_the_lists_nor_the_index(farm):
     assert listed["odd-shapes"]["created_at"] is None and listed["odd-shapes"]["labels"] == ["x"]
     story = requests.get(routes(daemon)["story jobs"], timeout=30).json()["jobs"]
     assert story["odd-story"]["status"] == "failed" and story["odd-story"]["error"] == "failed"  # the newest
+    # A refused file is read again once it changes (and only then).
+    fixed = planted(JOBS + 19)
+    fixed.update(id="odd-id", labels={"flood": "fixed"})
+    tmp = outbox / "odd-id" / ".status.json.tmp"
+    tmp.write_text(json.dumps(fixed))
+    os.rename(tmp, outbox / "odd-id" / "status.json")
+    wait_for(lambda: [j["id"] for j in native_all(daemon.api, "label=flood=fixed")] == ["odd-id"],
+             timeout=15, what="a refused status, rewritten right, indexed")
     assert daemon.proc.poll() is None
