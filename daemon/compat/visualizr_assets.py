@@ -11,8 +11,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from daemon.compat.front import BadRequest, iso, seconds_between
-from daemon.outbox_index import JobSummary
 from daemon.compat.visualizr_status import metadata, result_files, urls, video_id
+from daemon.outbox_index import JobSummary
 
 MAX_LIMIT = 100
 
