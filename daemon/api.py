@@ -186,7 +186,7 @@ class Api:
         return web.json_response({"id": job_id, "state": outcome, "freed_bytes": freed})
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.view.statistics())
+        return web.json_response(await self.view.statistics())
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         q = request.query
@@ -200,8 +200,12 @@ class Api:
             return error(400, "bad_request", "limit must be an integer")
         if not 1 <= limit <= 1000:
             return error(400, "bad_request", "limit must be 1–1000")
-        jobs, next_cursor = self.view.jobs(where, limit, q.get("cursor") or "")
-        return web.json_response({"jobs": jobs, "next_cursor": next_cursor})
+        body = await self.view.off_loop(self._jobs_page, where, limit, q.get("cursor") or "")
+        return web.Response(body=body, content_type="application/json")
+
+    def _jobs_page(self, where: JobFilter, limit: int, cursor: str) -> bytes:
+        jobs, next_cursor = self.view.jobs(where, limit, cursor)
+        return json.dumps({"jobs": jobs, "next_cursor": next_cursor}).encode()
 
     async def submit(self, request: web.Request) -> web.Response:
         """A job as JSON, or multipart (`job` + files): staged under a dot-name in the inbox,

@@ -3,27 +3,28 @@ storage. Behind time estimates (`estimated_time_seconds` …) and statistics (Vi
 /metrics, the native /api/v1/stats); measured, not constants, and read from the outbox, so
 they survive restarts and count every host's jobs.
 
-Read incrementally: a job folder's status.json is reread only when its size or mtime
-changed, at most once per REFRESH_SECONDS; status changes of this daemon's own jobs come in
-at once through `seen()`.
+The jobs are the outbox index's summaries (daemon/outbox_index.py: kept current there, never
+a walk of the outbox here); what is computed from them is kept until an ended job changes
+(the index's version), statistics at most STATS_FRESH_SECONDS.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from contract.status import FINAL_STATES
-from daemon.fsops import read_json
-from daemon.spool import STATUS, Spool, is_valid_job_id
 
-REFRESH_SECONDS = 5.0
+if TYPE_CHECKING:
+    from daemon.outbox_index import JobSummary, OutboxIndex
+
 # Estimates rest on the most recent runs of a kind and model.
 RECENT_RUNS = 50
+# Statistics count queued and running jobs too (not in the index's version): recomputed this often at most.
+STATS_FRESH_SECONDS = 1.0
 
 
 def epoch(value) -> float | None:
@@ -33,42 +34,6 @@ def epoch(value) -> float | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-@dataclass(frozen=True)
-class Past:
-    """One job as far as history cares."""
-
-    id: str
-    kind: str | None
-    model: str | None
-    state: str
-    created: float | None
-    started: float | None
-    finished: float | None
-    result_bytes: int
-    videos: int  # result files that are videos
-
-    @classmethod
-    def of(cls, doc: dict) -> "Past":
-        files = ((doc.get("result") or {}).get("files") or []) if doc.get("state") == "completed" else []
-        files = [f for f in files if isinstance(f, dict)]
-        return cls(str(doc.get("id")), doc.get("kind"), doc.get("model"), str(doc.get("state")),
-                   epoch(doc.get("created_at")), epoch(doc.get("started_at")), epoch(doc.get("finished_at")),
-                   sum(int(f.get("size") or 0) for f in files),
-                   sum(1 for f in files if str(f.get("media_type", "")).startswith("video/")))
-
-    @property
-    def run_seconds(self) -> float | None:
-        if self.state != "completed" or self.started is None or self.finished is None:
-            return None
-        return max(0.0, self.finished - self.started)
-
-    @property
-    def wait_seconds(self) -> float | None:
-        if self.created is None or self.started is None:
-            return None
-        return max(0.0, self.started - self.created)
 
 
 def _summary(values: list[float]) -> dict:
@@ -83,70 +48,47 @@ def _rate(done: int, failed: int) -> float | None:
 
 
 class History:
-    def __init__(self, spool: Spool):
-        self.spool = spool
-        self._jobs: dict[str, Past] = {}
-        self._signatures: dict[str, tuple[int, int]] = {}
-        self._refreshed = float("-inf")
-        self._estimates: dict[tuple, tuple[float | None, int]] = {}  # run_estimate's, until a job changes
+    """Called on the loop (estimates, a model's figures: cached, never waiting for the index
+    to be built) and in the read model's listing threads (statistics)."""
 
-    # -- keeping up with the outbox -----------------------------------------------------------
-    def seen(self, doc: dict) -> None:
-        """A status this daemon just wrote."""
-        if is_valid_job_id(str(doc.get("id", ""))):
-            self._jobs[doc["id"]] = Past.of(doc)
-            self._signatures.pop(doc["id"], None)  # reread at the next refresh
-            self._estimates.clear()
+    def __init__(self, index: OutboxIndex):
+        self.index = index
+        self._cache: tuple[int, dict] = (-1, {})  # (index version, answers): replaced whole, never half
 
-    def refresh(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._refreshed < REFRESH_SECONDS:
-            return
-        self._refreshed = now
-        present = set()
-        with os.scandir(self.spool.outbox) as it:
-            for entry in it:
-                if not is_valid_job_id(entry.name):
-                    continue
-                present.add(entry.name)
-                try:
-                    st = os.stat(os.path.join(entry.path, STATUS))
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                signature = (st.st_size, st.st_mtime_ns)
-                if self._signatures.get(entry.name) == signature:
-                    continue
-                doc = read_json(self.spool.job_outbox(entry.name) / STATUS)
-                if doc is not None:
-                    self._jobs[entry.name] = Past.of(doc)
-                    self._signatures[entry.name] = signature
-                    self._estimates.clear()
-        for gone in self._jobs.keys() - present:
-            self._jobs.pop(gone, None)
-            self._signatures.pop(gone, None)
-            self._estimates.clear()
+    def _cached(self) -> dict:
+        version, answers = self._cache
+        if version != self.index.version:
+            version, answers = self._cache = (self.index.version, {})
+        return answers
 
-    def jobs(self) -> list[Past]:
-        self.refresh()
-        return list(self._jobs.values())
+    def jobs(self, wait: bool = True) -> list[JobSummary]:
+        """Every job; on the loop (wait=False) while the index is built, those in it so far."""
+        return self.index.all(wait)
+
+    def completed_since(self, since: float) -> int:
+        return sum(1 for p in self.jobs() if p.state == "completed" and (p.finished or 0) >= since)
 
     # -- estimates --------------------------------------------------------------------------------
     def run_estimate(self, kind: str | None, model: str | None) -> tuple[float | None, int]:
         """The median of the recent completed runs of this kind and model (else of the kind),
-        and how many runs it rests on (kept until a job's status changes: it is asked on
-        every status request of a queued or running job)."""
-        self.refresh()
-        key = (kind, model)
-        if key not in self._estimates:
-            past = [p for p in self._jobs.values() if p.kind == kind and p.run_seconds is not None]
+        and how many runs it rests on (kept until an ended job changes: it is asked on every
+        status request of a queued or running job)."""
+        answers = self._cached()
+        key = ("estimate", kind, model)
+        if key not in answers:
+            past = [p for p in self.jobs(wait=False) if p.kind == kind and p.run_seconds is not None]
             same = [p for p in past if p.model == model] or past
             recent = sorted(same, key=lambda p: p.finished or 0)[-RECENT_RUNS:]
-            self._estimates[key] = ((round(statistics.median(p.run_seconds for p in recent), 3), len(recent))
-                                    if recent else (None, 0))
-        return self._estimates[key]
+            answers[key] = ((round(statistics.median(p.run_seconds for p in recent), 3), len(recent))
+                            if recent else (None, 0))
+        return answers[key]
 
     # -- statistics ---------------------------------------------------------------------------------
     def statistics(self, queued: int) -> dict:
+        answers = self._cached()
+        kept = answers.get(("statistics", queued))
+        if kept is not None and time.monotonic() - kept[0] < STATS_FRESH_SECONDS:
+            return kept[1]
         jobs = self.jobs()
         now = time.time()
         day_start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
@@ -154,17 +96,20 @@ class History:
         failed = [p for p in jobs if p.state == "failed"]
         runs = [p.run_seconds for p in done if p.run_seconds is not None]
         waits = [w for p in jobs if (w := p.wait_seconds) is not None]
+        by_model: dict[str, list[JobSummary]] = {}
+        for p in jobs:
+            if p.model:
+                by_model.setdefault(p.model, []).append(p)
         models: dict[str, dict] = {}
-        for name in sorted({p.model for p in jobs if p.model}):
-            mine = [p for p in jobs if p.model == name]
-            stats = self.model_stats(name, mine)
+        for name in sorted(by_model):
+            stats = self.model_stats(name, by_model[name])
             models[name] = {"generations": stats["total_generations"], "success_rate": stats["success_rate_percent"],
                             "average_time_seconds": stats["average_generation_time_seconds"]}
         try:
-            free = shutil.disk_usage(self.spool.outbox).free
+            free = shutil.disk_usage(self.index.spool.outbox).free
         except OSError:
             free = None
-        return {
+        figures = {
             "requests": {"total": len(jobs), "today": sum(1 for p in jobs if (p.created or 0) >= day_start),
                          "per_hour": round(sum(1 for p in jobs if (p.created or 0) >= now - 86400) / 24, 2),
                          "success_rate_percent": _rate(len(done), len(failed)),
@@ -177,17 +122,27 @@ class History:
                         "available_bytes": free},
             "models": models,
         }
+        answers[("statistics", queued)] = (time.monotonic(), figures)
+        return figures
 
-    def model_stats(self, name: str, jobs: list[Past] | None = None) -> dict:
-        mine = [p for p in (self.jobs() if jobs is None else jobs) if p.model == name and p.state in FINAL_STATES]
+    def model_stats(self, name: str, jobs: list[JobSummary] | None = None) -> dict:
+        """A model's ended jobs: average run, success rate, how many (kept until an ended job
+        changes when asked for on its own)."""
+        answers = self._cached()
+        if jobs is None and ("model", name) in answers:
+            return answers[("model", name)]
+        mine = [p for p in (self.jobs(wait=False) if jobs is None else jobs) if p.model == name and p.state in FINAL_STATES]
         done = [p for p in mine if p.state == "completed"]
         runs = [p.run_seconds for p in done if p.run_seconds is not None]
-        return {"average_generation_time_seconds": round(statistics.fmean(runs), 3) if runs else None,
-                "success_rate_percent": _rate(len(done), sum(1 for p in mine if p.state == "failed")),
-                "total_generations": len(mine)}
+        stats = {"average_generation_time_seconds": round(statistics.fmean(runs), 3) if runs else None,
+                 "success_rate_percent": _rate(len(done), sum(1 for p in mine if p.state == "failed")),
+                 "total_generations": len(mine)}
+        if jobs is None:
+            answers[("model", name)] = stats
+        return stats
 
     @staticmethod
-    def _max_queue_since(jobs: list[Past], since: float) -> int:
+    def _max_queue_since(jobs: list[JobSummary], since: float) -> int:
         """The longest the queue was since `since`: jobs created and not yet started."""
         events = []
         for p in jobs:

@@ -4,22 +4,30 @@ queue, devices, models, voices, health, events, and the few writes a front may a
 
 The files are the truth (status.json in the outbox); the arbiter adds what only it knows
 (the live status of the jobs it runs, the queue it holds, its workers). The native API,
-/metrics and the page use this; the seed personalities will too.
+/metrics, the page and the seed personalities use this.
+
+Lists of jobs come from the outbox index it owns (daemon/outbox_index.py), never from a walk
+of the outbox; whatever costs more than a lookup (a list, statistics) runs through
+off_loop(): in a thread, at most LISTING_THREADS at once, so no client holds up the loop
+that beats the heartbeat and claims jobs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections import OrderedDict
 import secrets
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 from contract.kinds import KindSpec
-from contract.status import FINAL_STATES, LIST_FIELDS, STATES, new_status
+from contract.status import FINAL_STATES, STATES, new_status
 from contract.voices import EspeakVoiceList, catalog, language_counts
 from daemon import __version__
 from daemon.config import Settings
@@ -28,6 +36,7 @@ from daemon.events import EventLog
 from daemon.fsops import atomic_write_bytes, read_json
 from daemon.history import History, epoch
 from daemon.modelview import model_entries
+from daemon.outbox_index import JobSummary, OutboxIndex
 from daemon.pause import Pause, PauseWatch
 from daemon.quarantine import corrupt_count
 from daemon.results import delete_results
@@ -37,6 +46,8 @@ from daemon.status import StatusWriter
 
 # Ended status documents kept parsed (the seed personalities translate them per request).
 ENDED_CACHE = 4096
+# Lists and statistics computed at once, each in a thread of its own; more wait their turn.
+LISTING_THREADS = 2
 
 
 class Supervisor(Protocol):
@@ -81,10 +92,10 @@ class JobFilter:
         self.state, self.kind, self.label = state, kind, label
         self.label_key, _, self.label_value = (label or "").partition("=")
 
-    def matches(self, doc: dict) -> bool:
-        if (self.state and doc.get("state") != self.state) or (self.kind and doc.get("kind") != self.kind):
+    def matches(self, job: JobSummary) -> bool:
+        if (self.state and job.state != self.state) or (self.kind and job.kind != self.kind):
             return False
-        return not self.label or (doc.get("labels") or {}).get(self.label_key) == self.label_value
+        return not self.label or job.label(self.label_key) == self.label_value
 
 
 class ReadModel:
@@ -94,9 +105,17 @@ class ReadModel:
         self.events = EventLog()
         daemon.on_status(self.events.add)
         self._downloads = Downloads(lambda: self.settings)  # hub downloads, this daemon's
-        self.history = History(self.spool)
+        self.index = OutboxIndex(self.spool)
+        daemon.on_status(self.index.seen)
+        sweeper = getattr(daemon, "retention", None)  # daemon/retention.py's sweeps, this daemon's
+        if sweeper is not None:
+            sweeper.on_removed(self.index.removed)
+        self.index.start()
+        self.history = History(self.index)
         self._ended: OrderedDict[str, tuple[tuple, dict]] = OrderedDict()
-        daemon.on_status(self.history.seen)
+        self._ended_lock = threading.Lock()  # the cache is read from listing threads too
+        self._listing = ThreadPoolExecutor(LISTING_THREADS, thread_name_prefix="listing")
+        self._listing_turns = asyncio.Semaphore(LISTING_THREADS)
         self._espeak = EspeakVoiceList()  # espeak-ng's voices, listed again when its folders change
 
     @property
@@ -114,6 +133,12 @@ class ReadModel:
     def on_status(self, listener: Callable[[dict], None]) -> None:
         self.daemon.on_status(listener)
 
+    async def off_loop(self, work: Callable, *args):
+        """work(*args) in a listing thread, at most LISTING_THREADS at once (the others wait
+        their turn here)."""
+        async with self._listing_turns:
+            return await asyncio.get_running_loop().run_in_executor(self._listing, work, *args)
+
     # -- jobs ---------------------------------------------------------------------------
     def status(self, job_id: str) -> dict | None:
         """A job's status document (a queued one with its queue_position), or None."""
@@ -127,20 +152,31 @@ class ReadModel:
     def _read_status(self, job_id: str) -> dict | None:
         """status.json of a job this daemon does not run; an ended one from a cache checked
         by the file's signature (an ended status changes only when its results are
-        deleted). The document is shared: callers must not change it."""
+        deleted). The document is shared: callers must not change it. Safe in a listing
+        thread."""
         signature = self._signature(job_id)
         if signature is None:
             return self._being_accepted(job_id)
-        cached = self._ended.get(job_id)
-        if cached is not None and cached[0] == signature:
-            self._ended.move_to_end(job_id)
-            return cached[1]
+        with self._ended_lock:
+            cached = self._ended.get(job_id)
+            if cached is not None and cached[0] == signature:
+                self._ended.move_to_end(job_id)
+                return cached[1]
         doc = read_json(self.spool.job_outbox(job_id) / STATUS)
         if doc is not None and doc.get("state") in FINAL_STATES:
-            self._ended[job_id] = (signature, doc)
-            if len(self._ended) > ENDED_CACHE:
-                self._ended.popitem(last=False)
+            with self._ended_lock:
+                self._ended[job_id] = (signature, doc)
+                if len(self._ended) > ENDED_CACHE:
+                    self._ended.popitem(last=False)
         return doc
+
+    def ended_status(self, job_id: str) -> dict | None:
+        """An ended job's status document (shared: not to be changed), for a list's page; None
+        if it has none or has not ended. Safe in a listing thread."""
+        if not is_valid_job_id(job_id) or self.daemon.statuses.live(job_id) is not None:
+            return None
+        doc = self._read_status(job_id)
+        return doc if doc is not None and doc.get("state") in FINAL_STATES else None
 
     def _signature(self, job_id: str) -> tuple | None:
         """(size, mtime, inode) of a job's status.json; None if it has none."""
@@ -180,24 +216,17 @@ class ReadModel:
         return None if b'"state": "queued"' in raw else raw
 
     def jobs(self, where: JobFilter, limit: int, cursor: str = "") -> tuple[list[dict], str | None]:
-        """A page of job summaries in id order after `cursor`, and the next cursor."""
-        names = sorted(n for n in os.listdir(self.spool.outbox) if n > cursor and is_valid_job_id(n))
-        jobs = []
-        for name in names:
-            doc = self.daemon.statuses.current(name)
-            if doc is None or not where.matches(doc):
-                continue
-            jobs.append({k: doc.get(k) for k in LIST_FIELDS})
-            if len(jobs) == limit:
-                break
+        """A page of job summaries in id order after `cursor`, and the next cursor (from the
+        outbox index: call it through off_loop)."""
+        compat = where.label_value if where.label_key == "compat" else None
+        found = self.index.page(cursor, where.matches, limit, compat=compat)
+        jobs = [j.listed() for j in found]
         return jobs, (jobs[-1]["id"] if len(jobs) == limit else None)
 
-    def jobs_labelled(self, key: str, value: str) -> Iterator[dict]:
-        """Status documents of the jobs whose `labels[key]` is `value`, in id order."""
-        for name in sorted(n for n in os.listdir(self.spool.outbox) if is_valid_job_id(n)):
-            doc = self.daemon.statuses.live(name) or self._read_status(name)
-            if doc is not None and (doc.get("labels") or {}).get(key) == value:
-                yield doc
+    def compat_jobs(self, name: str) -> list[JobSummary]:
+        """The outbox index's summaries of the jobs with `labels.compat` = name, in id order
+        (a seed personality's own; call it through off_loop)."""
+        return self.index.compat(name)
 
     def result_file(self, job_id: str, name: str | None) -> tuple[Path, str] | None:
         """A file the job's status lists as a result (None: its main result), looked up in
@@ -217,7 +246,10 @@ class ReadModel:
     def delete_results(self, job_id: str) -> tuple[str, int]:
         """An ended job's result files removed (daemon/results.py): ("deleted", freed bytes),
         ("already_deleted", 0), ("not_found", 0), ("not_ended", 0) or ("busy", 0)."""
-        return delete_results(self.spool, job_id, by=self.spool.host)
+        outcome = delete_results(self.spool, job_id, by=self.spool.host)
+        if outcome[0] in ("deleted", "already_deleted"):
+            self.index.reread(job_id)  # its result files are no longer listed
+        return outcome
 
     # -- measured history -------------------------------------------------------------------
     def estimate(self, doc: dict) -> dict:
@@ -246,8 +278,9 @@ class ReadModel:
         workers busy, spread over the workers; None if one of them has no history."""
         runs: dict[tuple, float | None] = {}
 
-        def run_of(doc: dict | None) -> float | None:
-            key = (doc or {}).get("kind"), (doc or {}).get("model")
+        def run_of(job_id: str) -> float | None:
+            job = self.index.get(job_id)  # from memory; a status file read only for one not indexed yet
+            key = (job.kind, job.model) if job else tuple((self.daemon.statuses.current(job_id) or {}).get(k) for k in ("kind", "model"))
             if key not in runs:
                 runs[key] = self.history.run_estimate(*key)[0]
             return runs[key]
@@ -264,16 +297,16 @@ class ReadModel:
         for qn in self.daemon.queued():
             if qn.job_id == job_id:
                 break
-            run = run_of(self.daemon.statuses.current(qn.job_id))
+            run = run_of(qn.job_id)
             if run is None:
                 return None
             busy += run
         return round(busy / max(1, len(self.daemon.workers)), 3)
 
-    def statistics(self) -> dict:
+    async def statistics(self) -> dict:
         """Requests, outcomes, generation times, queue waits, storage and per-model figures,
-        computed from the outbox (daemon/history.py)."""
-        return self.history.statistics(queued=self.queued_count())
+        computed from the outbox (daemon/history.py), off the loop."""
+        return await self.off_loop(self.history.statistics, self.queued_count())
 
     def model_stats(self, name: str) -> dict:
         return self.history.model_stats(name)

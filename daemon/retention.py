@@ -153,8 +153,14 @@ class Sweeper:
         self.may_sweep = may_sweep  # false while the spool is broken or the daemon drains
         self.removed = 0  # job folders this daemon removed
         self.freed_bytes = 0
+        self._on_removed: list[Callable[[str], None]] = []  # called with each job id, from the sweep's thread
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def on_removed(self, listener: Callable[[str], None]) -> None:
+        """`listener(job_id)` after each folder this daemon's sweeps remove (the read model's
+        outbox index), in the sweep's thread."""
+        self._on_removed.append(listener)
 
     def start(self) -> None:
         run = contextvars.copy_context().run  # the loop's bound fields (host) on every line
@@ -197,6 +203,8 @@ class Sweeper:
                     refreshed = time.monotonic()
                 size = remove_job_folder(self.spool, job, selection)
                 if size is not None:
+                    for listener in self._on_removed:
+                        listener(job.job_id)
                     log.info("retention.removed", job_id=job.job_id, bytes=size, state=job.state,
                              finished_at=job.finished_at)
                     folders += 1

@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +30,7 @@ from contract.model_folders import INDEX
 from daemon.auth import find_token, load_tokens, presented_token
 from daemon.config import CompatConfig, Settings
 from daemon.httpguard import JSON_AND_MULTIPART, ReadTimeout, read_body, within
+from daemon.outbox_index import JobSummary
 from daemon.readmodel import ReadModel
 
 FORM_TYPES = JSON_AND_MULTIPART | {"application/x-www-form-urlencoded"}
@@ -365,9 +366,17 @@ class Personality:
                 self._answers.popitem(last=False)
         return web.Response(body=body, content_type="application/json")
 
-    def own_jobs(self) -> Iterator[dict]:
-        """Status documents of this personality's jobs, in id order."""
-        yield from self.view.jobs_labelled("compat", self.name)
+    def own_jobs(self) -> list[JobSummary]:
+        """This personality's jobs, in id order, as the outbox index keeps them (the fields a
+        list needs, not whole documents; `.listed()` is the native list's view of one). In a
+        listing thread: see listing()."""
+        return self.view.compat_jobs(self.name)
+
+    async def listing(self, answer: Callable[[], dict]) -> web.Response:
+        """`answer()` (a list built from own_jobs()) as JSON, built and encoded in one of the
+        read model's listing threads: never on the loop."""
+        body = await self.view.off_loop(lambda: json.dumps(answer()).encode())
+        return web.Response(body=body, content_type="application/json")
 
     def result(self, job_id: str, name: str | None = None) -> tuple[Path, str] | None:
         return self.view.result_file(job_id, name)

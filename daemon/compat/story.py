@@ -17,6 +17,8 @@ from daemon.compat.front import Personality, Submission, unix_seconds
 
 BASE = "/api/v1"
 KIND = "narrated-video"
+# GET /jobs lists this many of the newest jobs at most (the seed lists every job it holds).
+LIST_MAX = 1000
 
 # vidspool stage → (the seed's progress, its message, the log lines of the stages before it
 # ended). "backgrounds" is both of the seed's steps: choosing what to show for each sentence
@@ -106,7 +108,12 @@ class Story(Personality):
         return self.send_file(found, f"generated_video_{job_id}.mp4", attachment=True)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
-        return web.json_response({"jobs": {doc["id"]: self.describe(doc) for doc in self.own_jobs()}})
+        """The newest LIST_MAX of its jobs, oldest first (the seed has no paging)."""
+        def answer() -> dict:
+            newest = sorted(self.own_jobs(), key=lambda j: (j.created or 0.0, j.id))[-LIST_MAX:]
+            return {"jobs": {j.id: self.describe(j.listed()) for j in newest}}
+
+        return await self.listing(answer)
 
 
 PERSONALITY = Story

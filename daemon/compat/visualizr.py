@@ -379,7 +379,7 @@ class Visualizr(Personality):
         raise BadRequest(f"no video {video!r}", 404, "REQUEST_NOT_FOUND")
 
     async def list_videos(self, request: web.Request) -> web.Response:
-        return web.json_response(assets.select(self.own_jobs(), request.query))
+        return await self.listing(lambda: assets.select(self.own_jobs(), request.query, self.view.ended_status))
 
     async def get_video(self, request: web.Request) -> web.Response:
         video, doc = self.video_doc(request)
@@ -414,7 +414,7 @@ class Visualizr(Personality):
         return web.json_response(doc, status=200 if doc["status"] == "healthy" else 503)
 
     async def get_metrics(self, request: web.Request) -> web.Response:
-        return web.json_response(metrics(self.view.statistics()))
+        return web.json_response(metrics(await self.view.statistics()))
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         origin = request_origin(request)

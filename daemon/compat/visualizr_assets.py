@@ -7,10 +7,12 @@ is UTC) filter on the video's `created_at`, the moment its job completed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from daemon.compat.front import BadRequest, iso, seconds_between
 from daemon.compat.visualizr_status import metadata, result_files, urls, video_id
+from daemon.outbox_index import JobSummary
 
 MAX_LIMIT = 100
 
@@ -41,10 +43,6 @@ def parse_int(name: str, raw: str | None, default: int, low: int, high: int | No
         raise BadRequest(f"{name} must be {low}–{high}, got {value}" if high is not None else f"{name} must be ≥ {low}, got {value}",
                          400, "INVALID_PARAMETERS")
     return value
-
-
-def finished(doc: dict) -> datetime:
-    return datetime.fromisoformat(doc["finished_at"].replace("Z", "+00:00"))
 
 
 def has_video(doc: dict) -> bool:
@@ -83,20 +81,21 @@ def details(doc: dict) -> dict:
     return out
 
 
-def select(docs, query) -> dict:
-    """The list answer for the personality's status documents and the request's query."""
+def select(jobs: list[JobSummary], query, ended_status: Callable[[str], dict | None]) -> dict:
+    """The list answer for the personality's jobs (the outbox index's summaries) and the
+    request's query; only the page's entries are read whole (`ended_status(id)`)."""
     limit = parse_int("limit", query.get("limit"), 50, 1, MAX_LIMIT)
     offset = parse_int("offset", query.get("offset"), 0, 0)
     start, end = parse_date("start_date", query.get("start_date")), parse_date("end_date", query.get("end_date"), end=True)
     model = query.get("model") or None
     videos = []
-    for doc in docs:
-        if not has_video(doc) or (model and doc.get("model") != model):
+    for job in jobs:
+        if job.state != "completed" or job.finished is None or "video.mp4" not in job.files or (model and job.model != model):
             continue
-        when = finished(doc)
-        if (start and when < start) or (end and when > end):
+        if (start and job.finished < start.timestamp()) or (end and job.finished > end.timestamp()):
             continue
-        videos.append(doc)
-    videos.sort(key=finished, reverse=True)
+        videos.append(job)
+    videos.sort(key=lambda j: j.finished, reverse=True)
     page = videos[offset:offset + limit]
-    return {"videos": [entry(d) for d in page], "total_count": len(videos), "has_more": offset + len(page) < len(videos)}
+    docs = [doc for j in page if (doc := ended_status(j.id)) is not None and has_video(doc)]
+    return {"videos": [entry(d) for d in docs], "total_count": len(videos), "has_more": offset + len(page) < len(videos)}

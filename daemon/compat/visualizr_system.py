@@ -101,7 +101,7 @@ async def health(view, gpus: GpuInfo, uptime: float) -> dict:
                            "load_seconds": m["load_seconds"]} for m in view.resident_models()],
         "queue_status": {"pending_requests": view.queued_count(),
                          "processing_requests": sum(1 for d in devices if d.get("busy")),
-                         "completed_today": sum(1 for p in view.history.jobs() if p.state == "completed" and (p.finished or 0) >= day)},
+                         "completed_today": await view.off_loop(view.history.completed_since, day)},
     }
     if problems:
         out["reason"] = "; ".join(problems)

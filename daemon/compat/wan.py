@@ -101,7 +101,7 @@ class Wan(Personality):
         # accepted), and re-checked against status.json when at the limit.
         self.unfinished: set[str] = set()
         if config.max_concurrent is not None:
-            self.unfinished = {d["id"] for d in self.own_jobs() if d.get("state") not in FINAL_STATES}
+            self.unfinished = {j.id for j in self.own_jobs() if j.state not in FINAL_STATES}
             view.on_status(self.track)
 
     def routes(self) -> list:
