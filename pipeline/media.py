@@ -71,9 +71,6 @@ def error_reason(error: Exception, path: Path) -> str:
 
 # -- opening inputs ----------------------------------------------------------------
 
-# Belt and braces: the forced demuxers name no other file, and _no_second_file refuses one.
-DEMUXER_OPTIONS = {"protocol_whitelist": "file"}
-
 
 def open_input(path: Path, media: Collection[str], label: str = "") -> tuple[BinaryIO, Format]:
     """The file opened as contract.input_formats allows, and its format; JobError
@@ -94,7 +91,8 @@ def _no_second_file(url: str, flags: int, options: dict) -> NoReturn:
 
 def demux_file(file: BinaryIO, found: Format) -> av.container.InputContainer:
     """An open input file (open_input) as a PyAV container, its demuxer forced."""
-    return av.open(file, format=found.demuxer, options=DEMUXER_OPTIONS, io_open=_no_second_file)
+    # Belt and braces: the forced demuxers name no other file, and _no_second_file opens none.
+    return av.open(file, format=found.demuxer, options={"protocol_whitelist": "file"}, io_open=_no_second_file)
 
 
 @contextmanager

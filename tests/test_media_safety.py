@@ -469,3 +469,17 @@ def test_the_format_list_is_what_the_readme_says():
     for media in ("image", "video", "audio"):
         labels = ", ".join(f.label for f in FORMATS if media in f.media)
         assert labels in readme, (media, labels)
+
+
+def test_pillow_reads_only_the_listed_image_formats(tmp_path):
+    """Pillow knows some 40 formats, EPS among them (it runs Ghostscript where installed):
+    an image input is one of five, whatever its name."""
+    from pipeline import media
+
+    picture = Image.new("RGB", (16, 16), "red")
+    for fmt in ("EPS", "TIFF", "PPM", "TGA"):
+        path = tmp_path / f"{fmt.lower()}.png"
+        picture.save(path, format=fmt)
+        with pytest.raises(JobError) as caught:
+            media.load_image(path)
+        assert caught.value.message.startswith(f"{path.name} is not a readable image ("), caught.value.message
