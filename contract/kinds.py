@@ -32,6 +32,7 @@ EvenSide = Annotated[int, AfterValidator(_even)]
 @dataclass(frozen=True)
 class InputSpec:
     name: str
+    # image/audio/video: the file must be one of contract.input_formats' formats for them.
     media: tuple[MediaType, ...] = ("any",)
     many: bool = False
     required: bool = False

@@ -18,7 +18,8 @@ from daemon.registry import incomplete_model, refresh_models
 from daemon.spool import is_valid_job_id
 from daemon.webhook_urls import job_url_problem
 from contract.errors import MOUNT_ERRNOS, ErrorCode, JobError
-from contract.kinds import KindSpec
+from contract.input_formats import MediaRefused, check_media, checked_media
+from contract.kinds import KindSpec, MediaType
 
 
 class JobFile(BaseModel):
@@ -226,7 +227,8 @@ def check_model(model: str | None, kind_name: str, kind: KindSpec, settings: Set
 def resolve_inputs(
     declared: Mapping[str, str | list[str]], job_dir: Path, kind: KindSpec, size_limit: int
 ) -> dict[str, list[Path]]:
-    """Checks every input name against the kind and the job folder; returns absolute paths."""
+    """Checks every input name against the kind and the job folder, and each file's format
+    against its input type; returns absolute paths."""
     resolved: dict[str, list[Path]] = {}
     for spec in kind.inputs:
         if spec.required and spec.name not in declared:
@@ -239,12 +241,13 @@ def resolve_inputs(
         if isinstance(value, list) and not spec.many:
             raise JobError(ErrorCode.INVALID_JOB, f"inputs.{name}: takes one file name, not a list")
         names = value if isinstance(value, list) else [value]
-        resolved[name] = [confined_input(f"inputs.{name}", n, job_dir, size_limit) for n in names]
+        resolved[name] = [confined_input(f"inputs.{name}", n, job_dir, size_limit, spec.media) for n in names]
     return resolved
 
 
-def confined_input(key: str, rel: str, job_dir: Path, size_limit: int) -> Path:
-    """The file `rel` inside `job_dir`, refusing anything that could leave the folder."""
+def confined_input(key: str, rel: str, job_dir: Path, size_limit: int, media: tuple[MediaType, ...] = ("any",)) -> Path:
+    """The file `rel` inside `job_dir`, refusing anything that could leave the folder, and
+    a media input whose first bytes are no format its `media` takes (contract.input_formats)."""
     if not rel or rel.startswith(("/", "\\")) or os.path.isabs(rel):
         raise JobError(ErrorCode.INVALID_JOB, f"{key}: {rel!r} must be a relative file name inside the job folder")
     parts = Path(rel).parts
@@ -268,6 +271,13 @@ def confined_input(key: str, rel: str, job_dir: Path, size_limit: int) -> Path:
         raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} is empty (0 bytes)")
     if st.st_size > size_limit:
         raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} is {st.st_size} bytes, over the limit of {size_limit} ([limits] input_bytes)")
+    if checked_media(media):
+        try:
+            check_media(real, checked_media(media))
+        except MediaRefused as exc:
+            raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{key}: {rel!r} {exc.reason}") from None
+        except OSError as exc:
+            raise input_os_error(key, rel, exc) from None
     return real
 
 

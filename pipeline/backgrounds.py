@@ -19,6 +19,7 @@ Runs in a worker process: imports numpy, Pillow and PyAV at module level.
 from __future__ import annotations
 
 import re
+from contextlib import ExitStack
 from pathlib import Path
 
 import av
@@ -114,6 +115,7 @@ class ClipLoop:
     def __init__(self, path: Path, width: int, height: int, fps: float):
         self.path, self.width, self.height, self.fps = Path(path), width, height, float(fps)
         self._container = None
+        self._open_files = ExitStack()  # the clip's file and container, while open
         self._frames = None
         self._offset = 0.0  # output time at which the current pass of the clip began
         self._current: np.ndarray | None = None
@@ -124,7 +126,7 @@ class ClipLoop:
     def _open(self) -> None:
         self._close_container()
         try:
-            self._container = av.open(str(self.path))
+            self._container = self._open_files.enter_context(media.demux(self.path, ("video",)))
             if not self._container.streams.video:
                 raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{self.path.name}: has no video stream")
             stream = self._container.streams.video[0]
@@ -177,7 +179,7 @@ class ClipLoop:
     def _close_container(self) -> None:
         if self._container is not None:
             try:
-                self._container.close()
+                self._open_files.close()
             except Exception:  # noqa: BLE001 - closing a reader
                 pass
             self._container = None

@@ -3,22 +3,31 @@
 Everything here runs inside a worker process, so it may import PyAV, Pillow and numpy at
 module level; kind modules import this module inside their `run` function only.
 
+A file is read only as contract.input_formats allows (`open_input`): a regular file, not
+through a link, of a format its media type takes, decoded with that demuxer or Pillow
+format forced (`demux`, `load_image`), never guessed: a guessing FFmpeg follows playlists.
+
 Conventions: video frames are numpy uint8 arrays shaped (height, width, 3) in RGB; audio
 is float32 shaped (channels, samples) in [-1, 1], at AUDIO_RATE Hz, stereo.
 """
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO, NoReturn
 
 import av
 import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 from PIL import Image, ImageOps
 
-from contract.errors import ErrorCode, JobError
+from contract.errors import MOUNT_ERRNOS, ErrorCode, JobError
+from contract.input_formats import Format, MediaRefused, open_media
 
 AUDIO_RATE = 48_000
 AUDIO_CHANNELS = 2
@@ -58,6 +67,41 @@ def error_reason(error: Exception, path: Path) -> str:
     if isinstance(error, av.FFmpegError) and error.strerror:
         return error.strerror
     return str(error).replace(str(path), path.name) or type(error).__name__
+
+
+# -- opening inputs ----------------------------------------------------------------
+
+
+def open_input(path: Path, media: Collection[str], label: str = "") -> tuple[BinaryIO, Format]:
+    """The file opened as contract.input_formats allows, and its format; JobError
+    (unsupported_input) naming it ("{label}{name} is an HLS playlist, ...") otherwise."""
+    try:
+        return open_media(path, media)
+    except MediaRefused as exc:
+        raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{label}{path.name} {exc.reason}") from None
+    except OSError as exc:
+        if exc.errno in MOUNT_ERRNOS:
+            raise  # the spool's fault, not the input's
+        raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{label}{path.name} cannot be read ({exc.strerror})") from None
+
+
+def _no_second_file(url: str, flags: int, options: dict) -> NoReturn:
+    raise av.PermissionError(errno.EPERM, "refused: an input is read as one file, never one it names")
+
+
+def demux_file(file: BinaryIO, found: Format) -> av.container.InputContainer:
+    """An open input file (open_input) as a PyAV container, its demuxer forced."""
+    # Belt and braces: the forced demuxers name no other file, and _no_second_file opens none.
+    return av.open(file, format=found.demuxer, options={"protocol_whitelist": "file"}, io_open=_no_second_file)
+
+
+@contextmanager
+def demux(path: Path, media: Collection[str]) -> Iterator[av.container.InputContainer]:
+    """The input at `path` as a PyAV container (see open_input, demux_file). Raises
+    JobError(unsupported_input) when it is refused, av.FFmpegError when FFmpeg cannot read it."""
+    file, found = open_input(path, media)
+    with file, demux_file(file, found) as container:
+        yield container
 
 
 # -- writing -------------------------------------------------------------------
@@ -247,7 +291,7 @@ def _fade_out(samples: np.ndarray, not_before: int, fade_samples: int) -> None:
 
 
 def load_audio(path: Path, max_seconds: float | None = None) -> np.ndarray:
-    """Decode an audio file (any format FFmpeg reads) to float32 (2, n) at AUDIO_RATE.
+    """Decode an audio file (contract.input_formats: audio) to float32 (2, n) at AUDIO_RATE.
 
     Raises JobError(unsupported_input) when the file is not readable audio.
     """
@@ -255,7 +299,7 @@ def load_audio(path: Path, max_seconds: float | None = None) -> np.ndarray:
     chunks: list[np.ndarray] = []
     have = 0
     try:
-        with av.open(str(path)) as container:
+        with demux(path, ("audio",)) as container:
             if not container.streams.audio:
                 raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{path.name}: has no audio stream")
             stream = container.streams.audio[0]
@@ -318,7 +362,7 @@ def probe(path: Path) -> dict:
     channels, codec. Raises JobError(unsupported_input) when FFmpeg cannot open the file.
     """
     try:
-        with av.open(str(path)) as container:
+        with demux(path, ("video", "audio")) as container:
             container_seconds = container.duration / av.time_base if container.duration else None
             video = next(iter(container.streams.video), None)
             audio = next(iter(container.streams.audio), None)
@@ -362,8 +406,9 @@ def load_image(path: Path, draft_size: tuple[int, int] | None = None) -> Image.I
     is much faster for camera photos. Raises JobError(unsupported_input) when the file is
     not a readable image.
     """
+    file, found = open_input(path, ("image",))
     try:
-        with Image.open(path) as image:
+        with file, Image.open(file, formats=[found.pillow]) as image:
             if draft_size is not None:
                 image.draft("RGB", draft_size)
             image.load()
@@ -416,7 +461,7 @@ def read_video_frames(path: Path, max_frames: int | None = None) -> tuple[list[I
     """
     frames: list[Image.Image] = []
     try:
-        with av.open(str(path)) as container:
+        with demux(path, ("video",)) as container:
             if not container.streams.video:
                 raise JobError(ErrorCode.UNSUPPORTED_INPUT, f"{path.name}: has no video stream")
             stream = container.streams.video[0]

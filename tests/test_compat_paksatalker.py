@@ -265,7 +265,7 @@ def test_expression_capabilities_and_estimate(paksa, files):
         assert "engine" in failure(requests.post(f"{url}/expressions/estimate", files={"image": f},
                                                  data={"engine": "dlib"}, timeout=10), 400)
     with open(files / "notes.txt", "rb") as f:
-        assert "not an image" in failure(requests.post(f"{url}/expressions/estimate", files={"image": f}, timeout=10), 415)
+        assert "not a readable image" in failure(requests.post(f"{url}/expressions/estimate", files={"image": f}, timeout=10), 415)
 
 
 def test_voices_and_languages_sorted_with_flags(paksa):
@@ -304,7 +304,7 @@ def test_generation_errors(paksa, files):
         detail = failure(requests.post(fusion, files={"image": ("face.png", face)}, data={"text": SAY, field: value},
                                        timeout=10), 400)
         assert field in detail, detail
-    assert "not an image" in failure(requests.post(fusion, files={"image": ("notes.txt", b"plain text")},
+    assert "not a readable image" in failure(requests.post(fusion, files={"image": ("notes.txt", b"plain text")},
                                                    data={"text": SAY}, timeout=10), 415)
     assert "prompt is required" in failure(requests.post(prompt, data={"voice": "en-us"}, timeout=10), 400)
     detail = failure(requests.post(prompt, data={"prompt": SAY, "voice": "xx-Nobody"}, timeout=10), 400)

@@ -309,7 +309,9 @@ def test_error_codes_of_the_table(api):
     # Failures of the run itself: in the failed status, with the document's codes.
     jobs = {"oom": "INSUFFICIENT_GPU_MEMORY", "corrupt": "MODEL_LOAD_FAILED", "missing": "MODEL_NOT_FOUND"}
     ids = {model: api.generate(prompt="a fox", model=model)["request_id"] for model in jobs}
-    r = api.post("/api/v1/generate/video/from-image", files={"image": ("photo.png", b"not a picture", "image/png")})
+    # A PNG by its first bytes (so accepted), broken after them: the run fails decoding it.
+    r = api.post("/api/v1/generate/video/from-image", files={"image": ("photo.png", b"\x89PNG\r\n\x1a\nnot a picture",
+                                                                        "image/png")})
     assert r.status_code == 200, r.text
     ids["not-an-image"], jobs["not-an-image"] = r.json()["request_id"], "GENERATION_FAILED"
     for model, code in jobs.items():

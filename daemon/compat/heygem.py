@@ -10,11 +10,14 @@ job runs `lipsync: none` and the status says so. Task ids are `task_<digits>` (m
 and six random digits) and are the vidspool job ids, so every answer is translated from the
 job's status.json. Errors are `{"success": false, "error": "..."}` throughout: the seed
 documents only that `error` is a string.
+
+An uploaded video must be one of the video formats vidspool accepts, told by its first
+bytes (contract.input_formats: a playlist named .mp4 is refused with a 400), and ffmpeg
+reads it as daemon.ffmpeg_input runs it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 import secrets
@@ -24,8 +27,10 @@ from pathlib import Path
 from aiohttp import web
 
 from contract.errors import JobError
+from contract.input_formats import MediaRefused, check_media
 from daemon import __version__
 from daemon.compat.front import BadRequest, Personality, Submission, gpu_index, notes, now_iso
+from daemon.ffmpeg_input import run_on_file
 
 KIND = "talking-head"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
@@ -51,24 +56,22 @@ def new_task_id() -> str:
 async def extract_audio(video: Path, target: Path) -> str | None:
     """The video's first audio track as a mono WAV at `target`; None, or why not."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(video), "-map", "0:a:0", "-vn",
-            "-ac", "1", "-ar", "16000", "-t", str(REFERENCE_SECONDS), str(target),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    except FileNotFoundError:
-        return "ffmpeg is not installed on this host (apt-get install ffmpeg)"
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), FFMPEG_TIMEOUT_SECONDS)
+        ran = await run_on_file("ffmpeg", video, ("video",), ["-nostdin", "-v", "error", "-y"],
+                                ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", "16000", "-t", str(REFERENCE_SECONDS),
+                                 str(target)], FFMPEG_TIMEOUT_SECONDS)
+    except MediaRefused as exc:
+        return f"the video {exc.reason}"
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         return f"reading the video's audio took over {FFMPEG_TIMEOUT_SECONDS} s"
+    if ran is None:
+        return "ffmpeg is not installed on this host (apt-get install ffmpeg)"
+    returncode, _, err = ran
     text = err.decode("utf-8", "replace").strip()
-    if proc.returncode == 0 and target.is_file() and target.stat().st_size > 44:
+    if returncode == 0 and target.is_file() and target.stat().st_size > 44:
         return None
     if "matches no streams" in text:
         return "the video has no audio track"
-    return f"ffmpeg could not read the video's audio: {text.splitlines()[-1] if text else f'exit {proc.returncode}'}"
+    return f"ffmpeg could not read the video's audio: {text.splitlines()[-1] if text else f'exit {returncode}'}"
 
 
 class HeyGem(Personality):
@@ -124,6 +127,10 @@ class HeyGem(Personality):
                 if video.suffix not in VIDEO_SUFFIXES:
                     raise BadRequest(f"video must be one of {', '.join(s[1:] for s in VIDEO_SUFFIXES)}; got "
                                      f"{video.suffix[1:] or 'a file without an extension'}")
+                try:
+                    check_media(video, ("video",))
+                except MediaRefused as exc:
+                    raise BadRequest(f"video: {video.name} {exc.reason}") from None
                 job.inputs["face"] = video.name
                 await self.clone_from(video, staging, job)
             else:

@@ -26,6 +26,7 @@ import uuid
 from aiohttp import web
 
 from contract.errors import JobError
+from contract.input_formats import MediaRefused, accepted, open_media
 from contract.lipsync_folders import backend_of
 from daemon.compat.front import BadRequest, Form, Personality, Submission, notes
 
@@ -215,15 +216,21 @@ class PaksaTalker(Personality):
 
     # -- generation --------------------------------------------------------------------------------
     def check_image(self, form: Form, field: str) -> None:
+        """An image of a format vidspool accepts (contract.input_formats), verified by Pillow."""
         from PIL import Image, UnidentifiedImageError
 
+        path = form.files[field]
         try:
-            with Image.open(form.files[field]) as image:
+            file, found = open_media(path, ("image",))
+        except MediaRefused as exc:
+            raise BadRequest(f"{field}: {path.name} {exc.reason}", 415, "unsupported_media_type") from None
+        try:
+            with file, Image.open(file, formats=[found.pillow]) as image:
                 image.verify()
         except Image.DecompressionBombError as exc:
             raise BadRequest(f"{field}: {exc}", 413, "too_large") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            raise BadRequest(f"{field}: not an image this server can read (PNG, JPEG, WebP, ...)", 415,
+            raise BadRequest(f"{field}: not an image this server can read ({accepted(('image',))})", 415,
                              "unsupported_media_type") from None
 
     def video_settings(self, form: Form, job: Submission) -> None:

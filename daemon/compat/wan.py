@@ -14,7 +14,6 @@ this personality. `/api/v1/models` lists the registry and this daemon's hub down
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -26,6 +25,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from contract.errors import JobError
+from contract.input_formats import MediaRefused
 from contract.model_folders import hub_cache_dir, model_folder
 from contract.status import FINAL_STATES
 from daemon import __version__
@@ -33,6 +33,7 @@ from daemon.compat.front import BadRequest, Form, Personality, Submission, gpu_i
 from daemon.auth import presented_token
 from daemon.config import format_validation_error
 from daemon.downloads import DownloadRefused, hub_repo
+from daemon.ffmpeg_input import run_on_file
 from daemon.spool import is_valid_job_id
 
 API = "/api/v1"
@@ -68,22 +69,21 @@ def output_name(doc: dict) -> str:
     return f"{PREFIX.get(doc.get('kind'), 'video')}_{doc['id']}.mp4"
 
 
-async def probe_video(path) -> dict | None:
-    """width, height and nb_frames of an uploaded video's first stream (ffprobe); None when
-    ffprobe is missing. BadRequest for a file that is not a video."""
+async def probe_video(path: Path) -> dict | None:
+    """width, height and nb_frames of an uploaded video's first stream (ffprobe, reading it
+    as daemon.ffmpeg_input does); None when ffprobe is missing or too slow. BadRequest for a
+    file that is not a video."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height,nb_frames",
-            "-of", "json", str(path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    except FileNotFoundError:
+        ran = await run_on_file("ffprobe", path, ("video",), ["-v", "error", "-select_streams", "v:0"],
+                                ["-show_entries", "stream=width,height,nb_frames", "-of", "json"], 30)
+    except MediaRefused as exc:
+        raise invalid(f"video: {path.name} {exc.reason}") from None
+    except TimeoutError:
         return None
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
+    if ran is None:
         return None
-    streams = (json.loads(out or b"{}").get("streams") or []) if proc.returncode == 0 else []
+    returncode, out, _ = ran
+    streams = (json.loads(out or b"{}").get("streams") or []) if returncode == 0 else []
     if not streams:
         raise invalid("video is not a readable video file (MP4, AVI)")
     return streams[0]

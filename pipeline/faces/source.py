@@ -1,8 +1,9 @@
 """The talking-head `face` input, read as frames: a photo (one frame) or a short video.
 
-Photo or video is told by content, not by the file's name: whatever Pillow reads is a
-photo (EXIF orientation applied; an animated GIF or WebP is its first frame), anything else
-goes to FFmpeg (PyAV), and a video's display rotation (phones) is applied. A decode that
+Photo or video is told by content, not by the file's name: its first bytes name one of
+the image or video formats contract.input_formats accepts. An image is read by Pillow (EXIF
+orientation applied; an animated GIF or WebP is its first frame), a video by FFmpeg (PyAV)
+with its demuxer forced, and a video's display rotation (phones) is applied. A decode that
 gives a single frame is a photo too (`fps` None), so a one-frame "video" behaves like one.
 
 `max_side` bounds the frames' long side as they are decoded: ten seconds of 4K video are
@@ -13,19 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from contract.errors import ErrorCode, JobError
-from pipeline.media import error_reason
+from contract.input_formats import Format
+from pipeline.media import demux_file, error_reason, open_input
 
-# FFmpeg's text-art demuxers (ANSI, BIN, XBIN, iCE Draw) would render a text file as a
-# "video"; such a file is not a face.
-TEXT_ART_FORMATS = frozenset({"tty", "bin", "xbin", "idf", "adf"})
-# Pillow identifies MPEG-1 elementary streams but cannot decode them; FFmpeg can.
-PILLOW_VIDEO_FORMATS = frozenset({"MPEG"})
+FACE_MEDIA = ("image", "video")
 
 
 @dataclass
@@ -46,17 +45,17 @@ def load_face_source(path: Path, max_frames: int, *, max_side: int | None = None
     path = Path(path)
     if max_frames < 1 or (max_side is not None and max_side < 2):
         raise ValueError(f"need max_frames >= 1 and max_side >= 2, got {max_frames}, {max_side}")
-    photo, image_reason = _read_photo(path, max_side)
-    if photo is not None:
-        return FaceSource(frames=[photo], fps=None, is_video=False, name=path.name)
-    if image_reason is not None:
-        # An image Pillow knows but cannot decode (truncated, corrupt); FFmpeg might decode
-        # half of it, which would only hide the problem.
-        raise _unreadable(path, image_reason)
-    try:
-        frames, fps = _read_video(path, max_frames, max_side)
-    except _Unreadable as e:
-        raise _unreadable(path, e.reason) from e
+    file, found = open_input(path, FACE_MEDIA, label="input face: ")
+    with file:
+        try:
+            if found.pillow is not None:
+                return FaceSource(frames=[_read_photo(file, found, max_side)], fps=None, is_video=False, name=path.name)
+            frames, fps = _read_video(file, found, max_frames, max_side)
+        except _Unreadable as e:
+            raise _unreadable(path, e.reason) from e
+        # Pillow's and FFmpeg's (ValueError: PyAV's own checks, e.g. an unknown pixel format)
+        except (av.FFmpegError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise _unreadable(path, error_reason(e, path)) from e
     if len(frames) == 1:
         return FaceSource(frames=frames, fps=None, is_video=False, name=path.name)
     return FaceSource(frames=frames, fps=fps, is_video=True, name=path.name)
@@ -75,27 +74,16 @@ def _unreadable(path: Path, reason: str) -> JobError:
     )
 
 
-def _read_photo(path: Path, max_side: int | None) -> tuple[np.ndarray | None, str | None]:
-    """(frame, None) for an image Pillow reads; (None, reason) for an image format Pillow
-    knows but cannot decode (truncated, corrupt); (None, None) when it is not an image."""
-    try:
-        with Image.open(path) as image:
-            if image.format in PILLOW_VIDEO_FORMATS:
-                return None, None
-            try:
-                image.seek(0)  # animated GIF/WebP/APNG: the first frame
-                image.load()
-                upright = ImageOps.exif_transpose(image)
-                size = _bounded_size(upright.width, upright.height, max_side)
-                if size != upright.size:
-                    upright = upright.resize(size, Image.Resampling.LANCZOS)
-                return _as_rgb(upright), None
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-                return None, error_reason(e, path)
-    except UnidentifiedImageError:
-        return None, None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        return None, error_reason(e, path)
+def _read_photo(file: BinaryIO, found: Format, max_side: int | None) -> np.ndarray:
+    """The image's frame; Pillow's errors pass (a truncated or corrupt image)."""
+    with Image.open(file, formats=[found.pillow]) as image:
+        image.seek(0)  # animated GIF/WebP/APNG: the first frame
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+        size = _bounded_size(upright.width, upright.height, max_side)
+        if size != upright.size:
+            upright = upright.resize(size, Image.Resampling.LANCZOS)
+        return _as_rgb(upright)
 
 
 def _as_rgb(image: Image.Image) -> np.ndarray:
@@ -114,27 +102,21 @@ def _bounded_size(width: int, height: int, max_side: int | None) -> tuple[int, i
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _read_video(path: Path, max_frames: int, max_side: int | None) -> tuple[list[np.ndarray], float]:
+def _read_video(file: BinaryIO, found: Format, max_frames: int, max_side: int | None) -> tuple[list[np.ndarray], float]:
+    """Its first max_frames frames and its rate; FFmpeg's and PyAV's errors pass."""
     frames: list[np.ndarray] = []
     size: tuple[int, int] | None = None  # every frame is decoded to the first one's size
-    try:
-        with av.open(str(path)) as container:
-            if container.format.name in TEXT_ART_FORMATS:
-                raise _Unreadable("it is text")
-            if not container.streams.video:
-                raise _Unreadable("it has no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-            for frame in container.decode(stream):
-                size = size or _bounded_size(frame.width, frame.height, max_side)
-                frames.append(_upright(frame, size))
-                if len(frames) >= max_frames:
-                    break
-    except av.FFmpegError as e:
-        raise _Unreadable(error_reason(e, path)) from e
-    except ValueError as e:  # PyAV's own checks, e.g. an unknown pixel format
-        raise _Unreadable(error_reason(e, path)) from e
+    with demux_file(file, found) as container:
+        if not container.streams.video:
+            raise _Unreadable("it has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+        for frame in container.decode(stream):
+            size = size or _bounded_size(frame.width, frame.height, max_side)
+            frames.append(_upright(frame, size))
+            if len(frames) >= max_frames:
+                break
     if not frames:
         raise _Unreadable("it holds no frames")
     return frames, fps

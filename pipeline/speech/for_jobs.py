@@ -2,7 +2,9 @@
 at accept time `check_speech` (the voice exists, the text says something, cloning only with
 a model that can); when it runs, `job_speech`: resolve the voice (configured, espeak-ng or
 coqui), normalize the text, load the engine, clone from a reference recording when there is
-one, speak with progress. The host's voices come in explicitly (a VoiceBook): the daemon's
+one (decoded by pipeline.media and handed to coqui as a plain WAV: coqui's own loaders
+would let FFmpeg guess its format, and a guessing FFmpeg follows playlists), speak with
+progress. The host's voices come in explicitly (a VoiceBook): the daemon's
 at accept time, `ctx.voices` when the job runs."""
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 
 SENTENCE_PAUSE_SECONDS = 0.25
 MAX_SENTENCE_CHARS = 400
+MAX_REFERENCE_SECONDS = 120  # of a recording to clone; speaker encoders need far less
 CLONING_MESSAGE = (
     'voice cloning needs a coqui voice ([voices.NAME] engine = "coqui" with a cloning model); '
     "this host has none, so inputs.reference_audio cannot be used"
@@ -51,6 +54,16 @@ def check_speech(text: str, voice: str | None, language: str | None, voices: Voi
         raise
     except Exception as exc:  # noqa: BLE001 - the daemon's intake must get a JobError, never a crash
         raise JobError(ErrorCode.INTERNAL, f"checking the voice failed: {type(exc).__name__}: {exc}") from None
+
+
+def plain_wav(ctx: JobContext, recording: Path) -> Path:
+    """A recording (any audio input vidspool accepts) as a mono 16-bit WAV in the job's
+    scratch folder, its first MAX_REFERENCE_SECONDS; JobError(unsupported_input) if refused."""
+    from pipeline import media
+    from pipeline.speech import audio_out
+
+    samples = media.load_audio(recording, max_seconds=MAX_REFERENCE_SECONDS)
+    return audio_out.write_audio(samples.mean(axis=0), media.AUDIO_RATE, ctx.results_dir / ".reference.wav", "wav")
 
 
 @dataclass
@@ -84,6 +97,8 @@ def job_speech(ctx: JobContext, text: str, voice: str | None, language: str | No
     if choice.engine == "coqui":
         from pipeline.speech.coqui import ClonedVoice
 
+        if reference is not None:
+            reference = plain_wav(ctx, reference)
         ctx.progress(low, stage="speech", message="loading the coqui model")
         try:  # loads now (model_not_found / model_load_failed) and checks speaker and language
             choice = replace(choice, language=engine.resolve_language(language or choice.language))
