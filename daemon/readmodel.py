@@ -39,6 +39,14 @@ from daemon.status import StatusWriter
 ENDED_CACHE = 4096
 
 
+class QueueFull(Exception):
+    """A submission refused: [api] max_queued_jobs jobs wait (`waiting` of them)."""
+
+    def __init__(self, waiting: int):
+        super().__init__(f"{waiting} jobs are waiting ([api] max_queued_jobs)")
+        self.waiting = waiting
+
+
 class Supervisor(Protocol):
     """What the read model needs of the daemon's main loop (the Arbiter is one)."""
 
@@ -97,6 +105,10 @@ class ReadModel:
         self.history = History(self.spool)
         self._ended: OrderedDict[str, tuple[tuple, dict]] = OrderedDict()
         daemon.on_status(self.history.seen)
+        # Jobs submitted here that no status is written for yet (the daemon accepts them at
+        # its next turn): their labels, for the queue limit and the "being accepted" answer.
+        self._accepting: dict[str, dict] = {}
+        daemon.on_status(self._accepted)
 
     @property
     def settings(self) -> Settings:
@@ -158,14 +170,27 @@ class ReadModel:
 
     def _being_accepted(self, job_id: str) -> dict | None:
         """A job a front submitted that the daemon has not accepted yet (its id is reserved,
-        its status not written: milliseconds, or until a stalled intake goes on): queued."""
+        its status not written: milliseconds, or until a stalled intake goes on): queued,
+        with the labels it was submitted with (a personality answers only its own)."""
         try:
             names = os.listdir(self.spool.job_outbox(job_id))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if not any(n.startswith(Spool.RESERVED_PREFIX) for n in names):
+        reserved = [n[len(Spool.RESERVED_PREFIX):] for n in names if n.startswith(Spool.RESERVED_PREFIX)]
+        if not reserved:
             return None
-        return new_status(job_id, {}, "queued", message="submitted; being accepted")
+        labels = self._accepting.get(job_id)
+        if labels is None:  # submitted through another daemon on the spool: its drop says
+            drop = read_json(self.spool.inbox / reserved[0] / "job.json") if reserved[0].strip(".") else None
+            labels = (drop or {}).get("labels") if isinstance((drop or {}).get("labels"), dict) else {}
+        return new_status(job_id, {}, "queued", labels=labels, message="submitted; being accepted")
+
+    def front_of(self, job_id: str) -> str | None:
+        """The personality a job was submitted through (its labels.compat); None: another way."""
+        if not is_valid_job_id(job_id):
+            return None
+        doc = self.daemon.statuses.live(job_id) or self._read_status(job_id) or {}
+        return (doc.get("labels") or {}).get("compat")
 
     def ended_status_bytes(self, job_id: str) -> bytes | None:
         """status.json's bytes as they are, for a job this daemon does not run and that is
@@ -287,19 +312,34 @@ class ReadModel:
 
     def submit(self, token: str, staging: Path, doc: dict) -> str:
         """Reserves the job's id, writes job.json and renames the staging folder into the
-        inbox, where the daemon accepts it like any drop. Returns the id."""
+        inbox, where the daemon accepts it like any drop. Returns the id; QueueFull (nothing
+        reserved) while [api] max_queued_jobs wait. The check and the reservation are one
+        step on the loop, so parallel requests cannot pass the limit together."""
+        waiting = self.queue_full()
+        if waiting is not None:
+            raise QueueFull(waiting)
         wanted = doc["id"] if isinstance(doc.get("id"), str) and is_valid_job_id(doc["id"]) else f"api-{token}"
         drop_name = f"{sanitize_job_id(wanted)[:40]}.api-{token}"
         job_id = self.spool.reserve_for_drop(wanted, drop_name)
         atomic_write_bytes(staging / "job.json", json.dumps({**doc, "id": job_id}).encode())
         os.rename(staging, self.spool.inbox / drop_name)
+        labels = doc.get("labels")
+        self._accepting[job_id] = labels if isinstance(labels, dict) else {}
         self.daemon.dropped(self.spool.inbox / drop_name)
         return job_id
 
+    def _accepted(self, doc: dict) -> None:
+        self._accepting.pop(doc.get("id"), None)
+
     def queue_full(self) -> int | None:
-        """How many jobs wait, when that is [api] max_queued_jobs or more."""
-        waiting = len(self.daemon.queued())
-        return waiting if waiting >= self.settings.api.max_queued_jobs else None
+        """How many jobs wait (queued, and submitted here but not accepted yet), when that
+        is [api] max_queued_jobs or more."""
+        limit = self.settings.api.max_queued_jobs
+        if len(self.daemon.queued()) + len(self._accepting) >= limit:
+            # Accepted by another daemon on the spool (no status event here): no longer waiting.
+            self._accepting = {i: labels for i, labels in self._accepting.items() if self._signature(i) is None}
+        waiting = len(self.daemon.queued()) + len(self._accepting)
+        return waiting if waiting >= limit else None
 
     def cancel(self, job_id: str, source: str = "api") -> str:
         """'canceled', 'canceling', 'final' (it has ended) or 'not_found'."""

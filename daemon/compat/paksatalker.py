@@ -288,13 +288,11 @@ class PaksaTalker(Personality):
             job.params["voice"] = self.config.voice
 
     def submit_task(self, token: str, staging, job: Submission) -> web.Response:
-        if self.view.queue_full() is not None:
-            raise BadRequest(f"the queue is full ([api] max_queued_jobs = {self.settings.api.max_queued_jobs}); "
-                             "try again later", 503, "queue_full")
         task_id = self.submit(token, staging, job, str(uuid.uuid4()))
         return web.json_response({"success": True, "task_id": task_id, "status": "processing"})
 
     async def fusion_video(self, request: web.Request) -> web.Response:
+        self.refuse_when_full()
         token, staging = self.staging()
         try:
             form = await self.form(request, staging, {"image", "audio", "backgroundImage"})
@@ -331,6 +329,7 @@ class PaksaTalker(Personality):
             self.discard(staging)
 
     async def video_from_prompt(self, request: web.Request) -> web.Response:
+        self.refuse_when_full()
         token, staging = self.staging()
         try:
             form = await self.form(request, staging, set())

@@ -92,10 +92,8 @@ class Visualizr(Personality):
                                  status=status, headers=headers)
 
     # -- building jobs ------------------------------------------------------------------------
-    def refuse_when_full(self) -> None:
-        waiting = self.view.queue_full()
-        if waiting is not None:
-            raise BadRequest(f"{waiting} requests are waiting ([api] max_queued_jobs); try again later", 503, "QUEUE_FULL")
+    def queue_full(self, waiting: int) -> BadRequest:
+        return BadRequest(f"{waiting} requests are waiting ([api] max_queued_jobs); try again later", 503, "QUEUE_FULL")
 
     def pick_model(self, name, kind: str) -> str | None:
         """The request's model (checked: in the registry, serving `kind`), else the default."""

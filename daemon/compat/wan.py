@@ -93,6 +93,7 @@ class Wan(Personality):
     name = "wan"
     kinds = (T2V, I2V, V2V)
     open_paths = frozenset({"/health"})  # with `require_tokens`, health stays open
+    queue_full_status = 429  # the document's "Too many concurrent requests"
 
     def __init__(self, view, config):
         super().__init__(view, config)
@@ -239,8 +240,7 @@ class Wan(Personality):
     async def generate(self, request: web.Request, kind: str) -> web.Response:
         if (reason := self.unavailable(kind)) is not None:
             return web.json_response({"error": "Model not loaded", "reason": reason}, status=503)
-        if self.view.queue_full() is not None:
-            raise BadRequest(TOO_MANY, 429, "too_many")
+        self.refuse_when_full()
         token, staging = self.staging()
         try:
             form = await self.read(request, kind, staging)
@@ -278,6 +278,9 @@ class Wan(Personality):
         while (not (doc := self.status(job_id)) or not doc.get("job")) and time.monotonic() < deadline:
             await self.view.events.wait(0.05)
         return doc
+
+    def queue_full(self, waiting: int) -> BadRequest:
+        return BadRequest(TOO_MANY, 429, "too_many")
 
     # -- max_concurrent ---------------------------------------------------------------------
     def track(self, doc: dict) -> None:
