@@ -393,7 +393,7 @@ class Api:
 
     # -- models ---------------------------------------------------------------------------
     async def list_models(self, request: web.Request) -> web.Response:
-        return web.json_response({"models": self.view.models()})
+        return web.json_response({"models": self.view.shown_models()})
 
     async def load_model(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -52,8 +52,10 @@ def _list(settings: Settings, args) -> int:
     if not models:
         print(f"no models: add [models.NAME] to the config, or put model folders in {settings.registry.dir}/")
         return 0
+    here = {m["name"]: m for m in model_entries(settings)}  # the API shows folders relative; the operator sees where
     for m in models:
-        where = m["folder"] or m["problem"]
+        local = here.get(m["name"], m)
+        where = local["folder"] or local["problem"]
         loaded = ", ".join(m.get("loaded_on") or []) or "-"
         print(f"{m['name']:<28} {'ok' if m['available'] else 'MISSING':<8} kinds={','.join(m['kinds']) or 'any'} "
               f"loaded_on={loaded}\n    {where}")

@@ -11,6 +11,7 @@ from contract.errors import JobError
 from contract.model_folders import model_folder
 from daemon.config import ModelConfig, Settings
 from daemon.downloads import hub_repo
+from daemon.hostpaths import HostPaths
 from daemon.registry import refresh_models
 
 
@@ -43,6 +44,14 @@ def _entry(name: str, entry: ModelConfig, folder: str | None, problem: str | Non
         "loading_on": [w.device for w in workers if name in w.loading],
         "download": download,
     }
+
+
+def shown_entry(entry: dict, paths: HostPaths) -> dict:
+    """An entry as the HTTP fronts show it: its folders and texts without host paths."""
+    download = entry["download"] and {**entry["download"], "folder": paths.path(entry["download"].get("folder")),
+                                      "error": entry["download"].get("error") and paths.text(entry["download"]["error"])}
+    return {**entry, "path": paths.path(entry["path"]), "folder": paths.path(entry["folder"]),
+            "problem": entry["problem"] and paths.text(entry["problem"]), "download": download}
 
 
 def _download_problem(d: dict) -> str:

@@ -27,7 +27,8 @@ from daemon.downloads import Downloads
 from daemon.events import EventLog
 from daemon.fsops import atomic_write_bytes, read_json
 from daemon.history import History, epoch
-from daemon.modelview import model_entries
+from daemon.hostpaths import HostPaths
+from daemon.modelview import model_entries, shown_entry
 from daemon.pause import Pause, PauseWatch
 from daemon.quarantine import corrupt_count
 from daemon.results import delete_results
@@ -102,6 +103,7 @@ class ReadModel:
         self.events = EventLog()
         daemon.on_status(self.events.add)
         self._downloads = Downloads(lambda: self.settings)  # hub downloads, this daemon's
+        self.paths = HostPaths(lambda: self.settings)  # host paths as answers show them
         self.history = History(self.spool)
         self._ended: OrderedDict[str, tuple[tuple, dict]] = OrderedDict()
         daemon.on_status(self.history.seen)
@@ -386,7 +388,7 @@ class ReadModel:
         return {
             "version": __version__,
             "host": self.spool.host,
-            "spool": str(self.spool.root),
+            "spool": self.paths.path(self.spool.root),
             "devices": [w.device for w in self.daemon.workers],
             "kinds": sorted(self.kinds),
             "kind_inputs": {name: [i.name for i in k.inputs] for name, k in sorted(self.kinds.items())},
@@ -398,7 +400,12 @@ class ReadModel:
 
     # -- models and voices ---------------------------------------------------------------------
     def models(self) -> list[dict]:
+        """The registry with absolute folders (for the fronts' own use; answers show shown_models())."""
         return model_entries(self.settings, self.daemon.workers, self._downloads.all())
+
+    def shown_models(self) -> list[dict]:
+        """models() as an answer shows them: folders relative to the registry or hub cache."""
+        return [shown_entry(m, self.paths) for m in self.models()]
 
     def download_model(self, repo: str, revision: str = "main") -> dict:
         """Starts downloading a hub repo into the hub cache in the background (registered

@@ -22,9 +22,11 @@ import io
 import json
 import os
 import shutil
-import time
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -32,7 +34,7 @@ import requests
 from PIL import Image
 
 from contract.model_folders import hub_cache_dir
-from tests.support import REPO, Daemon, drop_json, status, wait_for, wait_status
+from tests.support import REPO, Daemon, base_env, drop_json, status, wait_for, wait_status
 
 TOKEN = "native-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -330,3 +332,73 @@ def test_every_submit_path_holds_max_queued_jobs(front, jobs):
         assert len(os.listdir(root / "outbox")) == folders + LIMIT, name  # nothing of a refused request
         assert sorted(os.listdir(root / "inbox")) == inbox, name  # no staging, no drop left
     assert status(root, jobs["running"])["state"] == "running"
+
+
+# -- item 15: no answer names a host path ---------------------------------------------------------------
+
+def sse_replay(front: Front) -> bytes:
+    """The native event stream from its first event (the ring holds every status so far)."""
+    with requests.get(front.native + "/api/v1/events", headers={**AUTH, "Last-Event-ID": "none-0"}, stream=True,
+                      timeout=10) as r:  # an unknown id: `reset` says the current run
+        run = next(line for line in r.iter_lines() if line.startswith(b"id: ")).decode()[4:].rpartition("-")[0]
+    body = b""
+    with requests.get(front.native + "/api/v1/events", headers={**AUTH, "Last-Event-ID": f"{run}-0"}, stream=True,
+                      timeout=(10, 1)) as r:
+        try:
+            for chunk in r.iter_content(None):  # the replay, then a second of quiet
+                body += chunk
+        except requests.ConnectionError:
+            pass
+    assert body.count(b"event: status") > 20 and b'"delivered": [' in body, body[-500:]
+    return body
+
+
+def test_no_answer_of_any_front_names_a_host_path(front, jobs, tiny_models):
+    root = front.daemon.root
+    # A job whose model's folder is missing fails saying so: through Visualizr and natively.
+    for job in [*queued_ids(front), jobs["running"]]:  # the worker free, the farm running again
+        assert front.native_call("DELETE", f"/api/v1/jobs/{job}").status_code == 202
+    front.native_call("POST", "/api/v1/resume")
+    r = front.call("POST", front.urls["visualizr"] + "/api/v1/generate/video", headers=AUTH,
+                   json={"prompt": "a fox", "model": "gone"})
+    assert r.status_code == 200, r.text
+    failed = [r.json()["request_id"], native_submit(front, {"kind": "text-to-video", "model": "gone", "params": {"prompt": "x"}})]
+    for job in failed:
+        assert wait_status(root, job, daemon=front.daemon)["error"]["code"] == "model_not_found"
+    gone = failed[1]
+    answer(front, "visualizr", "GET", f"/api/v1/generate/status/{failed[0]}", AUTH)
+    for name in NAMES:
+        for headers in ({}, AUTH):
+            for path in list_routes(name):
+                answer(front, name, "GET", path, headers)
+            for method, path in id_routes(name, front.own[name]):
+                if method == "GET":
+                    answer(front, name, method, path, headers)
+    for path in ("/api/v1/info", "/api/v1/models", "/api/v1/queue", "/api/v1/jobs?limit=1000", "/api/v1/stats",
+                 "/metrics", "/api/v1/openapi.json", *[f"/api/v1/jobs/{j}" for j in [*jobs.values(), gone, *front.own.values()]]):
+        assert front.native_call("GET", path).status_code == 200, path
+    front.answers.append(("native GET /api/v1/events", sse_replay(front)))
+    front.answers.append(("visualizr WebSocket", json.dumps(ws_messages(front.urls["visualizr"], [front.own["visualizr"]])).encode()))
+    # The operator's CLI still says where each model is.
+    listed = subprocess.run([sys.executable, "-m", "daemon", "models", "list"], cwd=REPO, capture_output=True, text=True,
+                            env=base_env(**{**front.daemon.settings, "VIDSPOOL_API__PORT": str(urlsplit(front.native).port)}),
+                            timeout=60)
+    assert str((front.base / "registry" / "wan-reg").resolve()) in listed.stdout, listed
+    host_paths = {str(p) for p in (front.base, REPO, tiny_models, hub_cache_dir()) for p in (p, p.resolve())}
+    leaks = [(where, path) for where, body in front.answers for path in host_paths
+             if path.encode() in body or json.dumps(path)[1:-1].encode() in body]
+    assert not leaks, "\n".join(f"{where} names {path}" for where, path in leaks)
+
+
+def test_host_paths_are_shortened_as_whole_paths_only():
+    from daemon.config import load_settings
+    from daemon.hostpaths import HostPaths
+
+    settings = load_settings(None, spool={"root": "/srv/spool"}, registry={"dir": "/srv/models"},
+                             presets={"p": {"kind": "tts", "deliver_to": "/mnt/done"}})
+    paths = HostPaths(lambda: settings)
+    assert paths.text("model 'x': /srv/models/wan does not exist") == "model 'x': registry/wan does not exist"
+    assert paths.text("[Errno 2] '/mnt/done/a.mp4' (/srv/spool)") == "[Errno 2] 'deliver_to/a.mp4' (spool)"
+    for kept in ("/srv/spool2/x", "http://h:1/srv/spool/x", "see /api/v1/jobs"):  # not one of them
+        assert paths.text(kept) == kept
+    assert (paths.path("/srv/models/a/b"), paths.path("/usr/lib/x.so"), paths.path(None)) == ("registry/a/b", "x.so", None)

@@ -146,7 +146,8 @@ class HeyGem(Personality):
         try:
             return self.stage_file(staging, "face", face)
         except OSError as exc:
-            raise BadRequest(f"[compat.heygem] default_face {str(face)!r} cannot be read: {exc.strerror or exc}",
+            raise BadRequest(f"[compat.heygem] default_face {self.view.paths.path(face)!r} cannot be read: "
+                             f"{exc.strerror or self.view.paths.text(str(exc))}",
                              500, "internal") from None
 
     async def clone_from(self, video: Path, staging: Path, job: Submission) -> None:

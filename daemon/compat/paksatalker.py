@@ -280,7 +280,7 @@ class PaksaTalker(Personality):
         if face is None:
             raise BadRequest(f"no image uploaded and [compat.paksatalker] default_face is not set ({why})")
         if not face.is_file():
-            raise BadRequest(f"[compat.paksatalker] default_face {face} is not a file", 500, "internal")
+            raise BadRequest(f"[compat.paksatalker] default_face {self.view.paths.path(face)} is not a file", 500, "internal")
         job.inputs["face"] = self.stage_file(staging, "face", face)
 
     def speech_voice(self, job: Submission) -> None:

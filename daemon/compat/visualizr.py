@@ -281,7 +281,8 @@ class Visualizr(Personality):
         self.frames_for(job, body.get("duration_seconds"), None)
         self.unknown_fields(body, ("character_id", "resolution", "duration_seconds", *CHARACTER_DEFAULTS), job)
         if not character.image.is_file():
-            raise BadRequest(f"character {character_id!r}: its image {character.image} is missing on this host", 500, "GENERATION_FAILED")
+            raise BadRequest(f"character {character_id!r}: its image {self.view.paths.path(character.image)} is missing on this host",
+                             500, "GENERATION_FAILED")
         token, staging = self.staging()
         try:
             job.inputs["image"] = self.stage_file(staging, "image", character.image)

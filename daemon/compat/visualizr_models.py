@@ -138,7 +138,8 @@ class ModelCatalog:
         return {
             "id": entry["name"],
             "name": display,
-            "description": f"{display} {' and '.join(types)}" + (f" ({entry['problem']})" if entry.get("problem") else ""),
+            "description": f"{display} {' and '.join(types)}" + (f" ({self.view.paths.text(entry['problem'])})"
+                                                                   if entry.get("problem") else ""),
             "type": types[0],
             "types": types,
             "max_resolution": caps["max_resolution"],

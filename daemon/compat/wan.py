@@ -140,8 +140,8 @@ class Wan(Personality):
         return web.json_response({
             "name": name, "version": __version__, "provider": "huggingface" if repo or config is None else "local",
             "gpu_enabled": bool(gpus), "gpu_device_id": gpus[0] if gpus else None,
-            "cache_dir": str(hub_cache_dir()),
-            "model": model if config else None, "model_id": repo or (str(config.path) if config else None),
+            "cache_dir": self.view.paths.path(hub_cache_dir()),  # "hub": no host path to anonymous clients
+            "model": model if config else None, "model_id": repo or (self.view.paths.path(config.path) if config else None),
             "available": self.unavailable(T2V) is None})
 
     # -- generating -----------------------------------------------------------------------
@@ -167,7 +167,7 @@ class Wan(Personality):
         try:
             model_folder(model, config.model_dump(mode="json"))
         except JobError as exc:
-            return exc.message
+            return self.view.paths.text(exc.message)
         return None
 
     async def read(self, request: web.Request, kind: str, staging) -> Form:
@@ -341,13 +341,13 @@ class Wan(Personality):
     # -- models ---------------------------------------------------------------------------------
     async def list_models(self, request: web.Request) -> web.Response:
         """The registry's video models, and this daemon's hub downloads (progress, failures)."""
-        cache = str(hub_cache_dir())
+        cache = self.view.paths.path(hub_cache_dir())
         models: dict[str, dict] = {}
         for entry in self.view.models():
             if (entry["kinds"] and not set(entry["kinds"]) & set(self.kinds)) or entry.get("backend"):
                 continue  # a speech or lip-sync model
             repo = entry["repo"] or hub_repo(entry["path"])
-            folder = str(Path(entry["path"]).parent) if entry["path"] else None
+            folder = self.view.paths.path(Path(entry["path"]).parent) if entry["path"] else None
             models[repo or entry["name"]] = {
                 "id": repo or entry["name"], "name": entry["name"], "provider": "huggingface" if repo else "local",
                 "cache_dir": cache if repo else folder, "downloaded": entry["available"], "kinds": entry["kinds"]}
