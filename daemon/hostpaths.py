@@ -28,35 +28,38 @@ class HostPaths:
         self.settings = settings
         self._built: tuple[Settings, dict[str, str], re.Pattern | None] | None = None  # per settings (reload)
 
-    def _roots(self, settings: Settings) -> Iterator[tuple[Path, str]]:
-        yield settings.spool.root, "spool"
-        yield Path(settings.registry.dir), "registry"
-        yield hub_cache_dir(), "hub"
-        yield INSTALL_DIR, "vidspool"
+    def _roots(self, settings: Settings) -> Iterator[tuple[Path, str, bool]]:
+        """(folder, shown name, whether to match its resolved form too). Only model folders
+        are resolved (the registry lists them so, and the daemon reads them anyway): the spool
+        and a deliver_to may be a share, and a stat of a hung share must never stop a write."""
+        yield settings.spool.root, "spool", False
+        yield Path(settings.registry.dir), "registry", True
+        yield hub_cache_dir(), "hub", False
+        yield INSTALL_DIR, "vidspool", False
         for preset in settings.presets.values():
             if preset.deliver_to is not None:
-                yield preset.deliver_to, "deliver_to"
+                yield preset.deliver_to, "deliver_to", False
         for name in settings.configured_models:
             model = settings.models.get(name)
             if model is not None and model.path is not None:
-                yield model.path, Path(model.path).name
+                yield model.path, Path(model.path).name, True
         for front in settings.compat.model_dump().values():
             if isinstance(front, dict) and front.get("default_face"):
-                yield Path(front["default_face"]), Path(front["default_face"]).name
+                yield Path(front["default_face"]), Path(front["default_face"]).name, False
         for character in settings.characters.values():
-            yield character.image, character.image.name
+            yield character.image, character.image.name, False
         for voice in settings.voices.values():
             for path in (voice.model, voice.reference_audio):
                 if path is not None:
-                    yield path, Path(path).name
+                    yield path, Path(path).name, voice.model == path
 
     def _matcher(self) -> tuple[dict[str, str], re.Pattern | None]:
         settings = self.settings()
         if self._built is None or self._built[0] is not settings:
             shown: dict[str, str] = {}
-            for root, name in self._roots(settings):
-                root = Path(root).expanduser()
-                for form in (root.absolute(), root.resolve()):
+            for root, name, resolve in self._roots(settings):
+                root = Path(root).expanduser().absolute()
+                for form in (root, root.resolve()) if resolve else (root,):
                     if len(form.parts) > 1:  # never "/" itself
                         shown.setdefault(str(form), name)
             longest_first = sorted(shown, key=len, reverse=True)
