@@ -60,7 +60,8 @@ class HostPaths:
             for root, name, resolve in self._roots(settings):
                 root = Path(root).expanduser().absolute()
                 for form in (root, root.resolve()) if resolve else (root,):
-                    if len(form.parts) > 1:  # never "/" itself
+                    # never "/" itself; a file inside a folder already known shows as in it
+                    if len(form.parts) > 1 and not any(str(form).startswith(f"{known}/") for known in shown):
                         shown.setdefault(str(form), name)
             longest_first = sorted(shown, key=len, reverse=True)
             pattern = re.compile("|".join(BEFORE_ROOT + re.escape(r) + AFTER_ROOT for r in longest_first)) if shown else None
