@@ -154,11 +154,11 @@ ID_KEY = {"heygem": "task_id", "story": "job_id", "paksatalker": "task_id", "vis
 
 @pytest.fixture(scope="module")
 def jobs(front):
-    """Native jobs: `video` (text-to-video, completed), `delivered` and `undelivered` (dropped
+    """Native jobs, with ids in the personalities' own shapes: `video` (text-to-video, completed), `delivered` and `undelivered` (dropped
     for a preset whose deliver_to is there, and missing), `running` (runs on), `queued` (waits: the farm
     is paused); then one job through each personality (queued)."""
     root = front.daemon.root
-    ids = {"video": native_submit(front, {"kind": "text-to-video", "id": "nativejob1",
+    ids = {"video": native_submit(front, {"kind": "text-to-video", "id": "video_req_00ff00ff00ff00ff",
                                           "params": {"prompt": "a lighthouse", **SMALL}})}
     assert wait_status(root, ids["video"], timeout=180, daemon=front.daemon)["state"] == "completed"
     drop_json(root / "inbox" / "delivered", "delivered1", {})  # a preset's job: dropped in its inbox folder
@@ -167,10 +167,10 @@ def jobs(front):
     wait_for(lambda: ((status(root, ids["delivered"]) or {}).get("result") or {}).get("delivered"), 60, "delivered")
     wait_for(lambda: ((status(root, ids["undelivered"]) or {}).get("result") or {}).get("delivery_error"), 60,
              "delivery refused")
-    ids["running"] = native_submit(front, {"kind": "probe", "id": "nativerun1", "params": {"seconds": 600}})
+    ids["running"] = native_submit(front, {"kind": "probe", "id": "job_1700000000_abcdefabcdef", "params": {"seconds": 600}})
     wait_status(root, ids["running"], {"running"}, daemon=front.daemon)
     assert front.native_call("POST", "/api/v1/pause", json={"reason": "test"}).status_code == 200
-    ids["queued"] = native_submit(front, {"kind": "probe", "id": "nativeq1"})
+    ids["queued"] = native_submit(front, {"kind": "probe", "id": "task_1700000000000000001"})
     wait_status(root, ids["queued"], {"queued"}, daemon=front.daemon)
     front.video = front.native_call("GET", f"/api/v1/jobs/{ids['video']}/download").content
     paths = submit_paths(front)
@@ -222,11 +222,12 @@ def answer(front: Front, name: str, method: str, path: str, headers: dict | None
 
 def assert_unknown(front: Front, name: str, job: str, headers: dict | None = None) -> None:
     """Every id route of `name` answers `job` exactly as an id that never existed."""
-    absent = job + "x"
-    for method, path in id_routes(name, job):
+    absent = job + "0"
+    for (method, path), (_, absent_path) in zip(id_routes(name, job), id_routes(name, absent)):
         got = answer(front, name, method, path, headers)
-        status_, kind, body = answer(front, name, method, path.replace(job, absent), headers)
-        unknown = (status_, kind, body.replace(absent.encode(), job.encode()))
+        status_, kind, body = answer(front, name, method, absent_path, headers)
+        body = body.replace(absent.encode(), job.encode()).replace(video_id(absent).encode(), video_id(job).encode())
+        unknown = (status_, kind, body)
         assert got == unknown, f"{name} {method} {path} reveals job {job}: {got[0]} {got[2][:300]!r}"
         assert got[0] in (401, 404), (name, method, path, got)
 
