@@ -34,7 +34,7 @@ import requests
 from PIL import Image
 
 from contract.model_folders import hub_cache_dir
-from tests.support import REPO, Daemon, base_env, drop_json, status, wait_for, wait_status
+from tests.support import REPO, Daemon, all_personalities, base_env, drop_json, status, wait_for, wait_status
 
 TOKEN = "native-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -86,6 +86,7 @@ def front(tiny_models, tmp_path_factory):
     (base / "done").mkdir()
     face = base / "face.png"
     face.write_bytes(face_png())
+    fronts = all_personalities(face, SMALL)
     settings = {
         "VIDSPOOL_API__TOKENS": json.dumps([TOKEN]),
         "VIDSPOOL_API__MAX_QUEUED_JOBS": str(LIMIT),
@@ -98,20 +99,12 @@ def front(tiny_models, tmp_path_factory):
                                       "image-to-video": {"model": "tiny-i2v"}}),
         "VIDSPOOL_CHARACTERS": json.dumps({"host": {"image": str(face), "prompt": "a host {action}", "model": "tiny-i2v"}}),
         "VIDSPOOL_PRESETS": json.dumps({
-            "small": {"kind": "text-to-video", "params": SMALL},
-            "narrow": {"kind": "narrated-video", "params": {"width": 160, "height": 90, "fps": 5}},
-            "head": {"kind": "talking-head", "params": {"resolution": "480p", "fps": 10}},
+            **fronts["presets"],
             "delivered": {"kind": "probe", "deliver_to": str(base / "done")},
             "undeliverable": {"kind": "probe", "deliver_to": str(base / "no-such-folder"),
                               "deliver_retry_seconds": 3600},
         }),
-        "VIDSPOOL_COMPAT": json.dumps({
-            "heygem": {"listen": "127.0.0.1:0", "default_face": str(face), "preset": "head"},
-            "story": {"listen": "127.0.0.1:0", "preset": "narrow"},
-            "paksatalker": {"listen": "127.0.0.1:0", "default_face": str(face), "preset": "head"},
-            "visualizr": {"listen": "127.0.0.1:0", "preset": "small"},
-            "wan": {"listen": "127.0.0.1:0", "preset": "small"},
-        }),
+        "VIDSPOOL_COMPAT": json.dumps(fronts["compat"]),
     }
     d = Daemon(base / "spool", workers=["cpu"], **settings).start()
     try:
