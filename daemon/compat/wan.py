@@ -352,7 +352,8 @@ class Wan(Personality):
                 "id": repo or entry["name"], "name": entry["name"], "provider": "huggingface" if repo else "local",
                 "cache_dir": cache if repo else folder, "downloaded": entry["available"], "kinds": entry["kinds"]}
         for d in self.view.downloads():
-            progress = {k: d[k] for k in ("state", "bytes_done", "bytes_total", "error")}
+            progress = {k: d[k] for k in ("state", "bytes_done", "bytes_total")}
+            progress["error"] = d["error"] and self.view.paths.text(d["error"])  # an OSError may name the cache
             if d["repo"] in models:
                 models[d["repo"]]["download"] = progress
             else:
