@@ -38,7 +38,7 @@ from daemon.httpguard import (
 )
 from daemon.metrics import Metrics
 from daemon.pause import PauseRequest, ResumeRequest
-from daemon.readmodel import JobFilter, ReadModel
+from daemon.readmodel import JobFilter, QueueFull, ReadModel
 from daemon.spool import is_valid_job_id
 from contract.status import PREVIEW_FILE
 
@@ -212,8 +212,7 @@ class Api:
         its id reserved, then renamed in, where the daemon accepts it like any drop."""
         waiting = self.view.queue_full()
         if waiting is not None:
-            return error(429, "queue_full", f"{waiting} jobs are waiting ([api] max_queued_jobs); try again later",
-                         headers={"Retry-After": "10"})
+            return self._queue_full(waiting)
         token, staging = self.view.new_submission()
         try:
             if request.content_type == "multipart/form-data":
@@ -229,10 +228,18 @@ class Api:
                 return timeout_response(doc)
             if isinstance(doc, web.Response):
                 return doc
-            job_id = self.view.submit(token, staging, doc)
+            try:
+                job_id = self.view.submit(token, staging, doc)
+            except QueueFull as exc:  # filled while the body was read
+                return self._queue_full(exc.waiting)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return web.json_response({"id": job_id, "state": "submitted", "status_url": f"{API}/jobs/{job_id}"}, status=202)
+
+    @staticmethod
+    def _queue_full(waiting: int) -> web.Response:
+        return error(429, "queue_full", f"{waiting} jobs are waiting ([api] max_queued_jobs); try again later",
+                     headers={"Retry-After": "10"})
 
     async def _read_limited(self, request: web.Request) -> bytes | web.Response | ReadTimeout:
         limit = self.view.settings.limits.job_json_bytes
@@ -390,7 +397,7 @@ class Api:
 
     # -- models ---------------------------------------------------------------------------
     async def list_models(self, request: web.Request) -> web.Response:
-        return web.json_response({"models": self.view.models()})
+        return web.json_response({"models": self.view.shown_models()})
 
     async def load_model(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

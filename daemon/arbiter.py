@@ -37,6 +37,7 @@ from daemon.devices import worker_devices
 from daemon.fds import raise_nofile_limit
 from daemon.fscheck import FsClass, classify, spool_fault
 from daemon.fsops import create_exclusive, read_json
+from daemon.hostpaths import HostPaths
 from daemon.hosts import Heartbeat, LeaseTracker
 from daemon.intake import InboxScanner, error_line, printable
 from daemon.jobends import JobEnds
@@ -114,7 +115,8 @@ class Arbiter:
         self.spool = Spool(sc.root, sc.host)
         self.kinds = load_kinds()
         self._listeners: list[Callable[[dict], None]] = []  # status changes, for the read model
-        self.statuses = StatusWriter(self.spool, settings.status.progress_interval_seconds, self._status_changed)
+        self.statuses = StatusWriter(self.spool, settings.status.progress_interval_seconds, self._status_changed,
+                                     shown=HostPaths(lambda: self.settings).status)
         # Presets' deliver_to folders (daemon/delivery.py): started by the `completed` status write.
         self.deliveries = Deliveries(self.spool, self.kinds, lambda: self.settings, self.statuses.current, self.statuses.write)
         self.on_status(self.deliveries.on_status)

@@ -81,8 +81,10 @@ def _list(settings: Settings, args) -> int:
     if not models:
         print(f"no models: add [models.NAME] to the config, or put model folders in {settings.registry.dir}/")
         return 0
+    here = {m["name"]: m for m in model_entries(settings)}  # the API shows folders relative; the operator sees where
     for m in models:
-        where = m["folder"] or m["problem"]
+        local = here.get(m["name"], m)
+        where = local["folder"] or local["problem"]
         loaded = ", ".join(m.get("loaded_on") or []) or "-"
         kinds = ",".join(served_kinds(m)) or "not set (a job of any kind may name it)"
         print(f"{m['name']:<28} {'ok' if m['available'] else 'MISSING':<8} kinds={kinds} "

@@ -14,6 +14,7 @@ from contract.lipsync_folders import backend_of
 from contract.model_folders import model_folder, read_index
 from daemon.config import ModelConfig, Settings
 from daemon.downloads import hub_repo
+from daemon.hostpaths import HostPaths
 from daemon.registry import refresh_models
 
 
@@ -64,6 +65,14 @@ def served_kinds(entry: dict) -> list[str]:
         except JobError:
             return []  # a broken folder: its problem shows on loading
     return kinds_of(class_name or "")
+
+
+def shown_entry(entry: dict, paths: HostPaths) -> dict:
+    """An entry as the HTTP fronts show it: its folders and texts without host paths."""
+    download = entry["download"] and {**entry["download"], "folder": paths.path(entry["download"].get("folder")),
+                                      "error": entry["download"].get("error") and paths.text(entry["download"]["error"])}
+    return {**entry, "path": paths.path(entry["path"]), "folder": paths.path(entry["folder"]),
+            "problem": entry["problem"] and paths.text(entry["problem"]), "download": download}
 
 
 def _download_problem(d: dict) -> str:

@@ -35,7 +35,8 @@ from daemon.downloads import Downloads
 from daemon.events import EventLog
 from daemon.fsops import atomic_write_bytes, read_json
 from daemon.history import History, epoch
-from daemon.modelview import model_entries
+from daemon.hostpaths import HostPaths
+from daemon.modelview import model_entries, shown_entry
 from daemon.outbox_index import JobSummary, OutboxIndex
 from daemon.pause import Pause, PauseWatch
 from daemon.quarantine import corrupt_count
@@ -48,6 +49,14 @@ from daemon.status import StatusWriter
 ENDED_CACHE = 4096
 # Lists and statistics computed at once, each in a thread of its own; more wait their turn.
 LISTING_THREADS = 2
+
+
+class QueueFull(Exception):
+    """A submission refused: [api] max_queued_jobs jobs wait (`waiting` of them)."""
+
+    def __init__(self, waiting: int):
+        super().__init__(f"{waiting} jobs are waiting ([api] max_queued_jobs)")
+        self.waiting = waiting
 
 
 class Supervisor(Protocol):
@@ -105,6 +114,7 @@ class ReadModel:
         self.events = EventLog()
         daemon.on_status(self.events.add)
         self._downloads = Downloads(lambda: self.settings)  # hub downloads, this daemon's
+        self.paths = HostPaths(lambda: self.settings)  # host paths as answers show them
         self.index = OutboxIndex(self.spool)
         daemon.on_status(self.index.seen)
         sweeper = getattr(daemon, "retention", None)  # daemon/retention.py's sweeps, this daemon's
@@ -117,6 +127,10 @@ class ReadModel:
         self._listing = ThreadPoolExecutor(LISTING_THREADS, thread_name_prefix="listing")
         self._listing_turns = asyncio.Semaphore(LISTING_THREADS)
         self._espeak = EspeakVoiceList()  # espeak-ng's voices, listed again when its folders change
+        # Jobs submitted here that no status is written for yet (the daemon accepts them at
+        # its next turn): their labels, for the queue limit and the "being accepted" answer.
+        self._accepting: dict[str, dict] = {}
+        daemon.on_status(self._accepted)
 
     @property
     def settings(self) -> Settings:
@@ -195,14 +209,27 @@ class ReadModel:
 
     def _being_accepted(self, job_id: str) -> dict | None:
         """A job a front submitted that the daemon has not accepted yet (its id is reserved,
-        its status not written: milliseconds, or until a stalled intake goes on): queued."""
+        its status not written: milliseconds, or until a stalled intake goes on): queued,
+        with the labels it was submitted with (a personality answers only its own)."""
         try:
             names = os.listdir(self.spool.job_outbox(job_id))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if not any(n.startswith(Spool.RESERVED_PREFIX) for n in names):
+        reserved = [n[len(Spool.RESERVED_PREFIX):] for n in names if n.startswith(Spool.RESERVED_PREFIX)]
+        if not reserved:
             return None
-        return new_status(job_id, {}, "queued", message="submitted; being accepted")
+        labels = self._accepting.get(job_id)
+        if labels is None:  # submitted through another daemon on the spool: its drop says
+            drop = read_json(self.spool.inbox / reserved[0] / "job.json") if reserved[0].strip(".") else None
+            labels = (drop or {}).get("labels") if isinstance((drop or {}).get("labels"), dict) else {}
+        return new_status(job_id, {}, "queued", labels=labels, message="submitted; being accepted")
+
+    def front_of(self, job_id: str) -> str | None:
+        """The personality a job was submitted through (its labels.compat); None: another way."""
+        if not is_valid_job_id(job_id):
+            return None
+        doc = self.daemon.statuses.live(job_id) or self._read_status(job_id) or {}
+        return (doc.get("labels") or {}).get("compat")
 
     def ended_status_bytes(self, job_id: str) -> bytes | None:
         """status.json's bytes as they are, for a job this daemon does not run and that is
@@ -321,19 +348,34 @@ class ReadModel:
 
     def submit(self, token: str, staging: Path, doc: dict) -> str:
         """Reserves the job's id, writes job.json and renames the staging folder into the
-        inbox, where the daemon accepts it like any drop. Returns the id."""
+        inbox, where the daemon accepts it like any drop. Returns the id; QueueFull (nothing
+        reserved) while [api] max_queued_jobs wait. The check and the reservation are one
+        step on the loop, so parallel requests cannot pass the limit together."""
+        waiting = self.queue_full()
+        if waiting is not None:
+            raise QueueFull(waiting)
         wanted = doc["id"] if isinstance(doc.get("id"), str) and is_valid_job_id(doc["id"]) else f"api-{token}"
         drop_name = f"{sanitize_job_id(wanted)[:40]}.api-{token}"
         job_id = self.spool.reserve_for_drop(wanted, drop_name)
         atomic_write_bytes(staging / "job.json", json.dumps({**doc, "id": job_id}).encode())
         os.rename(staging, self.spool.inbox / drop_name)
+        labels = doc.get("labels")
+        self._accepting[job_id] = labels if isinstance(labels, dict) else {}
         self.daemon.dropped(self.spool.inbox / drop_name)
         return job_id
 
+    def _accepted(self, doc: dict) -> None:
+        self._accepting.pop(doc.get("id"), None)
+
     def queue_full(self) -> int | None:
-        """How many jobs wait, when that is [api] max_queued_jobs or more."""
-        waiting = len(self.daemon.queued())
-        return waiting if waiting >= self.settings.api.max_queued_jobs else None
+        """How many jobs wait (queued, and submitted here but not accepted yet), when that
+        is [api] max_queued_jobs or more."""
+        limit = self.settings.api.max_queued_jobs
+        if len(self.daemon.queued()) + len(self._accepting) >= limit:
+            # Accepted by another daemon on the spool (no status event here): no longer waiting.
+            self._accepting = {i: labels for i, labels in self._accepting.items() if self._signature(i) is None}
+        waiting = len(self.daemon.queued()) + len(self._accepting)
+        return waiting if waiting >= limit else None
 
     def cancel(self, job_id: str, source: str = "api") -> str:
         """'canceled', 'canceling', 'final' (it has ended) or 'not_found'."""
@@ -380,7 +422,7 @@ class ReadModel:
         return {
             "version": __version__,
             "host": self.spool.host,
-            "spool": str(self.spool.root),
+            "spool": self.paths.path(self.spool.root),
             "devices": [w.device for w in self.daemon.workers],
             "kinds": sorted(self.kinds),
             "kind_inputs": {name: [i.name for i in k.inputs] for name, k in sorted(self.kinds.items())},
@@ -392,7 +434,12 @@ class ReadModel:
 
     # -- models and voices ---------------------------------------------------------------------
     def models(self) -> list[dict]:
+        """The registry with absolute folders (for the fronts' own use; answers show shown_models())."""
         return model_entries(self.settings, self.daemon.workers, self._downloads.all())
+
+    def shown_models(self) -> list[dict]:
+        """models() as an answer shows them: folders relative to the registry or hub cache."""
+        return [shown_entry(m, self.paths) for m in self.models()]
 
     async def download_model(self, repo: str, revision: str = "main", *, bearer: str | None = None,
                              authorized: bool = False) -> dict:

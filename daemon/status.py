@@ -22,13 +22,16 @@ class StatusWriter:
     """Writes outbox/<id>/status.json; keeps the last document of each job this daemon runs
     in memory (its throttled progress)."""
 
-    def __init__(self, spool: Spool, progress_interval: float, on_write=None):
+    def __init__(self, spool: Spool, progress_interval: float, on_write=None, shown=None):
         self.spool = spool
         self.progress_interval = progress_interval
         self._docs: dict[str, dict] = {}
         self._last_write: dict[str, float] = {}
         self._pending: set[str] = set()
         self._on_write = on_write  # callback(doc) for live listeners (API events)
+        # shown(doc): its host paths shortened (daemon/hostpaths.py): a status is read by anyone
+        # who may read the job; the logs keep the absolute paths.
+        self._shown = shown
 
     @property
     def has_pending(self) -> bool:
@@ -45,6 +48,8 @@ class StatusWriter:
     def write(self, doc: dict, durable: bool = True) -> None:
         """Writes a status now; `durable` (fsync) for state changes, not for progress."""
         doc["updated_at"] = utc_now()
+        if self._shown is not None:
+            self._shown(doc)
         job_id = doc["id"]
         atomic_write_json(self.spool.status_path(job_id), doc, fsync=durable)
         self._last_write[job_id] = time.monotonic()

@@ -213,3 +213,18 @@ def executions(marker_dir: Path) -> list[str]:
         return (marker_dir / "executions.log").read_text().split()
     except FileNotFoundError:
         return []
+
+
+def all_personalities(face: Path, small: dict) -> dict[str, dict]:
+    """[presets] and [compat] for all five seed personalities on loopback (free ports), with
+    presets small enough for a CPU: `small` text-to-video params, a narrow narrated video, a
+    480p talking head speaking over `face`."""
+    presets = {"small": {"kind": "text-to-video", "params": small},
+               "narrow": {"kind": "narrated-video", "params": {"width": 160, "height": 90, "fps": 5}},
+               "head": {"kind": "talking-head", "params": {"resolution": "480p", "fps": 10}}}
+    compat = {"heygem": {"listen": "127.0.0.1:0", "default_face": str(face), "preset": "head"},
+              "story": {"listen": "127.0.0.1:0", "preset": "narrow"},
+              "paksatalker": {"listen": "127.0.0.1:0", "default_face": str(face), "preset": "head"},
+              "visualizr": {"listen": "127.0.0.1:0", "preset": "small"},
+              "wan": {"listen": "127.0.0.1:0", "preset": "small"}}
+    return {"presets": presets, "compat": compat}

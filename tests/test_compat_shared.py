@@ -17,7 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.support import REPO, Daemon, base_env, wait_for
+from tests.support import REPO, Daemon, all_personalities, base_env, wait_for
 
 SMALL = {"width": 32, "height": 32, "num_frames": 5, "num_inference_steps": 2}
 
@@ -35,21 +35,12 @@ def spool(tiny_models, tmp_path_factory):
     base = tmp_path_factory.mktemp("compat-shared")
     face = base / "face.png"
     face.write_bytes(face_png())
+    fronts = all_personalities(face, SMALL)
     settings = {
         "VIDSPOOL_MODELS": json.dumps({"tiny": {"path": str(tiny_models / "wan-t2v")}}),
         "VIDSPOOL_KINDS": json.dumps({"text-to-video": {"model": "tiny"}}),
-        "VIDSPOOL_PRESETS": json.dumps({
-            "small": {"kind": "text-to-video", "params": SMALL},
-            "narrow": {"kind": "narrated-video", "params": {"width": 160, "height": 90, "fps": 5}},
-            "head": {"kind": "talking-head", "params": {"resolution": "480p", "fps": 10}},
-        }),
-        "VIDSPOOL_COMPAT": json.dumps({
-            "heygem": {"listen": "127.0.0.1:0", "default_face": str(face), "preset": "head"},
-            "story": {"listen": "127.0.0.1:0", "preset": "narrow"},
-            "paksatalker": {"listen": "127.0.0.1:0", "default_face": str(face), "preset": "head"},
-            "visualizr": {"listen": "127.0.0.1:0", "preset": "small"},
-            "wan": {"listen": "127.0.0.1:0", "preset": "small"},
-        }),
+        "VIDSPOOL_PRESETS": json.dumps(fronts["presets"]),
+        "VIDSPOOL_COMPAT": json.dumps(fronts["compat"]),
     }
     return base, face, settings
 

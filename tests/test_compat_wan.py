@@ -33,7 +33,6 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from huggingface_hub import constants
 from PIL import Image, ImageDraw
 
 from tests.hubserver import HubServer
@@ -303,7 +302,7 @@ def test_health_and_model_info(wan):
     assert {"name", "version", "provider", "gpu_enabled", "gpu_device_id", "cache_dir"} <= set(info)
     assert info["name"] == "Wan2.1" and info["model"] == "tiny-wan-t2v" and info["provider"] == "local"
     assert info["gpu_enabled"] is False and info["gpu_device_id"] is None  # CPU workers only
-    assert info["cache_dir"] == constants.HF_HUB_CACHE and info["available"] is True
+    assert info["cache_dir"] == "hub" and info["available"] is True  # the hub cache, not its host path
 
 
 def test_models_and_the_download_example(wan, tmp_path):
@@ -313,7 +312,7 @@ def test_models_and_the_download_example(wan, tmp_path):
     assert set(by_id) == {"tiny-wan-t2v", "tiny-wan-i2v"}, models
     for m in models:
         assert {"id", "name", "provider", "cache_dir", "downloaded"} <= set(m)
-        assert m["downloaded"] is True and m["provider"] == "local" and m["cache_dir"] == str(TINY_DIR)
+        assert m["downloaded"] is True and m["provider"] == "local" and m["cache_dir"] == "vidspool/.cache/tiny-models"
     # No token, and no [registry] download_allow: the document's example is refused, saying why.
     out = curl(CURL_DOWNLOAD.replace("curl ", "curl -s -w '\\n%{http_code}' ", 1), base, tmp_path)
     body, code = out.rsplit("\n", 1)
@@ -471,7 +470,7 @@ def test_the_download_example_online(bare, tmp_path):
     d, base = bare
     answer = json.loads(curl(CURL_DOWNLOAD, base, tmp_path, **{"Lightricks/LTX-Video": HUB_REPO}))
     assert answer["message"] == "Model download started" and answer["model_id"] == HUB_REPO, answer
-    cache = str(d.root.parent / "hf" / "hub")
+    cache = "hub"
 
     def listed(repo: str) -> dict:
         return {m["id"]: m for m in json.loads(curl(CURL_MODELS, base, tmp_path))["models"]}.get(repo) or {}

@@ -106,7 +106,7 @@ def test_coqui_speaks_at_the_models_rate(jobs, coqui_daemon, tiny_tts, job_id, f
     rate = tiny.FAMILIES[family]["sample_rate"]
     speech = doc["result"]["speech"]
     assert speech["engine"] == "coqui" and speech["voice"] == speaker and speech["language"] == "en"
-    assert speech["model"] == str(tiny_tts[family]) and speech["sentences"] == 2
+    assert speech["model"] == f"registry/{tiny_tts[family].name}" and speech["sentences"] == 2
     audio = doc["result"]["audio"]
     assert audio["sample_rate"] == rate and audio["channels"] == 1
     samples, wav_rate = read_wav(coqui_daemon.root / "outbox" / job_id / "speech.wav")
@@ -138,7 +138,7 @@ def test_a_configured_voice_clones_its_recording_and_paths_stay_in_the_registry(
 def test_coqui_failures(jobs, tiny_tts):
     missing = jobs["missing"]
     assert missing["state"] == "failed" and missing["error"]["code"] == "model_not_found", missing
-    assert str(tiny_tts["vits"].parent / "no-such-model") in missing["error"]["message"]
+    assert "registry/no-such-model" in missing["error"]["message"]  # inside [registry] dir, not the host path
     assert missing["started_at"] is None  # refused at accept
 
     clone = jobs["vits-clone"]

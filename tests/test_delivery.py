@@ -129,7 +129,7 @@ def test_every_result_arrives_whole_on_an_sshfs_share_named_by_the_template(ssh_
         assert set(files) == {"video.mp4", "thumb.jpg"} and files["video.mp4"]["size"] > 1_000_000
         day = datetime.fromisoformat(doc["finished_at"].replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d")
         names = {f"{day}_holiday_holiday_slideshow_video.mp4": "video.mp4", f"{day}_holiday_holiday_slideshow_thumb.jpg": "thumb.jpg"}
-        assert doc["result"]["delivered"] == [str(share.path / "done" / n) for n in names]
+        assert doc["result"]["delivered"] == [f"deliver_to/{n}" for n in names]  # no host path in a status
         assert sorted(os.listdir(on_server)) == visible(on_server) == sorted(names)  # no temp left
         for name, result in names.items():
             assert sha256(on_server / name) == files[result]["sha256"]
@@ -155,8 +155,8 @@ def test_a_name_already_in_the_folder_is_never_overwritten(tmp_path):
         first = wait_delivery(root, "story", d)
         drop_text(root / "inbox" / "cards", "story.txt", "Three\n")  # the same name again: job id story-2
         second = wait_delivery(root, "story-2", d)
-        assert first["result"]["delivered"] == [str(folder / "story-2.mp4")]  # main result only, "{stem}.{ext}"
-        assert second["result"]["delivered"] == [str(folder / "story-3.mp4")]
+        assert first["result"]["delivered"] == ["deliver_to/story-2.mp4"]  # main result only, "{stem}.{ext}"
+        assert second["result"]["delivered"] == ["deliver_to/story-3.mp4"]
         assert (folder / "story.mp4").read_bytes() == b"the user's own story.mp4\n"
         assert sha256(folder / "story-2.mp4") == outbox_files(root, first)["video.mp4"]["sha256"]
         assert sha256(folder / "story-3.mp4") == outbox_files(root, second)["video.mp4"]["sha256"]
@@ -175,7 +175,7 @@ def test_a_share_without_hard_links_gets_whole_files_by_rename_never_over_a_take
     try:
         drop_text(root / "inbox" / "cards", "story.txt", "One\nTwo\n")
         doc = wait_delivery(root, "story", d)
-        assert doc["result"]["delivered"] == [str(share.path / "done" / "story-2.mp4")]
+        assert doc["result"]["delivered"] == ["deliver_to/story-2.mp4"]
         assert sorted(os.listdir(on_server)) == ["story-2.mp4", "story.mp4"]  # no temp left
         assert (on_server / "story.mp4").read_bytes() == b"the user's own story.mp4\n"
         assert sha256(on_server / "story-2.mp4") == outbox_files(root, doc)["video.mp4"]["sha256"]
@@ -200,7 +200,7 @@ def test_a_missing_folder_is_reported_and_retried_while_the_job_stays_completed(
         doc = wait_delivery(root, "late", d, delivered=False)
         assert doc["state"] == "completed" and doc["error"] is None, doc
         error = doc["result"]["delivery_error"]
-        assert str(folder) in error["message"] and "does not exist" in error["message"], error
+        assert error["message"].startswith("deliver_to does not exist"), error  # the log names the folder
         assert error["attempts"] >= 1 and error["next_attempt_at"] > doc["finished_at"], error
         assert doc["result"]["delivered"] is None
         files = outbox_files(root, doc)  # the outbox copy stays
@@ -208,11 +208,11 @@ def test_a_missing_folder_is_reported_and_retried_while_the_job_stays_completed(
                  "a second attempt, after the back-off")
         assert (root / "deliveries" / d.host / "late.json").is_file()  # still owed, across a restart too
         failed = [e for e in d.log_events() if e["event"] == "delivery.failed"]
-        assert failed and failed[0]["job_id"] == "late" and failed[0]["next_try"], failed
+        assert failed and failed[0]["job_id"] == "late" and failed[0]["next_try"] and str(folder) in failed[0]["reason"], failed
         folder.mkdir()
         doc = wait_delivery(root, "late", d, timeout=30)
         assert doc["state"] == "completed" and doc["result"]["delivery_error"] is None
-        assert doc["result"]["delivered"] == [str(folder / "late.mp4")]
+        assert doc["result"]["delivered"] == ["deliver_to/late.mp4"]
         assert sha256(folder / "late.mp4") == files["video.mp4"]["sha256"]
         assert outbox_files(root, doc) == files
         assert not (root / "deliveries" / d.host / "late.json").exists()
@@ -251,7 +251,7 @@ def test_a_daemon_killed_mid_copy_redoes_the_delivery_at_its_next_start_once(ssh
     again = start(root, tmp_path, **presets)
     try:
         doc = wait_delivery(root, "story", again)
-        assert doc["result"]["delivered"] == [str(share.path / "done" / "story.mp4")]
+        assert doc["result"]["delivered"] == ["deliver_to/story.mp4"]
         assert os.listdir(on_server) == ["story.mp4"]  # one copy; the killed attempt's temp removed
         assert sha256(on_server / "story.mp4") == outbox_files(root, doc)["video.mp4"]["sha256"]
         assert "delivery.resumed" in [e["event"] for e in again.log_events()]
@@ -281,7 +281,7 @@ def test_a_copy_published_just_before_a_kill_is_not_delivered_twice(tmp_path):
     again = start(root, tmp_path, **presets)
     try:
         doc = wait_delivery(root, "story", again)
-        assert doc["result"]["delivered"] == [str(final)] and doc["result"]["delivery_error"] is None
+        assert doc["result"]["delivered"] == ["deliver_to/story.mp4"] and doc["result"]["delivery_error"] is None
         assert os.listdir(folder) == ["story.mp4"]  # no story-2.mp4, and the temp is gone
         assert sha256(final) == outbox_files(root, doc)["video.mp4"]["sha256"]
         assert not marker.exists()

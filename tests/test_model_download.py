@@ -163,6 +163,11 @@ def snapshot(base: Path, hub: HubServer, repo: str) -> Path:
     return base / "hf" / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / hub.repos[repo].sha
 
 
+def shown(hub: HubServer, repo: str) -> str:
+    """A snapshot folder as the answers show it: relative to the hub cache, no host path."""
+    return f"hub/models--{repo.replace('/', '--')}/snapshots/{hub.repos[repo].sha}"
+
+
 def asked(hub: HubServer, repo: str) -> list[str]:
     return [p for _, p in hub.requests if p.startswith((f"/{repo}/", f"/api/models/{repo}"))]
 
@@ -225,7 +230,7 @@ def test_download_shows_progress_registers_under_the_repo_id_and_runs_a_job(d, h
     assert entry["available"] and entry["download"]["bytes_done"] == total and entry["download"]["error"] is None
     assert entry["download"]["finished_at"] >= entry["download"]["started_at"] == started["started_at"]
     folder = snapshot(base, hub, WAN)
-    assert entry["folder"] == entry["download"]["folder"] == entry["path"] == str(folder)
+    assert entry["folder"] == entry["download"]["folder"] == entry["path"] == shown(hub, WAN)  # no host path in an answer
     assert entry["repo"] == WAN and "text-to-video" in entry["kinds"]
     link = registry / "vidspool-test--tiny-wan"
     assert link.is_symlink() and link.resolve() == folder  # registered, stored once: in the hub cache
@@ -268,8 +273,8 @@ def test_a_look_alike_downloaded_first_cannot_take_the_name(d, hub, base, regist
     assert done.returncode == 0, (done.stdout, done.stderr, d.log())
     assert f"downloading as model {REAL}" in done.stdout and f"jobs may name model '{REAL}'" in done.stdout
     listed = models(d)
-    assert listed[REAL]["available"] and listed[REAL]["folder"] == str(snapshot(base, hub, REAL))
-    assert listed[EVIL]["available"] and listed[EVIL]["folder"] == str(snapshot(base, hub, EVIL))
+    assert listed[REAL]["available"] and listed[REAL]["folder"] == shown(hub, REAL)
+    assert listed[EVIL]["available"] and listed[EVIL]["folder"] == shown(hub, EVIL)
     assert "tiny-wan" not in listed and {REAL, EVIL} <= set(wan_models(d))
     assert (registry / "Wan-AI--tiny-wan").resolve() == snapshot(base, hub, REAL)
     generate(d, REAL)
@@ -282,7 +287,7 @@ def test_a_look_alike_downloaded_first_cannot_take_the_name(d, hub, base, regist
     done = vidspool(d, "models", "download", SHORT, "--wait")
     assert done.returncode == 0 and "jobs may name model 'wan-short'" in done.stdout, (done.stdout, done.stderr)
     entry = models(d)["wan-short"]
-    assert entry["available"] and entry["folder"] == str(snapshot(base, hub, SHORT)) and SHORT not in models(d)
+    assert entry["available"] and entry["folder"] == shown(hub, SHORT) and SHORT not in models(d)
     assert (wan_models(d)["wan-short"]["repo"], wan_models(d)["wan-short"]["downloaded"]) == (SHORT, True)
     assert not (registry / "Wan-AI--tiny-wan-short").exists()
 

@@ -34,7 +34,7 @@ def seed_errors(front: Personality):
         try:
             return await handler(request)
         except BadRequest as exc:
-            return front.error(exc.status, exc.code, str(exc))
+            return front.error(exc.status, exc.code, str(exc), headers=exc.headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

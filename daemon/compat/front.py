@@ -31,7 +31,7 @@ from daemon.auth import find_token, load_tokens, presented_token
 from daemon.config import CompatConfig, Settings
 from daemon.httpguard import JSON_AND_MULTIPART, ReadTimeout, read_body, within
 from daemon.outbox_index import JobSummary
-from daemon.readmodel import ReadModel
+from daemon.readmodel import QueueFull, ReadModel
 
 FORM_TYPES = JSON_AND_MULTIPART | {"application/x-www-form-urlencoded"}
 SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
@@ -41,9 +41,9 @@ ANSWERS_KEPT = 50_000  # a few hundred bytes each
 class BadRequest(Exception):
     """A request the seed's document says is wrong: answered with `status` in its shape."""
 
-    def __init__(self, message: str, status: int = 400, code: str = "bad_request"):
+    def __init__(self, message: str, status: int = 400, code: str = "bad_request", headers: dict | None = None):
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.headers = status, code, headers
 
 
 @dataclass
@@ -142,6 +142,9 @@ class Personality:
     tokens_by_default = False
     # Paths answered without a token (health checks).
     open_paths: frozenset[str] = frozenset()
+    # A full queue ([api] max_queued_jobs): the seed's status for it (429 where its document
+    # has one), else 503.
+    queue_full_status = 503
 
     def __init__(self, view: ReadModel, config: CompatConfig):
         self.view = view
@@ -292,7 +295,21 @@ class Personality:
             doc["model"] = model
         if preset and preset.priority:
             doc["priority"] = preset.priority
-        return self.view.submit(token, staging, doc)
+        try:
+            return self.view.submit(token, staging, doc)
+        except QueueFull as exc:
+            raise self.queue_full(exc.waiting) from None
+
+    def queue_full(self, waiting: int) -> BadRequest:
+        """The seed's answer to a request while [api] max_queued_jobs jobs wait."""
+        return BadRequest(f"the queue is full: {waiting} jobs are waiting ([api] max_queued_jobs); try again later",
+                          self.queue_full_status, "queue_full", headers={"Retry-After": "10"})
+
+    def refuse_when_full(self) -> None:
+        """A full queue answered before a request's body is read (submit() checks again)."""
+        waiting = self.view.queue_full()
+        if waiting is not None:
+            raise self.queue_full(waiting)
 
     def model_for(self, kind: str, model: str | None = None) -> str | None:
         """The model a job of `kind` will run: its own, the preset's, or the kind's default."""
@@ -345,7 +362,11 @@ class Personality:
 
     # -- answering ----------------------------------------------------------------------------
     def status(self, job_id: str) -> dict | None:
-        return self.view.status(job_id)
+        """A job submitted through this personality (its labels.compat); None for any other,
+        which every route answers as the seed answers an unknown id: a personality never
+        shows another front's jobs, nor the native API's (which may need a token)."""
+        doc = self.view.status(job_id)
+        return doc if doc is not None and (doc.get("labels") or {}).get("compat") == self.name else None
 
     def translated(self, job_id: str, translate: Callable[[dict], dict]) -> web.Response | None:
         """`translate(status)` of a job as JSON; None when there is no such job. An ended

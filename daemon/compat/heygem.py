@@ -41,6 +41,7 @@ SERVICE = "HeyGem video generation (vidspool talking-head)"
 STATES = {"queued": "queued", "running": "processing", "completed": "completed", "failed": "failed",
           "canceled": "failed"}
 OUTPUT_NAME = re.compile(r"final_([A-Za-z0-9._-]{1,64})\.mp4")
+TASK_ID = re.compile(r"task_\d+")  # new_task_id()'s ids: a queued job of another shape is not HeyGem's
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 STATIC = {"heygem.js": "text/javascript"}
 MIB = 1 << 20
@@ -109,6 +110,7 @@ class HeyGem(Personality):
 
     # -- generating ------------------------------------------------------------------------------
     async def generate(self, request: web.Request) -> web.Response:
+        self.refuse_when_full()
         token, staging = self.staging()
         try:
             form = await self.form(request, staging, {"video"})
@@ -151,7 +153,8 @@ class HeyGem(Personality):
         try:
             return self.stage_file(staging, "face", face)
         except OSError as exc:
-            raise BadRequest(f"[compat.heygem] default_face {str(face)!r} cannot be read: {exc.strerror or exc}",
+            raise BadRequest(f"[compat.heygem] default_face {self.view.paths.path(face)!r} cannot be read: "
+                             f"{exc.strerror or self.view.paths.text(str(exc))}",
                              500, "internal") from None
 
     async def clone_from(self, video: Path, staging: Path, job: Submission) -> None:
@@ -259,12 +262,14 @@ class HeyGem(Personality):
             index = gpu_index(d["device"])
             key = str(index if index is not None and str(index) not in out else next(spare))
             memory = (d.get("memory") or {}).get("used") or 0
-            out[key] = {"busy": bool(d.get("busy")), "current_task": d.get("job"), "memory_used": f"{memory // MIB} MiB",
+            task = d.get("job") if self.view.front_of(d.get("job") or "") == self.name else None  # only HeyGem's
+            out[key] = {"busy": bool(d.get("busy")), "current_task": task, "memory_used": f"{memory // MIB} MiB",
                         "video_port": None, "tts_port": None, "device": d["device"]}
         return out
 
     async def queue(self, request: web.Request) -> web.Response:
-        queued = [q["id"] for q in self.view.queue()["queued"]]
+        queued = [q["id"] for q in self.view.queue()["queued"]
+                  if TASK_ID.fullmatch(q["id"]) and self.view.front_of(q["id"]) == self.name]
         return web.json_response({"gpus": self.gpus(), "queue": queued, "queue_size": len(queued)})
 
     async def info(self, request: web.Request) -> web.Response:

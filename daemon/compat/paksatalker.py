@@ -287,7 +287,7 @@ class PaksaTalker(Personality):
         if face is None:
             raise BadRequest(f"no image uploaded and [compat.paksatalker] default_face is not set ({why})")
         if not face.is_file():
-            raise BadRequest(f"[compat.paksatalker] default_face {face} is not a file", 500, "internal")
+            raise BadRequest(f"[compat.paksatalker] default_face {self.view.paths.path(face)} is not a file", 500, "internal")
         job.inputs["face"] = self.stage_file(staging, "face", face)
 
     def speech_voice(self, job: Submission) -> None:
@@ -295,13 +295,11 @@ class PaksaTalker(Personality):
             job.params["voice"] = self.config.voice
 
     def submit_task(self, token: str, staging, job: Submission) -> web.Response:
-        if self.view.queue_full() is not None:
-            raise BadRequest(f"the queue is full ([api] max_queued_jobs = {self.settings.api.max_queued_jobs}); "
-                             "try again later", 503, "queue_full")
         task_id = self.submit(token, staging, job, str(uuid.uuid4()))
         return web.json_response({"success": True, "task_id": task_id, "status": "processing"})
 
     async def fusion_video(self, request: web.Request) -> web.Response:
+        self.refuse_when_full()
         token, staging = self.staging()
         try:
             form = await self.form(request, staging, {"image", "audio", "backgroundImage"})
@@ -338,6 +336,7 @@ class PaksaTalker(Personality):
             self.discard(staging)
 
     async def video_from_prompt(self, request: web.Request) -> web.Response:
+        self.refuse_when_full()
         token, staging = self.staging()
         try:
             form = await self.form(request, staging, set())

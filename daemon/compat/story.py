@@ -66,6 +66,7 @@ class Story(Personality):
         ]
 
     async def generate(self, request: web.Request) -> web.Response:
+        self.refuse_when_full()
         body = await self.json_body(request)
         text = body.get("text")
         if not isinstance(text, str) or not text.strip():

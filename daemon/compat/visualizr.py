@@ -92,10 +92,8 @@ class Visualizr(Personality):
                                  status=status, headers=headers)
 
     # -- building jobs ------------------------------------------------------------------------
-    def refuse_when_full(self) -> None:
-        waiting = self.view.queue_full()
-        if waiting is not None:
-            raise BadRequest(f"{waiting} requests are waiting ([api] max_queued_jobs); try again later", 503, "QUEUE_FULL")
+    def queue_full(self, waiting: int) -> BadRequest:
+        return BadRequest(f"{waiting} requests are waiting ([api] max_queued_jobs); try again later", 503, "QUEUE_FULL")
 
     def pick_model(self, name, kind: str) -> str | None:
         """The request's model (checked: in the registry, serving `kind`), else the default."""
@@ -283,7 +281,8 @@ class Visualizr(Personality):
         self.frames_for(job, body.get("duration_seconds"), None)
         self.unknown_fields(body, ("character_id", "resolution", "duration_seconds", *CHARACTER_DEFAULTS), job)
         if not character.image.is_file():
-            raise BadRequest(f"character {character_id!r}: its image {character.image} is missing on this host", 500, "GENERATION_FAILED")
+            raise BadRequest(f"character {character_id!r}: its image {self.view.paths.path(character.image)} is missing on this host",
+                             500, "GENERATION_FAILED")
         token, staging = self.staging()
         try:
             job.inputs["image"] = self.stage_file(staging, "image", character.image)

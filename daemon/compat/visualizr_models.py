@@ -139,7 +139,8 @@ class ModelCatalog:
         return {
             "id": entry["name"],
             "name": display,
-            "description": f"{display} {served}".strip() + (f" ({entry['problem']})" if entry.get("problem") else ""),
+            "description": f"{display} {served}".strip() + (f" ({self.view.paths.text(entry['problem'])})"
+                                                            if entry.get("problem") else ""),
             "type": types[0],
             "types": types,
             "max_resolution": caps["max_resolution"],

@@ -93,6 +93,7 @@ class Wan(Personality):
     name = "wan"
     kinds = (T2V, I2V, V2V)
     open_paths = frozenset({"/health"})  # with `require_tokens`, health stays open
+    queue_full_status = 429  # the document's "Too many concurrent requests"
 
     def __init__(self, view, config):
         super().__init__(view, config)
@@ -139,8 +140,8 @@ class Wan(Personality):
         return web.json_response({
             "name": name, "version": __version__, "provider": "huggingface" if repo or config is None else "local",
             "gpu_enabled": bool(gpus), "gpu_device_id": gpus[0] if gpus else None,
-            "cache_dir": str(hub_cache_dir()),
-            "model": model if config else None, "model_id": repo or (str(config.path) if config else None),
+            "cache_dir": self.view.paths.path(hub_cache_dir()),  # "hub": no host path to anonymous clients
+            "model": model if config else None, "model_id": repo or (self.view.paths.path(config.path) if config else None),
             "available": self.unavailable(T2V) is None})
 
     # -- generating -----------------------------------------------------------------------
@@ -166,7 +167,7 @@ class Wan(Personality):
         try:
             model_folder(model, config.model_dump(mode="json"))
         except JobError as exc:
-            return exc.message
+            return self.view.paths.text(exc.message)
         return None
 
     async def read(self, request: web.Request, kind: str, staging) -> Form:
@@ -239,8 +240,7 @@ class Wan(Personality):
     async def generate(self, request: web.Request, kind: str) -> web.Response:
         if (reason := self.unavailable(kind)) is not None:
             return web.json_response({"error": "Model not loaded", "reason": reason}, status=503)
-        if self.view.queue_full() is not None:
-            raise BadRequest(TOO_MANY, 429, "too_many")
+        self.refuse_when_full()
         token, staging = self.staging()
         try:
             form = await self.read(request, kind, staging)
@@ -278,6 +278,9 @@ class Wan(Personality):
         while (not (doc := self.status(job_id)) or not doc.get("job")) and time.monotonic() < deadline:
             await self.view.events.wait(0.05)
         return doc
+
+    def queue_full(self, waiting: int) -> BadRequest:
+        return BadRequest(TOO_MANY, 429, "too_many")
 
     # -- max_concurrent ---------------------------------------------------------------------
     def track(self, doc: dict) -> None:
@@ -338,19 +341,20 @@ class Wan(Personality):
     # -- models ---------------------------------------------------------------------------------
     async def list_models(self, request: web.Request) -> web.Response:
         """The registry's video models, and this daemon's hub downloads (progress, failures)."""
-        cache = str(hub_cache_dir())
+        cache = self.view.paths.path(hub_cache_dir())
         models: dict[str, dict] = {}
         for entry in self.view.models():
             if (entry["kinds"] and not set(entry["kinds"]) & set(self.kinds)) or entry.get("backend"):
                 continue  # a speech or lip-sync model
             repo = entry["repo"] or hub_repo(entry["path"])
-            folder = str(Path(entry["path"]).parent) if entry["path"] else None
+            folder = self.view.paths.path(Path(entry["path"]).parent) if entry["path"] else None
             # id: the name a job gives (a download's is its full repo id; [models.X] repo = …: X).
             models[entry["name"]] = {
                 "id": entry["name"], "name": entry["name"], "repo": repo, "provider": "huggingface" if repo else "local",
                 "cache_dir": cache if repo else folder, "downloaded": entry["available"], "kinds": entry["kinds"]}
         for d in self.view.downloads():
-            progress = {k: d[k] for k in ("state", "bytes_done", "bytes_total", "error")}
+            progress = {k: d[k] for k in ("state", "bytes_done", "bytes_total")}
+            progress["error"] = d["error"] and self.view.paths.text(d["error"])  # an OSError may name the cache
             if d["name"] in models:
                 models[d["name"]]["download"] = progress
             else:
