@@ -43,6 +43,11 @@ class Plan:
     seed: int
     kwargs: dict
 
+    @property
+    def size(self) -> dict:
+        """Its width, height and num_frames (where a compiled model loaded for it warms up)."""
+        return {"width": self.width, "height": self.height, "num_frames": self.frames}
+
 
 def plan_call(cls: type, params, kind: str, model: str, video_frames: int | None = None,
               video_size: tuple[int, int] | None = None) -> Plan:
