@@ -1,5 +1,6 @@
-"""What the outbox says about past jobs: durations per kind and model, outcomes, waits,
-storage. Behind time estimates (`estimated_time_seconds` …) and statistics (Visualizr's
+"""What the outbox says about past jobs: durations per kind and model (per stage and size
+for video runs), model loads, outcomes, waits, storage. Behind time estimates
+(`estimated_time_seconds`, `eta_seconds` …; daemon/estimates.py) and statistics (Visualizr's
 /metrics, the native /api/v1/stats); measured, not constants, and read from the outbox, so
 they survive restarts and count every host's jobs.
 
@@ -10,14 +11,17 @@ at once through `seen()`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from contract.status import FINAL_STATES
+from daemon.estimates import SIZE_KEYS, Measured, RunPlan, plan_run
 from daemon.fsops import read_json
 from daemon.spool import STATUS, Spool, is_valid_job_id
 
@@ -48,15 +52,30 @@ class Past:
     finished: float | None
     result_bytes: int
     videos: int  # result files that are videos
+    host: str | None = None
+    load_seconds: float | None = None  # a load of its model that it waited for
+    measured: Measured | None = None  # a completed video run's work and stage seconds
+    sizes: dict | None = None  # the SIZE_KEYS its run used
+    defaulted: frozenset = frozenset()  # the SIZE_KEYS its job left to the model
 
     @classmethod
     def of(cls, doc: dict) -> "Past":
-        files = ((doc.get("result") or {}).get("files") or []) if doc.get("state") == "completed" else []
-        files = [f for f in files if isinstance(f, dict)]
-        return cls(str(doc.get("id")), doc.get("kind"), doc.get("model"), str(doc.get("state")),
+        result = doc.get("result") if doc.get("state") == "completed" and isinstance(doc.get("result"), dict) else {}
+        files = [f for f in result.get("files") or [] if isinstance(f, dict)]
+        past = cls(str(doc.get("id")), doc.get("kind"), doc.get("model"), str(doc.get("state")),
                    epoch(doc.get("created_at")), epoch(doc.get("started_at")), epoch(doc.get("finished_at")),
                    sum(int(f.get("size") or 0) for f in files),
-                   sum(1 for f in files if str(f.get("media_type", "")).startswith("video/")))
+                   sum(1 for f in files if str(f.get("media_type", "")).startswith("video/")), doc.get("host"))
+        if past.run_seconds is None:
+            return past
+        model, used, given = (value if isinstance(value, dict) else {} for value in (
+            result.get("model"), result.get("params"), (doc.get("job") or {}).get("params")))
+        loaded = model.get("loaded") is True and isinstance(model.get("load_seconds"), (int, float))
+        return dataclasses.replace(
+            past, load_seconds=float(model["load_seconds"]) if loaded else None,
+            measured=Measured.of(result, past.run_seconds),
+            sizes={k: used[k] for k in SIZE_KEYS if isinstance(used.get(k), int)},
+            defaulted=frozenset(k for k in SIZE_KEYS if given.get(k) is None))
 
     @property
     def run_seconds(self) -> float | None:
@@ -88,7 +107,7 @@ class History:
         self._jobs: dict[str, Past] = {}
         self._signatures: dict[str, tuple[int, int]] = {}
         self._refreshed = float("-inf")
-        self._estimates: dict[tuple, tuple[float | None, int]] = {}  # run_estimate's, until a job changes
+        self._recent: dict[tuple, list[Past]] = {}  # _latest's, until a job ends
 
     # -- keeping up with the outbox -----------------------------------------------------------
     def seen(self, doc: dict) -> None:
@@ -96,7 +115,8 @@ class History:
         if is_valid_job_id(str(doc.get("id", ""))):
             self._jobs[doc["id"]] = Past.of(doc)
             self._signatures.pop(doc["id"], None)  # reread at the next refresh
-            self._estimates.clear()
+            if doc.get("state") in FINAL_STATES:  # a run to estimate from (progress changes none)
+                self._recent.clear()
 
     def refresh(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -120,30 +140,49 @@ class History:
                 if doc is not None:
                     self._jobs[entry.name] = Past.of(doc)
                     self._signatures[entry.name] = signature
-                    self._estimates.clear()
+                    self._recent.clear()
         for gone in self._jobs.keys() - present:
             self._jobs.pop(gone, None)
             self._signatures.pop(gone, None)
-            self._estimates.clear()
+            self._recent.clear()
 
     def jobs(self) -> list[Past]:
         self.refresh()
         return list(self._jobs.values())
 
     # -- estimates --------------------------------------------------------------------------------
-    def run_estimate(self, kind: str | None, model: str | None) -> tuple[float | None, int]:
-        """The median of the recent completed runs of this kind and model (else of the kind),
-        and how many runs it rests on (kept until a job's status changes: it is asked on
-        every status request of a queued or running job)."""
+    def run_plan(self, job: dict, host: str | None, will_load: bool) -> RunPlan | None:
+        """A job's estimated seconds per stage (daemon/estimates.py), from the recent runs of
+        its kind and model (of its kind when the model has none; this host's where it has
+        any), with its model's load when `will_load`; None before any such run."""
+        kind, model = job.get("kind"), job.get("model")
+        load = self.load_estimate(model, host) if will_load and model else None
+        return plan_run(job.get("params") or {}, self.recent_runs(kind, model, host), load)
+
+    def recent_runs(self, kind: str | None, model: str | None, host: str | None) -> list[Past]:
+        """The last RECENT_RUNS completed runs of a kind and model (of the kind when the model
+        has none), this host's where it has any, oldest first."""
+        def ran(p: Past) -> bool:
+            return p.kind == kind and p.run_seconds is not None
+
+        return (self._latest(("runs", kind, model, host), lambda p: ran(p) and p.model == model, host)
+                or self._latest(("runs", kind, host), ran, host))
+
+    def load_estimate(self, model: str | None, host: str | None) -> float | None:
+        """The median of the recent loads of `model` that jobs waited for (this host's where
+        it has any); None if none did."""
+        loads = self._latest(("loads", model, host), lambda p: p.model == model and p.load_seconds is not None, host)
+        return round(statistics.median(p.load_seconds for p in loads), 3) if loads else None
+
+    def _latest(self, key: tuple, wanted: Callable[[Past], bool], host: str | None) -> list[Past]:
+        """The last RECENT_RUNS `wanted` jobs, this host's where it has any, oldest first (kept
+        until a job ends: asked on every status request of a queued or running job)."""
         self.refresh()
-        key = (kind, model)
-        if key not in self._estimates:
-            past = [p for p in self._jobs.values() if p.kind == kind and p.run_seconds is not None]
-            same = [p for p in past if p.model == model] or past
-            recent = sorted(same, key=lambda p: p.finished or 0)[-RECENT_RUNS:]
-            self._estimates[key] = ((round(statistics.median(p.run_seconds for p in recent), 3), len(recent))
-                                    if recent else (None, 0))
-        return self._estimates[key]
+        if key not in self._recent:
+            found = [p for p in self._jobs.values() if wanted(p)]
+            here = [p for p in found if p.host == host] or found
+            self._recent[key] = sorted(here, key=lambda p: p.finished or 0)[-RECENT_RUNS:]
+        return self._recent[key]
 
     # -- statistics ---------------------------------------------------------------------------------
     def statistics(self, queued: int) -> dict:
