@@ -69,7 +69,7 @@ class Progress:
     message: str | None = None
     step: int | None = None
     total_steps: int | None = None
-    eta_seconds: float | None = None
+    eta_seconds: float | None = None  # left of the current stage; the daemon's status counts the stages after it
     preview_step: int | None = None  # a new preview.jpg shows this step (or frame)
 
     def update(self) -> dict[str, Any]:

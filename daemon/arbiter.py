@@ -34,15 +34,18 @@ from daemon.crashpoints import ENV as CRASH_ENV
 from daemon.crashpoints import CrashPoints
 from daemon.delivery import Deliveries
 from daemon.devices import worker_devices
+from daemon.estimates import StageClock
 from daemon.fds import raise_nofile_limit
 from daemon.fscheck import FsClass, classify, spool_fault
 from daemon.fsops import create_exclusive, read_json
+from daemon.history import History
 from daemon.hostpaths import HostPaths
 from daemon.hosts import Heartbeat, LeaseTracker
 from daemon.intake import InboxScanner, error_line, printable
 from daemon.jobends import JobEnds
 from daemon.jobpolicy import End, Start, Unreadable, before_start, run_message
 from daemon.notify import Notifier
+from daemon.outbox_index import OutboxIndex
 from daemon.pause import Pause, PauseWatch
 from daemon.pause import pause as write_pause
 from daemon.pause import resume as remove_pause
@@ -117,6 +120,12 @@ class Arbiter:
         self._listeners: list[Callable[[dict], None]] = []  # status changes, for the read model
         self.statuses = StatusWriter(self.spool, settings.status.progress_interval_seconds, self._status_changed,
                                      shown=HostPaths(lambda: self.settings).status)
+        # The outbox as listings and estimates need it (daemon/outbox_index.py), built in a
+        # thread from run(), then kept current by this daemon's status writes and sweeps.
+        self.index = OutboxIndex(self.spool)
+        self.on_status(self.index.seen)
+        # Past runs from the index (daemon/history.py): each job's estimated stages, its eta_seconds.
+        self.history = History(self.index)
         # Presets' deliver_to folders (daemon/delivery.py): started by the `completed` status write.
         self.deliveries = Deliveries(self.spool, self.kinds, lambda: self.settings, self.statuses.current, self.statuses.write)
         self.on_status(self.deliveries.on_status)
@@ -126,6 +135,7 @@ class Arbiter:
         # [outbox] keep_days (daemon/retention.py): old ended jobs' folders removed, in a thread.
         self.retention = Sweeper(self.spool, lambda: self.settings,
                                  may_sweep=lambda: self._opened and self.health.ok and not self.draining)
+        self.retention.on_removed(self.index.removed)
         self.crash = CrashPoints.from_env()  # tests only: kill this daemon at a named step
         self.health = SpoolHealth(self.spool.root)
         self.transitions = Transitions(self.spool, settings, self.kinds, self.statuses, self.crash)
@@ -192,6 +202,7 @@ class Arbiter:
         self.loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
         for w in self.workers:
             self._start_worker(w)
+        self.index.start()
         await self._start_http()
         # The first turn (at once: both deadlines are due) lists the queue and beats with the API url.
         self._next_rescan = self._next_beat = 0.0
@@ -530,12 +541,15 @@ class Arbiter:
     def _start(self, worker: WorkerHandle, job_dir: Path, job_id: str, plan: Start) -> None:
         job = plan.job
         attempt = self.transitions.start_attempt(job_dir)
+        loads = job.get("model") is not None and not worker.holds(job.get("model"))
+        clock = StageClock(self.history.run_plan(job, self.spool.host, will_load=loads))
         self.statuses.write(new_status(
             job_id, job, "running", attempt=attempt, host=self.spool.host, device=worker.device,
             started_at=utc_now(), stage="starting", created_at=job["_meta"].get("created_at"),
+            eta_seconds=clock.report("starting", None),
         ))
         self.crash.hit("attempt.running")
-        worker.job = RunningJob(job_id, job, job_dir, attempt)
+        worker.job = RunningJob(job_id, job, job_dir, attempt, clock=clock)
         worker.heard()
         log.info("job.started", job_id=job_id, device=worker.device, attempt=attempt, kind=job["kind"])
         if not worker.send(run_message(job_id, plan, attempt, self.spool.host, job_dir, self.scratch_root, self.settings)):
@@ -621,7 +635,9 @@ class Arbiter:
             if not rj.lost and self.statuses.progress_due(rj.job_id) and not rj.job_dir.exists():
                 self._lose(worker, rj)  # never write the status of a job another host now owns
             elif not rj.lost:
-                self.statuses.progress(rj.job_id, msg.update())
+                update = msg.update()  # its eta_seconds is the worker's stage's; the status's is the job's
+                update["eta_seconds"] = rj.clock.report(msg.stage, msg.eta_seconds) if rj.clock else msg.eta_seconds
+                self.statuses.progress(rj.job_id, update)
         elif isinstance(msg, (m.Done, m.Failed, m.Canceled)):
             worker.job = None
             worker.jobs_done += 1

@@ -1,5 +1,6 @@
-"""What the outbox says about past jobs: durations per kind and model, outcomes, waits,
-storage. Behind time estimates (`estimated_time_seconds` …) and statistics (Visualizr's
+"""What the outbox says about past jobs: durations per kind and model (per stage and size
+for video runs), model loads, outcomes, waits, storage. Behind time estimates
+(`estimated_time_seconds`, `eta_seconds` …; daemon/estimates.py) and statistics (Visualizr's
 /metrics, the native /api/v1/stats); measured, not constants, and read from the outbox, so
 they survive restarts and count every host's jobs.
 
@@ -13,10 +14,12 @@ from __future__ import annotations
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from contract.status import FINAL_STATES
+from daemon.estimates import RunPlan, plan_run
 
 if TYPE_CHECKING:
     from daemon.outbox_index import JobSummary, OutboxIndex
@@ -69,18 +72,38 @@ class History:
         return sum(1 for p in self.jobs() if p.state == "completed" and (p.finished or 0) >= since)
 
     # -- estimates --------------------------------------------------------------------------------
-    def run_estimate(self, kind: str | None, model: str | None) -> tuple[float | None, int]:
-        """The median of the recent completed runs of this kind and model (else of the kind),
-        and how many runs it rests on (kept until an ended job changes: it is asked on every
-        status request of a queued or running job)."""
+    def run_plan(self, job: dict, host: str | None, will_load: bool) -> RunPlan | None:
+        """A job's estimated seconds per stage (daemon/estimates.py), from the recent runs of
+        its kind and model (of its kind when the model has none; this host's where it has
+        any), with its model's load when `will_load`; None before any such run."""
+        kind, model = job.get("kind"), job.get("model")
+        load = self.load_estimate(model, host) if will_load and model else None
+        return plan_run(job.get("params") or {}, self.recent_runs(kind, model, host), load)
+
+    def recent_runs(self, kind: str | None, model: str | None, host: str | None) -> list[JobSummary]:
+        """The last RECENT_RUNS completed runs of a kind and model (of the kind when the model
+        has none), this host's where it has any, oldest first."""
+        def ran(p: JobSummary) -> bool:
+            return p.kind == kind and p.run_seconds is not None
+
+        return (self._latest(("runs", kind, model, host), lambda p: ran(p) and p.model == model, host)
+                or self._latest(("runs", kind, host), ran, host))
+
+    def load_estimate(self, model: str | None, host: str | None) -> float | None:
+        """The median of the recent loads of `model` that jobs waited for (this host's where
+        it has any); None if none did."""
+        loads = self._latest(("loads", model, host), lambda p: p.model == model and p.load_seconds is not None, host)
+        return round(statistics.median(p.load_seconds for p in loads), 3) if loads else None
+
+    def _latest(self, key: tuple, wanted: Callable[[JobSummary], bool], host: str | None) -> list[JobSummary]:
+        """The last RECENT_RUNS `wanted` jobs, this host's where it has any, oldest first (kept
+        until an ended job changes: asked on every status request of a queued or running job,
+        never waiting for the index to be built)."""
         answers = self._cached()
-        key = ("estimate", kind, model)
         if key not in answers:
-            past = [p for p in self.jobs(wait=False) if p.kind == kind and p.run_seconds is not None]
-            same = [p for p in past if p.model == model] or past
-            recent = sorted(same, key=lambda p: p.finished or 0)[-RECENT_RUNS:]
-            answers[key] = ((round(statistics.median(p.run_seconds for p in recent), 3), len(recent))
-                            if recent else (None, 0))
+            found = [p for p in self.jobs(wait=False) if wanted(p)]
+            here = [p for p in found if p.host == host] or found
+            answers[key] = sorted(here, key=lambda p: p.finished or 0)[-RECENT_RUNS:]
         return answers[key]
 
     # -- statistics ---------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 
 from contract.status import FINAL_STATES, LIST_FIELDS
+from daemon.estimates import SIZE_KEYS, Measured
 from daemon.fsops import read_regular_file
 from daemon.history import epoch
 from daemon.spool import STATUS, Spool, is_valid_job_id
@@ -57,7 +58,8 @@ class JobSummary:
     """What listings and history keep of one job's status (immutable once made)."""
 
     __slots__ = ("id", "kind", "state", "model", "stage", "progress", "message", "error", "created_at",
-                 "finished_at", "labels", "files", "result_bytes", "videos", "created", "started", "finished", "stamp")
+                 "finished_at", "labels", "files", "result_bytes", "videos", "created", "started", "finished", "stamp",
+                 "host", "params", "load_seconds", "measured", "sizes", "defaulted")
 
     def __init__(self, doc: dict, share: Callable[[Any], Any], stamp: int | None = None):
         # Any status.json may be someone's planted file: nothing here may raise on odd values.
@@ -80,6 +82,21 @@ class JobSummary:
         self.result_bytes = sum(_size(f.get("size")) for f in files)
         self.videos = sum(1 for f in files if str(f.get("media_type", "")).startswith("video/"))
         self.stamp = stamp  # the status file's (size, mtime, inode), hashed; None: written here, not yet checked
+        # What estimates need (daemon/estimates.py): the job's sizes; a completed run's load,
+        # stage seconds and the sizes it ran at (and which of them its job left to the model).
+        self.host = share(_text(doc.get("host")))
+        job = doc.get("job") if isinstance(doc.get("job"), dict) else {}
+        given = job.get("params") if isinstance(job.get("params"), dict) else {}
+        self.params = share(tuple((k, given[k]) for k in SIZE_KEYS if _whole(given.get(k)))) or None
+        self.load_seconds = self.measured = self.sizes = None
+        self.defaulted: frozenset = frozenset()
+        if self.run_seconds is not None and isinstance(result, dict):
+            model, used = (v if isinstance(v, dict) else {} for v in (result.get("model"), result.get("params")))
+            if model.get("loaded") is True and isinstance(model.get("load_seconds"), (int, float)):
+                self.load_seconds = float(model["load_seconds"])
+            self.measured = Measured.of(result, self.run_seconds)
+            self.sizes = {k: used[k] for k in SIZE_KEYS if _whole(used.get(k))}
+            self.defaulted = share(frozenset(k for k in SIZE_KEYS if given.get(k) is None))
 
     @property
     def ended(self) -> bool:
@@ -110,6 +127,10 @@ class JobSummary:
         if self.created is None or self.started is None:
             return None
         return max(0.0, self.started - self.created)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _text(value) -> str | None:

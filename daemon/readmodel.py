@@ -32,6 +32,7 @@ from contract.voices import EspeakVoiceList, catalog, language_counts
 from daemon import __version__
 from daemon.config import Settings
 from daemon.downloads import Downloads
+from daemon.estimates import MIN_REMAINING, RunPlan
 from daemon.events import EventLog
 from daemon.fsops import atomic_write_bytes, read_json
 from daemon.history import History, epoch
@@ -65,6 +66,8 @@ class Supervisor(Protocol):
     spool: Spool
     kinds: Mapping[str, KindSpec]
     statuses: StatusWriter
+    history: History
+    index: OutboxIndex
     workers: list
     settings: Settings
     stop_requested: bool
@@ -115,13 +118,8 @@ class ReadModel:
         daemon.on_status(self.events.add)
         self._downloads = Downloads(lambda: self.settings)  # hub downloads, this daemon's
         self.paths = HostPaths(lambda: self.settings)  # host paths as answers show them
-        self.index = OutboxIndex(self.spool)
-        daemon.on_status(self.index.seen)
-        sweeper = getattr(daemon, "retention", None)  # daemon/retention.py's sweeps, this daemon's
-        if sweeper is not None:
-            sweeper.on_removed(self.index.removed)
-        self.index.start()
-        self.history = History(self.index)
+        self.index = daemon.index  # the arbiter's: its estimates read it too
+        self.history = daemon.history
         self._ended: OrderedDict[str, tuple[tuple, dict]] = OrderedDict()
         self._ended_lock = threading.Lock()  # the cache is read from listing threads too
         self._listing = ThreadPoolExecutor(LISTING_THREADS, thread_name_prefix="listing")
@@ -280,38 +278,60 @@ class ReadModel:
 
     # -- measured history -------------------------------------------------------------------
     def estimate(self, doc: dict) -> dict:
-        """Seconds until a job is done, from the measured runs of its kind and model:
-        `estimated_time_seconds` (its whole time from now: the wait for the jobs ahead of it
-        plus its run; for a running job its run), `estimated_remaining_seconds`, and `basis`
-        (how many past runs the estimate rests on). None where there is no history yet."""
-        run, basis = self.history.run_estimate(doc.get("kind"), doc.get("model"))
+        """Seconds until a job is done, from this host's measured runs (daemon/estimates.py:
+        per stage, scaled by the job's size): `estimated_time_seconds` (its whole time from
+        now: the wait for the jobs ahead of it plus its run; for a running job its run),
+        `estimated_remaining_seconds` (a running job's: what is left of its current stage and
+        every stage to come), and `basis` (how many past runs the estimate rests on). None
+        where there is no history yet."""
         state = doc.get("state")
-        if state in ("completed", "failed", "canceled"):
-            return {"estimated_time_seconds": run, "estimated_remaining_seconds": 0.0, "basis": basis}
         if state == "running":
             started = epoch(doc.get("started_at"))
             elapsed = max(0.0, time.time() - started) if started else 0.0
-            remaining = doc.get("eta_seconds")
-            if remaining is None and run is not None:
-                remaining = max(0.0, run - elapsed)
-            total = run if remaining is None else round(elapsed + remaining, 3)
-            return {"estimated_time_seconds": total, "estimated_remaining_seconds": _round(remaining), "basis": basis}
+            plan = self._plan(doc)
+            remaining = self._remaining(doc, plan, elapsed)
+            total = None if remaining is None or plan is None else round(elapsed + remaining, 3)
+            return {"estimated_time_seconds": total, "estimated_remaining_seconds": remaining,
+                    "basis": plan.basis if plan else 0}
+        plan = self._plan(doc)
+        run, basis = (plan.total, plan.basis) if plan else (None, 0)
+        if state in FINAL_STATES:
+            return {"estimated_time_seconds": run, "estimated_remaining_seconds": 0.0, "basis": basis}
         wait = self._wait_ahead(doc.get("id"))
         total = None if run is None or wait is None else round(wait + run, 3)
         return {"estimated_time_seconds": total, "estimated_remaining_seconds": total, "basis": basis}
 
+    def _plan(self, doc: dict | None, loaded: set[str] | None = None) -> RunPlan | None:
+        """A job's estimated stages on this host, loading its model if no worker holds it
+        (nor is in `loaded`: models the jobs ahead of it load; this one's is added)."""
+        doc = doc or {}
+        job = doc.get("job") or {"kind": doc.get("kind"), "model": doc.get("model")}
+        model = job.get("model")
+        held = model in (loaded or ()) or any(w.holds(model) for w in self.daemon.workers)
+        will_load = model is not None and not held
+        if loaded is not None and model is not None:
+            loaded.add(model)
+        return self.history.run_plan(job, self.spool.host, will_load)
+
+    def _remaining(self, doc: dict, plan: RunPlan | None, elapsed: float) -> float | None:
+        """A running job's seconds left: from its stage clock where this daemon runs it (the
+        stages still to come, what is left of the current one); for another host's job, its
+        status's `eta_seconds` counted down since written, and at least the stages after its
+        current one, else its plan's run less the time it has run."""
+        clock = next((w.job.clock for w in self.daemon.workers if w.job and w.job.job_id == doc.get("id")), None)
+        if clock is not None:
+            return clock.eta()
+        eta = doc.get("eta_seconds")
+        if isinstance(eta, (int, float)):
+            written = epoch(doc.get("updated_at"))
+            left = eta - (max(0.0, time.time() - written) if written else 0.0)
+            later = plan.remaining(doc.get("stage"), 0.0, 0.0, elapsed) if plan else MIN_REMAINING
+            return round(max(MIN_REMAINING, left, later), 3)
+        return plan.remaining(None, None, 0.0, elapsed) if plan else None
+
     def _wait_ahead(self, job_id: str | None) -> float | None:
         """How long the jobs ahead of a queued one (and the running ones) will keep the
         workers busy, spread over the workers; None if one of them has no history."""
-        runs: dict[tuple, float | None] = {}
-
-        def run_of(job_id: str) -> float | None:
-            job = self.index.get(job_id)  # from memory; a status file read only for one not indexed yet
-            key = (job.kind, job.model) if job else tuple((self.daemon.statuses.current(job_id) or {}).get(k) for k in ("kind", "model"))
-            if key not in runs:
-                runs[key] = self.history.run_estimate(*key)[0]
-            return runs[key]
-
         busy = 0.0
         for w in self.daemon.workers:
             job = w.describe().get("job")
@@ -321,14 +341,28 @@ class ReadModel:
                 if left is None:
                     return None
                 busy += left
+        loaded: set[str] = set()
         for qn in self.daemon.queued():
             if qn.job_id == job_id:
                 break
-            run = run_of(qn.job_id)
-            if run is None:
+            plan = self._plan(self._queued_doc(qn.job_id), loaded)
+            if plan is None:
                 return None
-            busy += run
+            busy += plan.total
         return round(busy / max(1, len(self.daemon.workers)), 3)
+
+    def _queued_doc(self, job_id: str) -> dict | None:
+        """What a queued job's plan needs (kind, model, sizes), from the index's memory; a
+        status file is read only for one not indexed yet."""
+        job = self.index.get(job_id)
+        if job is None:
+            return self.daemon.statuses.current(job_id)
+        return {"job": {"kind": job.kind, "model": job.model, "params": dict(job.params or ())}}
+
+    def load_estimate(self, model: str) -> float | None:
+        """Seconds a load of `model` takes on this host: the median of its past loads that
+        jobs waited for (result.model.load_seconds); None if none did."""
+        return self.history.load_estimate(model, self.spool.host)
 
     async def statistics(self) -> dict:
         """Requests, outcomes, generation times, queue waits, storage and per-model figures,
@@ -474,7 +508,3 @@ class ReadModel:
 
     def languages(self) -> list[dict]:
         return language_counts(self.settings.voice_book(), self._espeak)
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)

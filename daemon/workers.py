@@ -14,6 +14,7 @@ import structlog
 
 from contract.messages import ToWorker
 from daemon.devices import worker_env
+from daemon.estimates import StageClock
 
 log = structlog.get_logger()
 _spawn = multiprocessing.get_context("spawn")
@@ -30,6 +31,7 @@ class RunningJob:
     cancel_sent_at: float = 0.0
     stop_reason: str = "cancel"  # why a stop was sent: "cancel", or "pause" (requeue, attempt not counted)
     lost: bool = False
+    clock: StageClock | None = None  # its estimated stages, for the status's eta_seconds
 
 
 class WorkerHandle:

@@ -43,6 +43,11 @@ class Plan:
     seed: int
     kwargs: dict
 
+    @property
+    def size(self) -> dict:
+        """Its width, height and num_frames (where a compiled model loaded for it warms up)."""
+        return {"width": self.width, "height": self.height, "num_frames": self.frames}
+
 
 def plan_call(cls: type, params, kind: str, model: str, video_frames: int | None = None,
               video_size: tuple[int, int] | None = None) -> Plan:
@@ -162,7 +167,11 @@ def denoise(ctx: JobContext, pipe, plan: Plan, on_step=None, preview: LatentPrev
         ctx.progress(DENOISING, stage="denoising", message=f"step 0/{plan.steps}", step=0, total_steps=plan.steps)
     out = pipe(**plan.kwargs, **inputs, generator=generator, output_type="np", callback_on_step_end=on_step_end,
                callback_on_step_end_tensor_inputs=["latents"])
-    ctx.meta.setdefault("seconds", {})["denoise_and_decode"] = round(time.monotonic() - started, 3)
+    ended = time.monotonic()
+    seconds = ctx.meta.setdefault("seconds", {})
+    seconds["denoise_and_decode"] = round(ended - started, 3)
+    if step_times:  # after the last step: decoding, timed apart for the daemon's estimates
+        seconds["decode"] = round(ended - step_times[-1], 3)
     if len(step_times) > 1:
         ctx.meta["seconds_per_step"] = round((step_times[-1] - step_times[0]) / (len(step_times) - 1), 4)
     return to_uint8_frames(out.frames)

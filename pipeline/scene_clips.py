@@ -66,11 +66,12 @@ class SceneClips:
     def generate(self, ctx: JobContext, index: int, scenes: int, sentence: str,
                  span: tuple[float, float]) -> tuple[list[np.ndarray], float]:
         """Scene `index`'s clip (uint8 RGB frames) and its frame rate, with progress over `span`."""
+        plan = self.plan(index, sentence)
         pipe, resident, loaded_now = self.store.pipeline(
             self.name, self.config, MODEL_KIND,
-            on_load=lambda message: ctx.progress(span[0], stage="backgrounds", message=message))
+            on_load=lambda message: ctx.progress(span[0], stage="backgrounds", message=message),
+            warm_size=plan.size, log=ctx.log)
         self.loaded_now = self.loaded_now or loaded_now
-        plan = self.plan(index, sentence)
         low, high = span
 
         def on_step(step: int, total: int, eta: float | None) -> None:

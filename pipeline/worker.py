@@ -206,7 +206,11 @@ class Worker:
         try:
             if isinstance(msg, m.LoadModel):
                 started = time.monotonic()
-                _, loaded_now = self.models.ensure(name, msg.config)
+                def log(event: str, level: str = "info", **fields) -> None:
+                    self.send(m.Log(event, level, None, fields))
+
+                # A load for no job: a compiled model warms up at its defaults.
+                _, loaded_now = self.models.ensure(name, msg.config, log=log)
                 self.send(m.Log("model.loaded" if loaded_now else "model.already_loaded", fields={
                     "model": name, "device": self.device, "seconds": round(time.monotonic() - started, 3)}))
             elif self.models.unload(name):

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 
 import numpy as np
 import pytest
 
-from tests.support import REPO, Daemon, base_env, drop_folder, drop_json, wait_all_final
+from tests.support import REPO, Daemon, base_env, drop_folder, drop_json, wait_all_final, wait_for
 from tests.test_video_generation import decoded_frames, photo_bytes, size_params
 
 SEED = 7
@@ -57,6 +58,10 @@ def fast(tiny_models, tmp_path_factory):
                        cudnn={"accelerate": {"attention": "_native_cudnn"}},
                        flash={"accelerate": {"attention": "flash"}})
     registry["svd-fbc"] = {"path": str(tiny_models / "svd"), "accelerate": {"cache": LOOSE["wan-t2v"]}}
+    # Compiled, without defaults, on a "GPU" too small for the pipeline's own default size.
+    small_gpu = {"path": str(tiny_models / "wan-t2v"), "kinds": ["text-to-video"], "accelerate": {"compile": "regional"},
+                 "pipeline": "vidspool_testkinds.oom:SmallGpuWanPipeline"}
+    registry |= {"small-gpu": small_gpu, "small-gpu-loaded": small_gpu}
     d = Daemon(base / "spool", workers=["cpu", "cpu"], VIDSPOOL_MODELS=json.dumps(registry),
                VIDSPOOL_WORKERS__COMPILE_CACHE_DIR=str(base / "compiled")).start()
     yield d
@@ -131,6 +136,36 @@ def test_a_backend_or_cache_this_host_cannot_run_fails_the_load(fast, model, wor
     status = wait_all_final(fast.root, [job_id], timeout=120, daemon=fast)[job_id]
     assert status["state"] == "failed" and status["error"]["code"] == "model_load_failed", status
     assert words in status["error"]["message"] and "accelerate" in status["error"]["message"], status["error"]
+
+
+def test_a_compiled_model_warms_up_at_the_size_a_job_asks(fast):
+    """Its pipeline's default size (832×480×81) runs out of memory here; jobs ask 32×32×9."""
+    small = {"kind": "text-to-video", "params": {"prompt": "a lighthouse", "width": 32, "height": 32, "num_frames": 9,
+                                                 "num_inference_steps": 2}}
+    # Loaded for a job: the warm-up runs at the job's size.
+    doc = run(fast, {"small-gpu": {**small, "model": "small-gpu"}})["small-gpu"]
+    assert doc["state"] == "completed", doc["error"]
+    compiled = doc["result"]["accelerate"]["compiled"]
+    assert compiled["warm_up_size"] == "32x32x9" and "warm_up_failed" not in compiled, compiled
+
+    # Loaded for no job (`models load`): the warm-up at the default size fails, is logged,
+    # and the model is kept; the first job's own call compiles.
+    with urllib.request.urlopen(urllib.request.Request(fast.api + "/api/v1/models/small-gpu-loaded/load", data=b"",
+                                                       method="POST"), timeout=10) as r:
+        assert r.status == 202
+    wait_for(lambda: any(e.get("event") == "model.warm_up_failed" for e in fast.log_events()), 300, "the warm-up failed")
+    failed = next(e for e in fast.log_events() if e.get("event") == "model.warm_up_failed")
+    assert (failed["model"], failed["size"]) == ("small-gpu-loaded", "832x480x81") and "OutOfMemoryError" in failed["error"]
+    wait_for(lambda: any("small-gpu-loaded" in w["models"] for w in queue(fast)["devices"]), 60, "it is held")
+    doc = run(fast, {"small-gpu-loaded": {**small, "model": "small-gpu-loaded"}})["small-gpu-loaded"]
+    assert doc["state"] == "completed", doc["error"]
+    assert doc["result"]["model"]["loaded"] is False, doc["result"]["model"]
+    assert "OutOfMemoryError" in doc["result"]["accelerate"]["compiled"]["warm_up_failed"], doc["result"]["accelerate"]
+
+
+def queue(d: Daemon) -> dict:
+    with urllib.request.urlopen(d.api + "/api/v1/queue", timeout=10) as r:
+        return json.loads(r.read())
 
 
 def test_a_second_worker_start_finds_the_compiled_code(tiny_models, tmp_path):

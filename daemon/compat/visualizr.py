@@ -329,6 +329,11 @@ class Visualizr(Personality):
         """The workers holding a model: {device, bytes, load_seconds}, as they report it."""
         return [m for m in self.view.resident_models() if m["name"] == name]
 
+    def load_seconds(self, name: str, held: list[dict]) -> float | None:
+        """A load of the model here: its last load on a worker holding it (`held`), else the
+        median of this host's past loads of it that jobs waited for; None if it never loaded."""
+        return max(h["load_seconds"] for h in held) if held else self.view.load_estimate(name)
+
     def model_entry(self, request: web.Request):
         model_id = request.match_info["model_id"]
         found = self.catalog.find(model_id)
@@ -345,7 +350,7 @@ class Visualizr(Personality):
     async def load_model(self, request: web.Request) -> web.Response:
         entry, _, _ = self.model_entry(request)
         held = self.resident(entry["name"])
-        measured = [h["load_seconds"] for h in held]  # its last load, where a worker holds it
+        estimate = self.load_seconds(entry["name"], held)
         try:
             device = self.view.load_model(entry["name"])
         except KeyError:
@@ -353,7 +358,7 @@ class Visualizr(Personality):
         except RuntimeError as exc:
             raise BadRequest(f"model {entry['name']!r} cannot be loaded now: {exc}", 500, "MODEL_LOAD_FAILED") from None
         return web.json_response({"model_id": entry["name"], "status": "loaded" if held else "loading", "device": device,
-                                  "estimated_load_time_seconds": max(measured) if measured else None,
+                                  "estimated_load_time_seconds": estimate,
                                   "started_at": now_iso()})
 
     async def unload_model(self, request: web.Request) -> web.Response:

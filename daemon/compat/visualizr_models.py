@@ -4,9 +4,10 @@ the kind's params schema; no torch.
 
 Ranges are what vidspool accepts for the model (the kind's params limits, [limits] and the
 model's max_frame_pixels, the family's size and frame rules), not the range it was trained
-on. `requirements.gpu_memory_gb` is the size of its weights on disk; `vram_usage_gb` and
-`estimated_load_time_seconds` are measured on a worker holding it (null until one has);
-`performance` is measured from the outbox (view.model_stats).
+on. `requirements.gpu_memory_gb` is the size of its weights on disk; `vram_usage_gb` is
+measured on a worker holding it (null until one has), `estimated_load_time_seconds` too, else
+taken from this host's past loads of it (null until it has loaded once); `performance` is
+measured from the outbox (view.model_stats).
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class ModelCatalog:
         out["requirements"] = {
             "gpu_memory_gb": gb(weights_bytes(entry.get("folder"))),
             "vram_usage_gb": gb(max((h["bytes"] for h in held), default=None)),
-            "estimated_load_time_seconds": max((h["load_seconds"] for h in held), default=None),
+            "estimated_load_time_seconds": self.front.load_seconds(entry["name"], held),
         }
         if family is not None:
             defaults.setdefault("fps", family.default_fps)  # what a job without fps gets

@@ -82,7 +82,7 @@ def run(ctx: JobContext, params: VideoParams) -> None:
     started = time.monotonic()
     pipe, resident, loaded_now = store.pipeline(
         name, config, kind, on_load=lambda message: ctx.progress(1, stage="loading_model", message=message),
-        exact=params.quality == "exact")
+        exact=params.quality == "exact", warm_size=plan.size, log=ctx.log)
     ctx.meta["model"] = {"name": name, "pipeline": type(pipe).__name__, "loaded": loaded_now,
                          "load_seconds": round(resident.load_seconds, 3) if loaded_now else 0.0,
                          "dtypes": ran_dtypes(pipe)}

@@ -8,8 +8,10 @@
 - compile: `compile_repeated_blocks(fullgraph=True)` (regional) or `torch.compile` of the whole
   denoiser (full), with automatic dynamic shapes: the warm-up size compiles static; the
   first other size recompiles once with dynamic sizes, which then serve every size
-  (docs/acceleration.md). Inductor's caches live in a folder per model, torch version and
-  device, so a restarted worker finds its compiled code on disk.
+  (docs/acceleration.md). The warm-up runs at the size of the job that loads the model
+  (else at its configured `defaults`); one at a size no job asked for that fails is logged
+  and the first job's own call compiles instead. Inductor's caches live in a folder per
+  model, torch version and device, so a restarted worker finds its compiled code on disk.
 
 Every job counts the denoiser's work (SkipCounter): how many of its blocks ran, per call, so
 `result.accelerate` reports the blocks a cache skipped (0 without one).
@@ -129,8 +131,9 @@ class Accelerated:
 
 
 def accelerate(pipe, name: str, config: dict, device: str, dtype, compile_root: Path | None,
-               on_load=None) -> Accelerated:
-    """Applies the model's options to a freshly loaded `pipe`."""
+               on_load=None, warm_size: dict | None = None, log=None) -> Accelerated:
+    """Applies the model's options to a freshly loaded `pipe`; `warm_size` is the size
+    (width, height, num_frames) of the job it is loaded for, None for a load for no job."""
     options = options_of(config)
     denoiser = denoiser_of(pipe)
     if denoiser is None:
@@ -149,13 +152,8 @@ def accelerate(pipe, name: str, config: dict, device: str, dtype, compile_root: 
         denoiser.enable_cache(accelerated.cache_config)
         accelerated.counter = SkipCounter(denoiser)
     if options.compile != "none":
-        try:
-            accelerated.compiled = _compile(pipe, denoiser, options.compile, name, config, device, compile_root, on_load)
-        except Exception as exc:
-            if type(exc).__name__ == "OutOfMemoryError":
-                raise
-            raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"{where}: accelerate.compile: {options.compile!r} failed at the "
-                           f"warm-up call: {type(exc).__name__}: {str(exc)[:2000]}") from exc
+        _start_compile(denoiser, options.compile, name, device, compile_root)
+        accelerated.compiled = _warm_up(pipe, options.compile, name, config, where, warm_size, on_load, log)
     return accelerated
 
 
@@ -240,10 +238,9 @@ def compile_dir(root: Path, name: str, device: str) -> Path:
     return root / name / f"torch-{torch.__version__}" / kind
 
 
-def _compile(pipe, denoiser, mode: str, name: str, config: dict, device: str, root: Path | None, on_load) -> dict:
-    import torch
-    from torch._dynamo.utils import counters
-
+def _start_compile(denoiser, mode: str, name: str, device: str, root: Path | None) -> None:
+    """Marks the denoiser (or its blocks) for torch.compile, with inductor's caches in the
+    model's folder; the code is compiled at its first call."""
     if root is not None:
         folder = compile_dir(root, name, device)
         folder.mkdir(parents=True, exist_ok=True)
@@ -252,27 +249,65 @@ def _compile(pipe, denoiser, mode: str, name: str, config: dict, device: str, ro
         denoiser.compile_repeated_blocks(fullgraph=True)
     else:
         denoiser.compile(fullgraph=True)
+
+
+def _warm_up(pipe, mode: str, name: str, config: dict, where: str, warm_size: dict | None, on_load, log) -> dict:
+    """A short call that compiles the code: at the size of the job the model is loaded for
+    (whose failure fails the load), else at the model's `defaults`, where a failure is
+    logged and the first job's own call compiles instead (`compiled.warm_up_failed`)."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    call = warm_up_call(pipe, config, warm_size)
+    sig = inspect.signature(type(pipe).__call__).parameters
+    size = "x".join(str(call.get(k, sig[k].default)) for k in ("width", "height", "num_frames") if k in sig)
     if on_load:
-        on_load(f"compiling {name} ({mode}): a warm-up call at its default size")
+        on_load(f"compiling {name} ({mode}): a warm-up call at {size}")
     before = dict(counters["inductor"])
     started = time.monotonic()
-    with torch.inference_mode():
-        pipe(**warm_up_call(pipe, config))
+    out = {"mode": mode, "warm_up_size": size}
+    try:
+        with torch.inference_mode():
+            pipe(**call)
+    except Exception as exc:
+        if warm_size is not None:  # the job's own size: it cannot run compiled
+            if type(exc).__name__ == "OutOfMemoryError":
+                raise
+            raise JobError(ErrorCode.MODEL_LOAD_FAILED, f"{where}: accelerate.compile: {mode!r} failed at the "
+                           f"warm-up call: {type(exc).__name__}: {str(exc)[:2000]}") from exc
+        out["warm_up_failed"] = f"{type(exc).__name__}: {str(exc)[:500]}"
+    if "warm_up_failed" in out:
+        _free_device_memory()  # the failed call's tensors, freed with its traceback
+        if log:
+            log("model.warm_up_failed", level="warning", model=name, size=size, error=out["warm_up_failed"],
+                then="the first job's call compiles")
     hits = counters["inductor"].get("fxgraph_cache_hit", 0) - before.get("fxgraph_cache_hit", 0)
     misses = counters["inductor"].get("fxgraph_cache_miss", 0) - before.get("fxgraph_cache_miss", 0)
-    return {"mode": mode, "warm_up_seconds": round(time.monotonic() - started, 3),
-            "cache_hits": hits, "cache_misses": misses, "cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR")}
+    return {**out, "warm_up_seconds": round(time.monotonic() - started, 3), "cache_hits": hits,
+            "cache_misses": misses, "cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR")}
 
 
-def warm_up_call(pipe, config: dict) -> dict:
-    """The pipeline's kwargs for a short call at the model's default size (config defaults
-    first, then the pipeline's own), without decoding."""
+def _free_device_memory() -> None:
+    """What a failed call left on the GPU, freed for the jobs to come."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def warm_up_call(pipe, config: dict, size: dict | None = None) -> dict:
+    """The pipeline's kwargs for a short call, without decoding, at `size` (width, height,
+    num_frames of a job) if given, else at the model's default size (config defaults
+    first, then the pipeline's own)."""
     sig = inspect.signature(type(pipe).__call__).parameters
-    defaults = config.get("defaults") or {}
+    chosen = size if size is not None else config.get("defaults") or {}
     kwargs: dict = {"num_inference_steps": WARM_UP_STEPS}
     for key in ("width", "height", "num_frames", "guidance_scale"):
-        if key in defaults and key in sig:
-            kwargs[key] = defaults[key]
+        if chosen.get(key) is not None and key in sig:
+            kwargs[key] = chosen[key]
     if "prompt" in sig:
         kwargs["prompt"] = "warm-up"
     if "output_type" in sig:

@@ -158,14 +158,16 @@ class ModelStore:
 
     # -- loading ------------------------------------------------------------------
     def pipeline(self, name: str, config: dict, kind: str, on_load: Callable[[str], None] | None = None,
-                 exact: bool = False):
+                 exact: bool = False, warm_size: dict | None = None, log: Callable[..., None] | None = None):
         """The pipeline that runs `kind` with model `name`: (pipe, resident, loaded_now).
 
         `exact` (params.quality): a model whose weights are quantized or cast is served by a
-        full-precision copy of its own, "NAME (exact)", kept warm like any other model."""
+        full-precision copy of its own, "NAME (exact)", kept warm like any other model.
+        `warm_size`: the job's width, height and num_frames, where a compiled model loaded
+        for it warms up (pipeline/models/acceleration.py); `log(event, **fields)`."""
         if exact and options_of(config).shrinks_weights:
             name, config = f"{name} (exact)", exact_config(config)
-        resident, loaded_now = self.ensure(name, config, on_load)
+        resident, loaded_now = self.ensure(name, config, on_load, warm_size, log)
         target = class_for(resident.class_name, kind) if not config.get("pipeline") else resident.class_name
         if target == type(resident.pipe).__name__:
             return resident.pipe, resident, loaded_now
@@ -185,7 +187,8 @@ class ModelStore:
         index = read_index(name, model_folder(name, config))
         return pipeline_class(name, class_for(index["_class_name"], kind))
 
-    def ensure(self, name: str, config: dict, on_load: Callable[[str], None] | None = None) -> tuple[Resident, bool]:
+    def ensure(self, name: str, config: dict, on_load: Callable[[str], None] | None = None,
+               warm_size: dict | None = None, log: Callable[..., None] | None = None) -> tuple[Resident, bool]:
         key = json.dumps(config, sort_keys=True, default=str)
         resident = self.loaded.get(name)
         if resident is not None and resident.key == key:
@@ -215,7 +218,7 @@ class ModelStore:
             def load():
                 pipe = cls.from_pretrained(str(folder), dtype=dtypes, local_files_only=True)
                 self._place(pipe, config)
-                return pipe, self._accelerate(pipe, name, config, dtypes["default"], on_load)
+                return pipe, self._accelerate(pipe, name, config, dtypes["default"], on_load, warm_size, log)
         self._make_room(weights_bytes(folder), keep=None)
         if on_load:
             on_load(f"loading {name} ({class_name}) from {folder}")
@@ -236,12 +239,12 @@ class ModelStore:
         self._make_room(0, keep=name)
         return resident, True
 
-    def _accelerate(self, pipe, name: str, config: dict, dtype, on_load):
+    def _accelerate(self, pipe, name: str, config: dict, dtype, on_load, warm_size: dict | None, log):
         if options_of(config) == Accelerate() and not config.get("exact_copy"):
             return None
         from pipeline.models.acceleration import accelerate
 
-        return accelerate(pipe, name, config, self.device, dtype, compile_root(), on_load)
+        return accelerate(pipe, name, config, self.device, dtype, compile_root(), on_load, warm_size, log)
 
     def _place(self, pipe, config: dict) -> None:
         offload = config.get("offload", "none")

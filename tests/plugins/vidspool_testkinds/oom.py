@@ -1,8 +1,9 @@
-"""A WanPipeline that runs out of GPU memory in its second denoising step.
+"""WanPipelines that run out of GPU memory: in their second denoising step
+(OutOfMemoryWanPipeline), or at any size over a small one (SmallGpuWanPipeline).
 
 Named in a test's registry as `pipeline = "vidspool_testkinds.oom:OutOfMemoryWanPipeline"`:
 the real loader, the real pipeline and torch's own OutOfMemoryError, raised from the step
-callback where a real allocation failure would surface.
+callback (or the call) where a real allocation failure would surface.
 """
 
 import functools
@@ -22,3 +23,16 @@ class OutOfMemoryWanPipeline(WanPipeline):
             return tensors
 
         return super().__call__(*args, callback_on_step_end=step_end, **kwargs)
+
+
+class SmallGpuWanPipeline(WanPipeline):
+    """Runs out of GPU memory above 128×128×17 frame pixels (a GPU with room for small
+    videos only), so its own default size (832×480×81) cannot run here."""
+
+    FITS = 128 * 128 * 17
+
+    @functools.wraps(WanPipeline.__call__)
+    def __call__(self, *args, height: int = 480, width: int = 832, num_frames: int = 81, **kwargs):
+        if height * width * num_frames > self.FITS:
+            raise torch.OutOfMemoryError(f"CUDA out of memory at {width}x{height}x{num_frames} (simulated by the test)")
+        return super().__call__(*args, height=height, width=width, num_frames=num_frames, **kwargs)
