@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
+from daemon.outbox_files import OpenedFile
+
 # link(2) errors that mean "no hard links here", not "that name is taken" (measured: an
 # rclone SMB mount answers EIO; a share that is really broken fails the rename after it too).
 NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS, errno.EMLINK,
@@ -82,13 +84,31 @@ def temp_name(folder: Path, name: str) -> Path:
     return folder / f".{name}.part-{secrets.token_hex(4)}"
 
 
-def write_temp(src: Path, temp: Path, stop: threading.Event) -> int:
-    """Copies `src` into the new file `temp` and syncs it; returns the bytes written. On any
-    failure (or a stop) the temp is removed."""
+def is_temp_of(name: str) -> Callable[[str], bool]:
+    """Whether a file name is one temp_name() gives for `name`."""
+    return re.compile(re.escape(f".{name}.part-") + r"[0-9a-f]{8}").fullmatch
+
+
+def is_numbered(name: str) -> Callable[[str], bool]:
+    """Whether a file name is one of numbered(name)."""
+    base, dot, ext = name.rpartition(".")
+    if not base:
+        base, dot, ext = name, "", ""
+    return re.compile(f"{re.escape(base)}(-[1-9][0-9]*)?{re.escape(dot + ext)}").fullmatch
+
+
+def in_folder(folder: str, path: object, name_ok: Callable[[str], bool]) -> bool:
+    """Whether `path` is a file right in `folder` whose name passes `name_ok`."""
+    return isinstance(path, str) and os.path.dirname(path) == folder and bool(name_ok(os.path.basename(path)))
+
+
+def write_temp(src: OpenedFile, temp: Path, stop: threading.Event) -> int:
+    """Copies the opened result `src` into the new file `temp` and syncs it; returns the bytes
+    written. On any failure (or a stop) the temp is removed."""
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664)
     written = 0
     try:
-        with open(src, "rb") as f:
+        with src.reader() as f:
             while chunk := f.read(CHUNK_BYTES):
                 if stop.is_set():
                     raise Stopped()

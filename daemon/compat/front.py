@@ -29,7 +29,9 @@ from contract.status import FINAL_STATES
 from contract.model_folders import INDEX
 from daemon.auth import find_token, load_tokens, presented_token
 from daemon.config import CompatConfig, Settings
+from daemon.file_response import OpenedFileResponse
 from daemon.httpguard import JSON_AND_MULTIPART, ReadTimeout, read_body, within
+from daemon.outbox_files import OpenedFile
 from daemon.readmodel import ReadModel
 
 FORM_TYPES = JSON_AND_MULTIPART | {"application/x-www-form-urlencoded"}
@@ -369,12 +371,13 @@ class Personality:
         """Status documents of this personality's jobs, in id order."""
         yield from self.view.jobs_labelled("compat", self.name)
 
-    def result(self, job_id: str, name: str | None = None) -> tuple[Path, str] | None:
+    def result(self, job_id: str, name: str | None = None) -> tuple[OpenedFile, str] | None:
+        """A result file, opened (daemon/outbox_files.py): send it with send_file."""
         return self.view.result_file(job_id, name)
 
-    def send_file(self, found: tuple[Path, str], download_name: str | None = None, attachment: bool = False):
-        path, media_type = found
+    def send_file(self, found: tuple[OpenedFile, str], download_name: str | None = None, attachment: bool = False):
+        opened, media_type = found
         disposition = "attachment" if attachment else "inline"
-        return web.FileResponse(path, headers={
+        return OpenedFileResponse(opened, headers={
             "Content-Type": media_type, "Cache-Control": "private, no-cache",
-            "Content-Disposition": f'{disposition}; filename="{download_name or path.name}"'})
+            "Content-Disposition": f'{disposition}; filename="{download_name or opened.name}"'})
