@@ -285,7 +285,7 @@ class ReadModel:
     def new_submission(self) -> tuple[str, Path]:
         """A staging folder under a dot-name in the inbox, and its token."""
         token = secrets.token_hex(6)
-        staging = self.spool.inbox / f".api-{token}.part"
+        staging = self.spool.api_staging(token)
         staging.mkdir()
         return token, staging
 
