@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import hashlib
 import heapq
+import hmac
 import itertools
 import json
 import os
@@ -55,6 +57,14 @@ def retry_delay(retry_seconds: float, attempts: int) -> float:
 
 def marker_path(spool: Spool, webhook_id: str) -> Path:
     return spool.webhooks / f"{webhook_id}.json"
+
+
+def marker_mac(secret: str, marker: dict) -> str:
+    """The marker's seal: an HMAC, keyed by the signing secret, of what it says to send where.
+    Whoever can write the spool can write a marker; one they wrote has no valid seal, so it is
+    never sent (it would be a signed request of theirs, to any URL, as the daemon)."""
+    sealed = json.dumps({k: marker.get(k) for k in sorted(MARKER_KEYS - {"attempts"})}, sort_keys=True)
+    return hmac.new(secret.encode(), sealed.encode("utf-8", "backslashreplace"), hashlib.sha256).hexdigest()
 
 
 class SendQueue:
@@ -179,6 +189,11 @@ class Sender:
             return None
         marker = read_json(path) if name.endswith(".json") else None
         if marker is None or not MARKER_KEYS <= marker.keys() or name != f"{marker['webhook_id']}.json":
+            return None
+        if not hmac.compare_digest(str(marker.get("mac")), marker_mac(self.config.secret, marker)):
+            log.warning("webhook.marker_refused", marker=name, job_id=str(marker["job_id"])[:64],
+                        reason="not sealed with [webhooks] secret (not this daemon's, or the secret changed)")
+            path.unlink(missing_ok=True)
             return None
         return marker if is_valid_job_id(str(marker["job_id"])) else None
 

@@ -478,3 +478,25 @@ def test_a_trickling_receiver_is_cut_at_the_deadline_and_holds_back_no_one_else(
     finally:
         d.stop()
         slow.close()
+
+
+def test_a_planted_marker_is_never_sent(rx, tmp_path):
+    # Whoever can write the spool can write webhooks/<host>/*.json: one naming a URL no job may
+    # (loopback, "source": "config") with a forged body would be signed and sent by the daemon.
+    root = tmp_path / "spool"
+    d = Daemon(root, **webhook_env(rx)).start()
+    d.stop()
+    forged = json.dumps({"type": "job.completed", "timestamp": "2030-01-01T00:00:00Z", "data": {"id": "forged"}})
+    wid = "msg_" + "f" * 32
+    marker = {"webhook_id": wid, "job_id": "forged", "event": "completed", "url": f"{rx.base}/planted/",
+              "source": "config", "timestamp": "2030-01-01T00:00:00Z", "body": forged, "attempts": 0, "mac": "0" * 64}
+    (root / "webhooks" / d.host / f"{wid}.json").write_text(json.dumps(marker))
+    url = rx.answer("/hooks/after-planted", 200)
+    d.start()
+    try:
+        drop_json(root / "inbox", "after-planted", {**QUICK, "webhook": {"url": url}})
+        wait_journal(root, "after-planted", "delivered", d)  # the sender is up and took up the folder
+        assert rx.at("/planted/") == [] and markers(root) == []
+        assert any(e["event"] == "webhook.marker_refused" for e in d.log_events())
+    finally:
+        d.stop()
