@@ -50,6 +50,10 @@ def address_problem(address: str) -> str | None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # fe80::1%eth0
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    elif isinstance(ip, ipaddress.IPv6Address):  # an IPv4 address inside one (6to4, Teredo's client)
+        inner = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if inner is not None and (problem := address_problem(str(inner))):
+            return f"{address} carries {problem}"
     for what in ("loopback", "link_local", "multicast", "unspecified", "private", "reserved"):
         if getattr(ip, f"is_{what}"):
             return f"{address} is a {what.replace('_', '-')} address"

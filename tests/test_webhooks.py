@@ -188,6 +188,7 @@ def test_job_file_urls_outside_allowed_urls_or_private_are_invalid_and_nothing_i
         "loopback-under-broad-prefix": f"https://127.0.0.1:{port}/hooks/x",  # only "https://" matches: public only
         "private": "https://10.1.2.3/hooks",
         "localhost-name": f"http://localhost:{port}/hooks/x",
+        "6to4-of-loopback": f"http://[2002:7f00:1::]:{port}/hooks/x",  # 127.0.0.1 inside an IPv6 address
     }
     for name, url in bad.items():
         drop_json(hooked.root / "inbox", name, {**QUICK, "webhook": {"url": url, "events": ["failed"]}})
@@ -198,6 +199,7 @@ def test_job_file_urls_outside_allowed_urls_or_private_are_invalid_and_nothing_i
     assert "allowed_urls" in wait_status(hooked.root, "outside")["error"]["message"]
     assert "loopback" in wait_status(hooked.root, "loopback-under-broad-prefix")["error"]["message"]
     assert "private" in wait_status(hooked.root, "private")["error"]["message"]
+    assert "carries 127.0.0.1 is a loopback" in wait_status(hooked.root, "6to4-of-loopback")["error"]["message"]
     # a control job afterwards is delivered: by then anything the invalid ones sent would be here
     url = rx.answer("/hooks/control", 200)
     drop_json(hooked.root / "inbox", "control", {**QUICK, "webhook": {"url": url}})
