@@ -30,8 +30,10 @@ ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP
 
 
 def plain_name(name: object) -> bool:
-    """Whether `name` is one file name in a folder: no path, no link to walk."""
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\x00" not in name
+    """Whether `name` is one file name in a folder: no path, no link to walk, nothing that
+    cannot go in a header's quoted file name (control characters, quotes, backslashes)."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+            and not any(ch in '"\\' or ord(ch) < 32 or ord(ch) == 127 for ch in name))
 
 
 class _Descriptor:

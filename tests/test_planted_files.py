@@ -3,7 +3,8 @@ the outbox (an absolute path, a `..` path), a result that is a symbolic link, an
 folder that is a link, a FIFO where a result, the live preview or status.json belongs. Every
 route that serves a job's files, on the native API (with a read token) and on all five
 personalities, answers its "not there" and never the secret's bytes, at once; a plain
-planted result is served (the routes do reach the files); the result deletion removes only
+planted result is served (the routes do reach the files), and a name that cannot be a plain
+one (a CR LF in it) is not (nor answered 500); the result deletion removes only
 files in the folder and leaves the targets of links alone."""
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def fetch(url: str, headers: dict) -> tuple[int, bytes, float]:
 
 
 FRONTS = ("native", *SEEDS)
-ATTACKS = ("absolute", "dotdot", "link", "folder", "fifo", "sublink")
+ATTACKS = ("absolute", "dotdot", "link", "folder", "fifo", "sublink", "newline")
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,7 @@ def attacks(planted):
         os.mkfifo(plant(root, ids["fifo"], front, ["video.mp4"]) / "video.mp4")
         sub = plant(root, ids["sublink"], front, ["sub/secret.bin"])
         os.symlink(secret.parent, sub / "sub")
+        (plant(root, ids["newline"], front, ["video\r\n.mp4"]) / "video\r\n.mp4").write_bytes(SECRET)  # no header
     return made
 
 
