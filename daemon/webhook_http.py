@@ -100,7 +100,8 @@ class Poster:
             return Attempt(None, 0.0, problem, refused=True)
         if not config.secret:
             return Attempt(None, 0.0, "[webhooks] secret is not set: deliveries cannot be signed")  # retried: SIGHUP may set it
-        deadline = aiohttp.ClientTimeout(total=config.timeout_seconds)
+        # ceil_threshold: aiohttp rounds a timeout from 5 s on up to a whole second otherwise
+        deadline = aiohttp.ClientTimeout(total=config.timeout_seconds, ceil_threshold=config.timeout_seconds + 1)
         try:
             headers = signed_headers(config.secret, msg_id, body)
             async with self._session(public_only).post(url, data=body.encode(), headers=headers, timeout=deadline,

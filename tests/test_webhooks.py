@@ -437,7 +437,7 @@ class Trickler:
             span[1] = time.monotonic()
             conn.close()
 
-    def most_at_once(self, slack: float = 0.05) -> int:
+    def most_at_once(self, slack: float = 0.5) -> int:
         """The most connections open at once, not counting overlaps under `slack` seconds (a
         closed socket is noticed here a moment after the client opened the next one)."""
         with self.lock:
