@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from daemon.auth import find_token, load_tokens, presented_token
 from daemon.config import format_validation_error
 from daemon.fds import connection_budget
+from daemon.file_response import OpenedFileResponse
 from daemon.http_paths import API, OPEN_PATHS, STATIC_FILES
 from daemon.httpguard import (
     GuardedSite,
@@ -37,6 +38,7 @@ from daemon.httpguard import (
     within,
 )
 from daemon.metrics import Metrics
+from daemon.outbox_files import OpenedFile, read_job_file
 from daemon.pause import PauseRequest, ResumeRequest
 from daemon.readmodel import JobFilter, QueueFull, ReadModel
 from daemon.spool import is_valid_job_id
@@ -54,6 +56,7 @@ error = json_error
 # Files and the page may be kept by a browser, but must be revalidated (a job's files change
 # when it is rerun or purged).
 REVALIDATE = "private, no-cache"
+PREVIEW_BYTES = 16 << 20  # a live preview is a small JPEG; a larger file there is not one
 
 
 class Api:
@@ -315,12 +318,12 @@ class Api:
         return web.json_response({"id": job_id, "state": outcome}, status=202)
 
     # -- files --------------------------------------------------------------------------
-    async def _send_file(self, found: tuple[Path, str] | None, what: str) -> web.StreamResponse:
+    async def _send_file(self, found: tuple[OpenedFile, str] | None, what: str) -> web.StreamResponse:
         if found is None:
             return error(404, "not_found", what)
-        path, media_type = found
-        return web.FileResponse(path, headers={"Content-Type": media_type, "Cache-Control": REVALIDATE,
-                                               "Content-Disposition": f'inline; filename="{path.name}"'})
+        opened, media_type = found
+        return OpenedFileResponse(opened, headers={"Content-Type": media_type, "Cache-Control": REVALIDATE,
+                                                   "Content-Disposition": f'inline; filename="{opened.name}"'})
 
     async def get_file(self, request: web.Request) -> web.StreamResponse:
         job_id, name = request.match_info["id"], request.match_info["name"]
@@ -334,10 +337,7 @@ class Api:
         """A running job's live preview.jpg (SPEC §10.2), read whole: the worker renames a new
         one over it at any moment and removes it when the attempt ends."""
         job_id = request.match_info["id"]
-        try:
-            body = (self.view.spool.job_outbox(job_id) / PREVIEW_FILE).read_bytes() if is_valid_job_id(job_id) else None
-        except (FileNotFoundError, NotADirectoryError):
-            body = None
+        body = read_job_file(self.view.spool, job_id, PREVIEW_FILE, PREVIEW_BYTES)
         if body is None:
             return error(404, "not_found", f"job {job_id!r} has no live preview (not running, previews off, or none yet)")
         return web.Response(body=body, headers={"Content-Type": "image/jpeg", "Cache-Control": "no-store"})

@@ -194,6 +194,9 @@ class Arbiter:
             refused = self._open_spool()
         if refused:
             return refused
+        if self._opened:  # before the API listens: no upload to this host is being received
+            with self.health.guard():
+                self.recovery.remove_staging({self.spool.host})
         self.watcher = SpoolWatcher(self.wake)
         self.watcher.start()
         self._watch_folders()

@@ -202,7 +202,11 @@ class WebhooksConfig(Section):
     allowed_urls: list[str] = []
     # `progress` events of one job at most this often.
     progress_seconds: float = Field(10.0, ge=0)
+    # An attempt that has not got its answer this long after it began is cut (wall clock, however
+    # slowly the receiver trickles) and retried.
     timeout_seconds: float = Field(10.0, gt=0, le=300)
+    # Attempts to one receiver (host and port) at once; more wait their turn, other receivers' do not.
+    max_per_host: int = Field(2, ge=1, le=64)
     # Attempts per event; the wait doubles from retry_seconds (5 s, 10 s … capped at 1 h).
     max_attempts: int = Field(10, ge=1, le=100)
     retry_seconds: float = Field(5.0, gt=0)

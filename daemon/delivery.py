@@ -27,9 +27,10 @@ import structlog
 
 from contract.files import file_sha256
 from daemon.config import Settings
-from daemon.delivery_files import (Stopped, delivery_name, drop_stem, finished_date, publish, temp_name,
-                                   unlink_quietly, write_temp)
+from daemon.delivery_files import (Stopped, delivery_name, drop_stem, finished_date, in_folder, is_numbered,
+                                   is_temp_of, publish, temp_name, unlink_quietly, write_temp)
 from daemon.fsops import atomic_write_json, read_json
+from daemon.outbox_files import open_job_file
 from daemon.spool import Spool, is_valid_job_id
 
 log = structlog.get_logger()
@@ -77,7 +78,7 @@ class Deliveries:
         if plan is None:
             return
         try:
-            plan = read_json(marker) or plan  # a marker there already: a publish redone after a crash
+            plan = with_progress(plan, read_json(marker))  # a marker there already: a publish redone after a crash
             atomic_write_json(marker, plan)
         except OSError as exc:  # a broken spool: delivered from memory, not redone after a crash
             log.error("delivery.unrecorded", job_id=doc["id"], marker=str(marker), error=str(exc))
@@ -88,10 +89,17 @@ class Deliveries:
         for name in sorted(os.listdir(self.spool.deliveries)):
             job_id = name.removesuffix(".json")
             if name.endswith(".json") and is_valid_job_id(job_id) and job_id not in self._plans:
-                plan = read_json(self.spool.deliveries / name)
-                if plan is not None and plan.get("id") == job_id:
-                    log.info("delivery.resumed", job_id=job_id, attempts=plan.get("attempts", 0))
-                    self._begin(plan)
+                # The folder and names come from the job's status and preset as they are now;
+                # the marker (a file anyone who writes the spool can write) only says how far it got.
+                doc = self.read_status(job_id)
+                plan = self._plan(doc) if doc is not None and doc.get("state") == "completed" else None
+                if plan is None:
+                    log.warning("delivery.dropped", job_id=job_id, reason="no completed job of a preset with deliver_to")
+                    unlink_quietly(self.spool.deliveries / name)
+                    continue
+                plan = with_progress(plan, read_json(self.spool.deliveries / name))
+                log.info("delivery.resumed", job_id=job_id, attempts=plan["attempts"])
+                self._begin(plan)
 
     def stop(self) -> None:
         """Abandons copies at their next chunk (their markers redo them at the next start)."""
@@ -167,21 +175,22 @@ class Deliveries:
 
     def _attempt(self, plan: dict) -> Outcome:
         started, copied = time.monotonic(), 0
-        folder, outbox = Path(plan["folder"]), self.spool.job_outbox(plan["id"])
+        folder = Path(plan["folder"])
         try:
             for f in plan["files"]:
                 if f.get("temp"):
                     self._settle_interrupted(f, plan)
                 if f.get("delivered"):
                     continue
-                src = outbox / f["name"]
-                if not src.is_file():
+                src = open_job_file(self.spool, plan["id"], f["name"])  # never a link, nor outside its folder
+                if src is None:
                     return Outcome(error=f"{f['name']} is no longer in the outbox", gone=True)
-                if not folder.is_dir():
-                    return Outcome(error=f"{folder} does not exist or is not a folder")
-                f["temp"] = str(temp_name(folder, f["as"]))
-                self._save(plan)
-                copied += write_temp(src, Path(f["temp"]), self._stop)
+                with src:
+                    if not folder.is_dir():
+                        return Outcome(error=f"{folder} does not exist or is not a folder")
+                    f["temp"] = str(temp_name(folder, f["as"]))
+                    self._save(plan)
+                    copied += write_temp(src, Path(f["temp"]), self._stop)
                 final = publish(Path(f["temp"]), f["as"], lambda p, f=f: self._save(plan, f, final=str(p)))
                 f.update(delivered=str(final), temp=None, final=None)
                 self._save(plan)
@@ -230,3 +239,24 @@ class Deliveries:
                        "as": delivery_name(template, fields, f["name"]), "temp": None, "final": None, "delivered": None}
                       for f in files],
         }
+
+
+def with_progress(plan: dict, marker: dict | None) -> dict:
+    """`plan` with what a marker left says of its progress (attempts; per file the temp being
+    written, the name being published under, where it arrived), where that stays in the
+    plan's folder under the plan's names: nothing in a marker chooses what is written,
+    read or removed."""
+    if not isinstance(marker, dict) or marker.get("id") != plan["id"]:
+        return plan
+    attempts = marker.get("attempts")
+    plan["attempts"] = attempts if isinstance(attempts, int) and 0 <= attempts < 10**6 else 0
+    folder = plan["folder"]
+    earlier = {f.get("name"): f for f in marker.get("files") or [] if isinstance(f, dict)}
+    for f in plan["files"]:
+        was = earlier.get(f["name"]) or {}
+        if in_folder(folder, was.get("temp"), is_temp_of(f["as"])):
+            f["temp"] = was["temp"]
+        for key in ("final", "delivered"):
+            if in_folder(folder, was.get(key), is_numbered(f["as"])):
+                f[key] = was[key]
+    return plan

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
+from daemon.outbox_files import OpenedFile
+
 # link(2) errors that mean "no hard links here", not "that name is taken" (measured: an
 # rclone SMB mount answers EIO; a share that is really broken fails the rename after it too).
 NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS, errno.EMLINK,
@@ -28,7 +30,9 @@ NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.E
 # fsync(2) errors of shares that cannot sync (the copy is as safe as the share makes it).
 NO_FSYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
 CHUNK_BYTES = 1 << 20
-MAX_NAME_CHARS = 200  # under every filesystem's 255-byte limit, with room for "-N" and a temp prefix
+# Under every filesystem's 255-byte limit of a name, with room for "-N" and the temp's
+# ".NAME.part-<8 hex>" (15 bytes): counted in bytes as the name is stored (UTF-8).
+MAX_NAME_BYTES = 200
 API_DROP = re.compile(r"\.api-[^.]+$")  # inbox/<id>.api-<token>: a job POSTed to the API
 
 
@@ -62,10 +66,36 @@ def delivery_name(template: str, fields: dict[str, str], result_name: str) -> st
     name = template.format(**fields, result=stem, ext=ext)
     name = name.rstrip(".") if not ext else name  # "{stem}.{ext}" of a file without an extension
     name = re.sub(r"[/\\\x00]", "_", name).lstrip(".") or result_name
-    if len(name) > MAX_NAME_CHARS:
-        tail = f".{ext}" if ext and name.endswith(f".{ext}") else ""
-        name = name[: MAX_NAME_CHARS - len(tail)] + tail
+    name = "".join(ch if _storable(ch) else "_" for ch in name)
+    if stored_bytes(name) > MAX_NAME_BYTES:
+        tail = f".{ext}" if ext and name.endswith(f".{ext}") and stored_bytes(ext) < 32 else ""
+        name = cut_to_bytes(name[: len(name) - len(tail)], MAX_NAME_BYTES - stored_bytes(tail)) + tail
     return name
+
+
+def stored_bytes(text: str) -> int:
+    """The bytes of `text` as a file name on disk (UTF-8; a byte that was not UTF-8 in a
+    dropped file's name, kept as a surrogate escape, is one byte again)."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def cut_to_bytes(text: str, limit: int) -> str:
+    """The longest start of `text` that is at most `limit` bytes on disk, in whole characters."""
+    out, used = [], 0
+    for ch in text:
+        used += stored_bytes(ch)
+        if used > limit:
+            break
+        out.append(ch)
+    return "".join(out)
+
+
+def _storable(ch: str) -> bool:
+    try:
+        stored_bytes(ch)
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return False
+    return True
 
 
 def numbered(name: str) -> Iterator[str]:
@@ -82,13 +112,31 @@ def temp_name(folder: Path, name: str) -> Path:
     return folder / f".{name}.part-{secrets.token_hex(4)}"
 
 
-def write_temp(src: Path, temp: Path, stop: threading.Event) -> int:
-    """Copies `src` into the new file `temp` and syncs it; returns the bytes written. On any
-    failure (or a stop) the temp is removed."""
+def is_temp_of(name: str) -> Callable[[str], bool]:
+    """Whether a file name is one temp_name() gives for `name`."""
+    return re.compile(re.escape(f".{name}.part-") + r"[0-9a-f]{8}").fullmatch
+
+
+def is_numbered(name: str) -> Callable[[str], bool]:
+    """Whether a file name is one of numbered(name)."""
+    base, dot, ext = name.rpartition(".")
+    if not base:
+        base, dot, ext = name, "", ""
+    return re.compile(f"{re.escape(base)}(-[1-9][0-9]*)?{re.escape(dot + ext)}").fullmatch
+
+
+def in_folder(folder: str, path: object, name_ok: Callable[[str], bool]) -> bool:
+    """Whether `path` is a file right in `folder` whose name passes `name_ok`."""
+    return isinstance(path, str) and os.path.dirname(path) == folder and bool(name_ok(os.path.basename(path)))
+
+
+def write_temp(src: OpenedFile, temp: Path, stop: threading.Event) -> int:
+    """Copies the opened result `src` into the new file `temp` and syncs it; returns the bytes
+    written. On any failure (or a stop) the temp is removed."""
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664)
     written = 0
     try:
-        with open(src, "rb") as f:
+        with src.reader() as f:
             while chunk := f.read(CHUNK_BYTES):
                 if stop.is_set():
                     raise Stopped()

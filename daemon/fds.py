@@ -12,8 +12,9 @@ log = structlog.get_logger()
 
 # Descriptors kept for spool work whatever HTTP clients do.
 SPOOL_RESERVE = 128
-# An HTTP connection may hold a second descriptor: an upload being written or a file being sent.
-PER_CONNECTION = 2
+# An HTTP connection may hold more than its socket: an upload being written, or a file being
+# sent (the descriptor it was opened by without following links, and the one read from).
+PER_CONNECTION = 3
 # An unlimited hard limit is taken as this (setrlimit refuses RLIM_INFINITY for NOFILE).
 UNLIMITED = 1 << 20
 

@@ -45,12 +45,22 @@ def atomic_write_json(path: Path, doc: dict, fsync: bool = True) -> None:
 
 
 def read_json(path: Path) -> dict | None:
-    """The parsed JSON object at `path`, or None if it is missing or not a JSON object."""
+    """The parsed JSON object at `path`, or None if it is missing or not a JSON object. Only a
+    regular file counts: a link there is not followed, a FIFO never blocks the reader (anyone
+    who writes the spool may put either where a status or marker belongs)."""
     try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a link; a socket
+            return None
+        raise
+    try:
+        with open(fd, "rb") as f:
+            doc = json.loads(f.read()) if stat.S_ISREG(os.fstat(fd).st_mode) else None
     # ValueError: bad JSON, not UTF-8, an integer over Python's digit limit; RecursionError: too deep.
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, RecursionError):
+    except (ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
 

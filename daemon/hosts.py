@@ -97,6 +97,11 @@ class LeaseTracker:
                 dead.append(host)
         return dead
 
+    def gone_hosts(self, now: float | None = None) -> set[str]:
+        """Hosts, busy or not, that stopped or whose lease ran out, as dead_hosts() last saw them."""
+        now = time.monotonic() if now is None else now
+        return {h for h, s in self.seen.items() if s.state == "stopped" or now - s.changed_at >= self.lease_seconds}
+
     def _has_work(self, host: str) -> bool:
         try:
             return any(True for _ in os.scandir(self.active_root / host))

@@ -38,6 +38,7 @@ from daemon.fsops import atomic_write_bytes, read_json
 from daemon.history import History, epoch
 from daemon.hostpaths import HostPaths
 from daemon.modelview import model_entries, shown_entry
+from daemon.outbox_files import JobFolder, OpenedFile, plain_name
 from daemon.outbox_index import JobSummary, OutboxIndex
 from daemon.pause import Pause, PauseWatch
 from daemon.quarantine import corrupt_count
@@ -234,11 +235,12 @@ class ReadModel:
         not queued (no queue_position to add); None otherwise, or if there is none."""
         if not is_valid_job_id(job_id) or self.daemon.statuses.live(job_id) is not None:
             return None
-        try:
-            raw = (self.spool.job_outbox(job_id) / STATUS).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+        folder = JobFolder.open(self.spool, job_id)
+        if folder is None:
             return None
-        return None if b'"state": "queued"' in raw else raw
+        with folder:
+            raw = folder.read(STATUS)  # never a link's target (whatever a spool writer put there)
+        return None if raw is None or b'"state": "queued"' in raw else raw
 
     def jobs(self, where: JobFilter, limit: int, cursor: str = "") -> tuple[list[dict], str | None]:
         """A page of job summaries in id order after `cursor`, and the next cursor (from the
@@ -253,20 +255,22 @@ class ReadModel:
         (a seed personality's own; call it through off_loop)."""
         return self.index.compat(name)
 
-    def result_file(self, job_id: str, name: str | None) -> tuple[Path, str] | None:
-        """A file the job's status lists as a result (None: its main result), looked up in
-        its outbox folder only: no path from a request reaches the filesystem."""
-        if not is_valid_job_id(job_id):
+    def result_file(self, job_id: str, name: str | None) -> tuple[OpenedFile, str] | None:
+        """A file the job's status lists as a result (None: its main result), opened in its
+        outbox folder only (daemon/outbox_files.py): no path from a request or a status
+        reaches the filesystem, no link is followed. The caller closes it (or sends it)."""
+        folder = JobFolder.open(self.spool, job_id)
+        if folder is None:
             return None
-        doc = read_json(self.spool.job_outbox(job_id) / STATUS) or {}
-        files = {f["name"]: f for f in ((doc.get("result") or {}).get("files") or []) if isinstance(f, dict)}
-        if name is None:
-            kind = self.kinds.get(doc.get("kind") or "")
-            name = kind.main_result if kind and kind.main_result in files else next(iter(files), None)
-        if name not in files:
-            return None
-        path = self.spool.job_outbox(job_id) / files[name]["name"]
-        return (path, files[name].get("media_type") or "application/octet-stream") if path.is_file() else None
+        with folder:
+            doc = folder.status() or {}
+            files = {f["name"]: f for f in ((doc.get("result") or {}).get("files") or [])
+                     if isinstance(f, dict) and plain_name(f.get("name"))}
+            if name is None:
+                kind = self.kinds.get(doc.get("kind") or "")
+                name = kind.main_result if kind and kind.main_result in files else next(iter(files), None)
+            opened = folder.open_file(name) if name in files else None
+        return (opened, str(files[name].get("media_type") or "application/octet-stream")) if opened else None
 
     def delete_results(self, job_id: str) -> tuple[str, int]:
         """An ended job's result files removed (daemon/results.py): ("deleted", freed bytes),
@@ -376,7 +380,7 @@ class ReadModel:
     def new_submission(self) -> tuple[str, Path]:
         """A staging folder under a dot-name in the inbox, and its token."""
         token = secrets.token_hex(6)
-        staging = self.spool.inbox / f".api-{token}.part"
+        staging = self.spool.api_staging(token)
         staging.mkdir()
         return token, staging
 

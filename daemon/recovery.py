@@ -17,11 +17,11 @@ import structlog
 from contract.errors import ErrorCode
 from daemon.crashpoints import CrashPoints
 from daemon.fscheck import spool_fault
-from daemon.fsops import move, read_json
+from daemon.fsops import move, read_json, remove_tree
 from daemon.hosts import LeaseTracker
 from daemon.jobends import JobEnds
 from daemon.quarantine import quarantine
-from daemon.spool import FINAL_DOC, JOB_DOC, RETIRED_PREFIX, Spool, attempts_started, is_valid_job_id
+from daemon.spool import API_STAGING, FINAL_DOC, JOB_DOC, RETIRED_PREFIX, Spool, attempts_started, is_valid_job_id
 from daemon.status import StatusWriter
 from daemon.transitions import Transitions
 
@@ -55,6 +55,7 @@ class Recovery:
         self.accept = accept  # an intake folder: accept it (again)
         self.crash = crash
         self.lease_seconds = lease_seconds
+        self._staging_removed: set[str] = set()  # gone hosts whose upload staging went
 
     def resume_folders(self, reason: str, running: Collection[str]) -> None:
         """Finishes each entry of active/<me>/ that no worker is running: at start (our last
@@ -75,8 +76,23 @@ class Recovery:
                 self.statuses.forget(job_id)  # and its last progress must not be flushed now
                 log.warning("job.lost", job_id=job_id, reason="taken over while the spool was unavailable; not published")
 
+    def remove_staging(self, hosts: Collection[str]) -> None:
+        """Removes the upload staging folders of `hosts` (inbox/.api-<token>.<host>.part/):
+        uploads a SIGKILL or a crash cut short, which no one will finish. Only for this host
+        before its API listens, and for hosts whose lease has run out."""
+        for name in os.listdir(self.spool.inbox):
+            found = API_STAGING.fullmatch(name)
+            if found and found["host"] in hosts:
+                remove_tree(self.spool.inbox / name)
+                log.info("recovery.staging_removed", staging=name, staging_host=found["host"])
+
     def take_over_dead_hosts(self) -> None:
-        for host in self.leases.dead_hosts():
+        dead = self.leases.dead_hosts()  # (which also brings what we know of every host up to date)
+        gone = self.leases.gone_hosts()
+        if gone - self._staging_removed:  # once per host, each time it is seen gone
+            self.remove_staging(gone - self._staging_removed)
+        self._staging_removed = gone
+        for host in dead:
             src = self.spool.active_of(host)
             try:
                 names = sorted(os.listdir(src))

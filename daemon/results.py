@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from contract.status import FINAL_STATES, utc_now
-from daemon.fsops import atomic_write_json, mkdir_exclusive, read_json, remove_tree
-from daemon.spool import STATUS, Spool, is_valid_job_id
+from daemon.fsops import atomic_write_json, mkdir_exclusive, remove_tree
+from daemon.outbox_files import JobFolder, plain_name
+from daemon.spool import STATUS, Spool
 
 LOCK = ".deleting"
 STALE_LOCK_SECONDS = 60.0
@@ -27,11 +28,17 @@ STALE_LOCK_SECONDS = 60.0
 
 def delete_results(spool: Spool, job_id: str, by: str) -> tuple[str, int]:
     """("deleted", freed bytes) | ("already_deleted", 0) | ("not_found", 0) | ("not_ended", 0)
-    | ("busy", 0) (another deleter holds the lock)."""
-    if not is_valid_job_id(job_id):
+    | ("busy", 0) (another deleter holds the lock). The folder is opened without following a
+    link and the files are removed in it by plain name only (daemon/outbox_files.py)."""
+    job = JobFolder.open(spool, job_id)
+    if job is None:
         return "not_found", 0
-    folder = spool.job_outbox(job_id)
-    doc = read_json(folder / STATUS)
+    with job:
+        return _delete_in(spool.job_outbox(job_id), job, by)
+
+
+def _delete_in(folder: Path, job: JobFolder, by: str) -> tuple[str, int]:
+    doc = job.status()
     if doc is None:
         return "not_found", 0
     if doc.get("state") not in FINAL_STATES:
@@ -42,42 +49,25 @@ def delete_results(spool: Spool, job_id: str, by: str) -> tuple[str, int]:
     except FileNotFoundError:  # retention removed the whole folder meanwhile
         return "not_found", 0
     try:
-        doc = read_json(folder / STATUS) or doc  # as it is now that we hold the lock
+        doc = job.status() or doc  # as it is now that we hold the lock
         result = doc.get("result") or {}
         deleted = result.get("deleted")
         if deleted:
-            _unlink(folder, deleted.get("files") or [])  # what a crashed deleter left
+            for name in deleted.get("files") or []:  # what a crashed deleter left
+                job.unlink(name)
             return "already_deleted", 0
-        names = [f["name"] for f in result.get("files") or [] if isinstance(f, dict) and _plain(f.get("name"))]
-        freed = sum(_size(folder / n) for n in names)
+        names = [f["name"] for f in result.get("files") or [] if isinstance(f, dict) and plain_name(f.get("name"))
+                 and f["name"] != STATUS]
+        freed = sum(job.size(n) for n in names)
         doc["result"] = {**result, "files": [],
                          "deleted": {"at": utc_now(), "by": by, "files": names, "freed_bytes": freed}}
         doc["updated_at"] = utc_now()
         atomic_write_json(folder / STATUS, doc, fsync=True)
-        _unlink(folder, names)
+        for name in names:
+            job.unlink(name)
         return "deleted", freed
     finally:
         release_lock(folder / LOCK)
-
-
-def _plain(name) -> bool:
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and name != STATUS
-
-
-def _size(path) -> int:
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _unlink(folder, names) -> None:
-    for name in names:
-        if _plain(name):
-            try:
-                os.unlink(folder / name)
-            except FileNotFoundError:
-                pass
 
 
 def take_lock(lock: Path, stale_seconds: float = STALE_LOCK_SECONDS, owner: str = "") -> bool:

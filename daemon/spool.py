@@ -3,6 +3,7 @@
 A job's state is the folder it sits in:
 
     inbox/NAME…                      dropped by a user
+    inbox/.api-<token>.<host>.part/  an upload to <host>'s API being received (then renamed in)
     active/<host>/.intake.<token>/   being accepted by <host> (payload/ inside)
     queue/<rank>-<usec>-<id>/        accepted, waiting; the name orders the queue
     active/<host>/<id>/              claimed by <host>, running
@@ -20,6 +21,7 @@ Every move between them is one rename, so a crash leaves each job in exactly one
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,6 +42,7 @@ RETIRED_PREFIX = ".retired-"  # a publish folder whose job is in the outbox: onl
 CANCEL_MARK = "cancel.requested"  # in outbox/<id>/: a cancel for whoever runs the job
 SPOOL_ID = ".vidspool-spool"  # in the root: which spool this is (a vanished mount has none)
 STATUS = "status.json"
+API_STAGING = re.compile(r"\.api-(?P<token>[0-9a-f]{12})\.(?P<host>.+)\.part")  # inbox/<this>/: an upload
 LOG = "log.jsonl"
 INPUT_DIR = "input"
 
@@ -147,6 +150,11 @@ class Spool:
 
     def status_path(self, job_id: str) -> Path:
         return self.outbox / job_id / STATUS
+
+    def api_staging(self, token: str) -> Path:
+        """Where an upload to this host's API (or a personality) is received: named with the
+        host, so that only this host's restart, or its death, removes it."""
+        return self.inbox / f".api-{token}.{self.host}.part"
 
     def running_dir(self, job_id: str) -> Path:
         return self.active / job_id

@@ -1,27 +1,35 @@
 """The webhook sender (SPEC §10.1): a process of its own, fed by the daemon over a pipe.
 
-A process, not threads in the daemon: a POST through requests, its journal line and its log
-line hold the GIL about 1.5 ms, and sender threads competing with the arbiter's loop for it
-cost a burst of jobs a quarter of its throughput (BENCHMARKS.md, "Webhooks").
+A process, not threads in the daemon: a POST, its journal line and its log line hold the
+GIL, and sender threads competing with the arbiter's loop for it cost a burst of jobs a
+quarter of its throughput (BENCHMARKS.md, "Webhooks").
 
 The daemon writes each event's marker, webhooks/<host>/<webhook-id>.json, then sends it here.
-Sender threads post events as they come due, one event of a job at a time; every attempt is
-a line of outbox/<id>/webhooks.jsonl; a failed one waits retry_seconds × 2^(n−1) (capped at
-1 h) until `max_attempts`; the marker goes once the event is delivered or given up. At start
-(also after a crash of this process) every marker in the folder is taken up again.
+Events are posted as they come due, each attempt a task on this process's event loop, one
+event of a job at a time; at most `[webhooks] max_per_host` attempts go to one receiver at
+once (and SENDING_AT_ONCE in all), each cut at `timeout_seconds`, so a slow receiver holds
+back only its own events. Every attempt is a line of outbox/<id>/webhooks.jsonl; a failed one
+waits retry_seconds × 2^(n−1) (capped at 1 h) until `max_attempts`; the marker goes once the
+event is delivered or given up. At start (also after a crash of this process) every marker
+in the folder is taken up again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import hashlib
 import heapq
+import hmac
 import itertools
 import json
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import structlog
@@ -32,13 +40,14 @@ from daemon.fsops import atomic_write_json, read_json
 from daemon.logs import append_line, configure_logging
 from daemon.spool import Spool, is_valid_job_id
 from daemon.webhook_http import Poster
+from daemon.webhook_urls import host_port
 
 log = structlog.get_logger()
 
 JOURNAL = "webhooks.jsonl"  # in outbox/<id>/: one line per attempt
 MARKER_KEYS = frozenset({"webhook_id", "job_id", "event", "url", "source", "timestamp", "body", "attempts"})
 RETRY_CAP_SECONDS = 3600.0
-SENDER_THREADS = 4
+SENDING_AT_ONCE = 64  # attempts in flight, all receivers together (each also capped per receiver)
 
 
 def retry_delay(retry_seconds: float, attempts: int) -> float:
@@ -50,79 +59,118 @@ def marker_path(spool: Spool, webhook_id: str) -> Path:
     return spool.webhooks / f"{webhook_id}.json"
 
 
-class SendQueue:
-    """Keys due at a time; SENDER_THREADS threads call `send(key)` for each one that is due.
-    Keys of one group (a job's events) are sent one at a time, in the order they were put
-    (a key waiting for its retry does not hold the others back)."""
+def marker_mac(secret: str, marker: dict) -> str:
+    """The marker's seal: an HMAC, keyed by the signing secret, of what it says to send where.
+    Whoever can write the spool can write a marker; one they wrote has no valid seal, so it is
+    never sent (it would be a signed request of theirs, to any URL, as the daemon)."""
+    sealed = json.dumps({k: marker.get(k) for k in sorted(MARKER_KEYS - {"attempts"})}, sort_keys=True)
+    return hmac.new(secret.encode(), sealed.encode("utf-8", "backslashreplace"), hashlib.sha256).hexdigest()
 
-    def __init__(self, send: Callable[[str], None], threads: int = SENDER_THREADS):
+
+class SendQueue:
+    """Keys due at a time, each sent by `send(key)` in a task of its own once due. Keys of one
+    group (a job's events) are sent one at a time, in the order they were put (a key waiting
+    for its retry does not hold the others back). `put` is for the loop's thread."""
+
+    def __init__(self, send: Callable[[str], Awaitable[None]]):
         self._send = send
-        self._n = threads
         self._heap: list[tuple[float, int, str, str]] = []  # (due, order, group, key)
         self._seq = itertools.count()
         self._busy: set[str] = set()  # groups being sent now
         self._held: dict[str, list[tuple[float, int, str, str]]] = {}  # due while their group was busy
-        self._cv = threading.Condition()
-        self._threads: list[threading.Thread] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._wake = asyncio.Event()
 
     def put(self, key: str, group: str, delay: float = 0.0) -> None:
-        with self._cv:
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), group, key))
-            self._cv.notify()
-            while len(self._threads) < self._n:
-                t = threading.Thread(target=self._run, name=f"webhook-{len(self._threads)}", daemon=True)
-                self._threads.append(t)
-                t.start()
+        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), group, key))
+        self._wake.set()
 
-    def _next(self) -> tuple[str, str]:
-        with self._cv:
-            while True:
-                wait = self._heap[0][0] - time.monotonic() if self._heap else None
-                if wait is not None and wait <= 0:
-                    entry = heapq.heappop(self._heap)
-                    if entry[2] in self._busy:
-                        self._held.setdefault(entry[2], []).append(entry)
-                        continue
-                    self._busy.add(entry[2])
-                    return entry[2], entry[3]
-                self._cv.wait(wait)
+    async def run(self) -> None:
+        """Starts each key as it comes due, for ever."""
+        while True:
+            now = time.monotonic()
+            while self._heap and self._heap[0][0] <= now:
+                entry = heapq.heappop(self._heap)
+                if entry[2] in self._busy:
+                    self._held.setdefault(entry[2], []).append(entry)
+                    continue
+                self._busy.add(entry[2])
+                task = asyncio.create_task(self._run(entry[2], entry[3]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            self._wake.clear()
+            wait = self._heap[0][0] - now if self._heap else None
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)
+            except TimeoutError:
+                pass
 
-    def _done(self, group: str) -> None:
-        with self._cv:
+    async def _run(self, group: str, key: str) -> None:
+        try:
+            await self._send(key)
+        except Exception:  # noqa: BLE001 - a bug here must not end deliveries
+            log.exception("webhook.crashed", webhook_id=key)
+        finally:
             self._busy.discard(group)
             for entry in self._held.pop(group, ()):
                 heapq.heappush(self._heap, entry)  # its own place in line again
-            self._cv.notify_all()
+            self._wake.set()
 
-    def _run(self) -> None:
-        while True:
-            group, key = self._next()
-            try:
-                self._send(key)
-            except Exception:  # noqa: BLE001 - a bug here must not end deliveries
-                log.exception("webhook.crashed", webhook_id=key)
-            finally:
-                self._done(group)
+
+class Receivers:
+    """Slots for attempts: at most `per_host` at once to one receiver (host and port), and
+    `total` in all. A slot for a busy receiver is waited for without holding one of the
+    total, so other receivers' attempts go on."""
+
+    def __init__(self, per_host: Callable[[], int], total: int = SENDING_AT_ONCE):
+        self._per_host = per_host  # read when a receiver gets its first attempt (config may change)
+        self._total = asyncio.Semaphore(total)
+        self._hosts: dict[tuple, asyncio.Semaphore] = {}
+        self._users: Counter = Counter()
+
+    @asynccontextmanager
+    async def slot(self, url: str) -> AsyncIterator[None]:
+        host = host_port(url)
+        if host not in self._hosts:
+            self._hosts[host] = asyncio.Semaphore(self._per_host())
+        self._users[host] += 1
+        try:
+            async with self._hosts[host], self._total:
+                yield
+        finally:
+            self._users[host] -= 1
+            if not self._users[host]:  # forgotten when idle: a flood of hosts leaves nothing behind
+                del self._users[host], self._hosts[host]
 
 
 class Sender:
-    """Delivers markers: attempts, journal lines, retries, the marker's removal."""
+    """Delivers markers: attempts, journal lines, retries, the marker's removal. Lives on the
+    sender process's event loop."""
 
     def __init__(self, spool: Spool, config: WebhooksConfig, report: Callable[[str], None]):
         self.spool = spool
         self.config = config  # replaced when the daemon's settings change (SIGHUP)
         self._report = report  # each attempt's result, back to the daemon (metrics)
         self._pending: dict[str, dict] = {}  # webhook id → its marker
-        self._lock = threading.Lock()
         self._poster = Poster()
+        self._receivers = Receivers(lambda: self.config.max_per_host)
         self._queue = SendQueue(self._deliver)
 
     def add(self, marker: dict) -> None:
-        with self._lock:
-            if marker["webhook_id"] in self._pending:  # resumed from its file already
-                return
-            self._pending[marker["webhook_id"]] = marker
+        if marker["webhook_id"] in self._pending:  # resumed from its file already
+            return
+        self._pending[marker["webhook_id"]] = marker
         self._queue.put(marker["webhook_id"], marker["job_id"])
+
+    async def run(self, started_at: str, stopped: asyncio.Event) -> None:
+        """Takes up the markers a previous process left, then sends until `stopped`."""
+        self.resume(started_at)
+        sending = asyncio.create_task(self._queue.run())
+        try:
+            await stopped.wait()
+        finally:
+            sending.cancel()
+            await self._poster.close()
 
     def resume(self, started_at: str) -> None:
         """Takes up every marker in the folder, oldest event first; those older than this
@@ -142,13 +190,18 @@ class Sender:
         marker = read_json(path) if name.endswith(".json") else None
         if marker is None or not MARKER_KEYS <= marker.keys() or name != f"{marker['webhook_id']}.json":
             return None
+        if not hmac.compare_digest(str(marker.get("mac")), marker_mac(self.config.secret, marker)):
+            log.warning("webhook.marker_refused", marker=name, job_id=str(marker["job_id"])[:64],
+                        reason="not sealed with [webhooks] secret (not this daemon's, or the secret changed)")
+            path.unlink(missing_ok=True)
+            return None
         return marker if is_valid_job_id(str(marker["job_id"])) else None
 
-    def _deliver(self, wid: str) -> None:
-        with self._lock:
-            marker = self._pending[wid]
-        config, n = self.config, marker["attempts"] + 1
-        attempt = self._poster.attempt(marker["url"], marker["source"], wid, marker["body"], config)
+    async def _deliver(self, wid: str) -> None:
+        marker = self._pending[wid]
+        async with self._receivers.slot(marker["url"]):
+            config, n = self.config, marker["attempts"] + 1
+            attempt = await self._poster.attempt(marker["url"], marker["source"], wid, marker["body"], config)
         if attempt.delivered:
             result = "delivered"
         elif attempt.refused:
@@ -158,7 +211,8 @@ class Sender:
         line = {"webhook_id": wid, "event": marker["event"], "url": marker["url"], "attempt": n,
                 "status": attempt.status, "seconds": round(attempt.seconds, 4), "result": result,
                 "error": attempt.error, "at": utc_now()}
-        append_line(self.spool.job_outbox(marker["job_id"]) / JOURNAL, (json.dumps(line) + "\n").encode())
+        await asyncio.to_thread(append_line, self.spool.job_outbox(marker["job_id"]) / JOURNAL,
+                                (json.dumps(line) + "\n").encode())
         self._report(result)
         fields = {"job_id": marker["job_id"], "webhook_id": wid, "webhook_event": marker["event"], "url": marker["url"],
                   "attempt": n, "status": attempt.status}
@@ -166,7 +220,7 @@ class Sender:
             marker["attempts"] = n
             wait = retry_delay(config.retry_seconds, n)
             try:
-                atomic_write_json(marker_path(self.spool, wid), marker, fsync=False)
+                await asyncio.to_thread(atomic_write_json, marker_path(self.spool, wid), marker, False)
             except OSError as exc:  # resumed with fewer attempts counted
                 log.error("webhook.unrecorded", job_id=marker["job_id"], webhook_id=wid, error=str(exc))
             log.info("webhook.retry", error=attempt.error, retry_in_seconds=wait, **fields)
@@ -182,8 +236,7 @@ class Sender:
             pass
         except OSError as exc:  # sent again after a restart: a deduplicating receiver drops it
             log.error("webhook.marker_kept", job_id=marker["job_id"], webhook_id=wid, error=str(exc))
-        with self._lock:
-            del self._pending[wid]
+        del self._pending[wid]
 
 
 def forward_logs(send: Callable[[tuple], None]):
@@ -217,16 +270,30 @@ def main(conn, root: str, host: str, log_level: str, config: dict, started_at: s
 
     configure_logging(log_level)  # for its bridge of library warnings into structlog
     structlog.configure(processors=[structlog.processors.format_exc_info, forward_logs(send)])
-    sender = Sender(spool, WebhooksConfig.model_validate(config), lambda result: send(("attempt", result, None)))
-    sender.resume(started_at)
-    while True:
-        try:
-            what, payload = conn.recv()
-        except (EOFError, OSError):
-            return
-        if what == "send":
-            sender.add(payload)
-        elif what == "config":
-            sender.config = WebhooksConfig.model_validate(payload)
-        else:
-            return
+    asyncio.run(serve(conn, spool, WebhooksConfig.model_validate(config), send, started_at))
+
+
+async def serve(conn, spool: Spool, config: WebhooksConfig, send: Callable[[tuple], None], started_at: str) -> None:
+    """The sender on this process's event loop; the pipe is read by a thread of its own."""
+    loop, stopped = asyncio.get_running_loop(), asyncio.Event()
+    sender = Sender(spool, config, lambda result: send(("attempt", result, None)))
+
+    def set_config(payload: dict) -> None:
+        sender.config = WebhooksConfig.model_validate(payload)
+
+    def read_pipe() -> None:
+        while True:
+            try:
+                what, payload = conn.recv()
+            except (EOFError, OSError):
+                what, payload = "stop", None
+            if what == "send":
+                loop.call_soon_threadsafe(sender.add, payload)
+            elif what == "config":
+                loop.call_soon_threadsafe(set_config, payload)
+            else:
+                loop.call_soon_threadsafe(stopped.set)
+                return
+
+    threading.Thread(target=read_pipe, name="webhook-pipe", daemon=True).start()
+    await sender.run(started_at, stopped)

@@ -6,10 +6,10 @@ requeued), `running` (the first running write of an attempt), `progress` (later 
 writes, at most every `[webhooks] progress_seconds`), `completed` / `failed` / `canceled`.
 
 Before `on_status` returns, the event is a marker webhooks/<host>/<webhook-id>.json (url,
-source, job, event, the exact body, attempts so far); then it goes to the sender process
-(daemon/webhook_send.py), which posts it, journals every attempt in
+source, job, event, the exact body, attempts so far; sealed with the secret); then it goes
+to the sender process (daemon/webhook_send.py), which posts it, journals every attempt in
 outbox/<id>/webhooks.jsonl and removes the marker once it is delivered or given up, and
-which takes up every marker again when it starts. The webhook-id comes from the event
+which takes up every sealed marker again when it starts. The webhook-id comes from the event
 itself, so a status written again (a publish redone after a crash, a delivery folder's
 rewrite of the final status) is no new event, and a receiver that deduplicates by
 webhook-id sees each event once.
@@ -31,7 +31,7 @@ from contract.status import utc_now
 from daemon.config import Settings, WebhooksConfig
 from daemon.fsops import atomic_write_json
 from daemon.spool import Spool
-from daemon.webhook_send import JOURNAL, main, marker_path
+from daemon.webhook_send import JOURNAL, main, marker_mac, marker_path
 
 log = structlog.get_logger()
 
@@ -89,6 +89,7 @@ class Webhooks:
             body = json.dumps({"type": f"job.{event}", "timestamp": now, "data": doc}, separators=(",", ":"))
             marker = {"webhook_id": wid, "job_id": doc["id"], "event": event, "url": target["url"],
                       "source": target.get("source") or "job", "timestamp": now, "body": body, "attempts": 0}
+            marker["mac"] = marker_mac(self.settings().webhooks.secret, marker)
         except Exception:  # noqa: BLE001 - a bug here must never break the spool transition that wrote the status
             log.exception("webhook.event_failed", job_id=doc.get("id"))
             return

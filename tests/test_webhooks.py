@@ -11,7 +11,9 @@ import base64
 import json
 import os
 import re
+import select
 import signal
+import socket
 import threading
 import time
 import urllib.request
@@ -33,9 +35,10 @@ class Receiver:
     """A webhook receiver: answers each path from a script (the last answer repeats), and
     records every request with whether its signature verified."""
 
-    def __init__(self):
+    def __init__(self, address: str = "127.0.0.1"):
         self.hook = Webhook(SECRET)
         self.got: list[dict] = []
+        self.connections = 0  # TCP connections accepted, requests or not
         self.script: dict[str, list[tuple[int, dict]]] = {}
         self.lock = threading.Lock()
         receiver = self
@@ -65,8 +68,14 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_port}"
+        class Server(ThreadingHTTPServer):
+            def verify_request(self, request, client_address):
+                with receiver.lock:
+                    receiver.connections += 1
+                return True
+
+        self.server = Server((address, 0), Handler)
+        self.base = f"http://{address}:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def answer(self, path: str, *answers: int | tuple[int, dict]) -> str:
@@ -179,6 +188,7 @@ def test_job_file_urls_outside_allowed_urls_or_private_are_invalid_and_nothing_i
         "loopback-under-broad-prefix": f"https://127.0.0.1:{port}/hooks/x",  # only "https://" matches: public only
         "private": "https://10.1.2.3/hooks",
         "localhost-name": f"http://localhost:{port}/hooks/x",
+        "6to4-of-loopback": f"http://[2002:7f00:1::]:{port}/hooks/x",  # 127.0.0.1 inside an IPv6 address
     }
     for name, url in bad.items():
         drop_json(hooked.root / "inbox", name, {**QUICK, "webhook": {"url": url, "events": ["failed"]}})
@@ -189,6 +199,7 @@ def test_job_file_urls_outside_allowed_urls_or_private_are_invalid_and_nothing_i
     assert "allowed_urls" in wait_status(hooked.root, "outside")["error"]["message"]
     assert "loopback" in wait_status(hooked.root, "loopback-under-broad-prefix")["error"]["message"]
     assert "private" in wait_status(hooked.root, "private")["error"]["message"]
+    assert "carries 127.0.0.1 is a loopback" in wait_status(hooked.root, "6to4-of-loopback")["error"]["message"]
     # a control job afterwards is delivered: by then anything the invalid ones sent would be here
     url = rx.answer("/hooks/control", 200)
     drop_json(hooked.root / "inbox", "control", {**QUICK, "webhook": {"url": url}})
@@ -197,14 +208,27 @@ def test_job_file_urls_outside_allowed_urls_or_private_are_invalid_and_nothing_i
     assert all(journal(hooked.root, name) == [] for name in bad)
 
 
-def test_a_host_that_resolves_to_loopback_is_refused_at_send_time(rx, hooked):
-    # 2130706433 is 127.0.0.1 as one number: a name to the validator, loopback once resolved.
-    url = f"http://2130706433:{rx.server.server_port}/numeric/"
-    drop_json(hooked.root / "inbox", "numeric", {**QUICK, "webhook": {"url": url}})
-    assert wait_status(hooked.root, "numeric", daemon=hooked)["state"] == "completed"
-    lines = wait_journal(hooked.root, "numeric", "refused", hooked)
-    assert len(lines) == 1 and lines[0]["status"] is None and "loopback" in lines[0]["error"]
-    assert rx.at("/numeric/") == []
+def test_hosts_a_client_reads_otherwise_are_invalid_at_the_job_check_and_never_connected(rx, hooked):
+    # Each is 127.0.0.1 (or the receiver itself) to some HTTP client, and no host name or
+    # address as written to the check: refused before anything connects.
+    port = rx.server.server_port
+    odd = {"percent": f"http://%31%32%37.0.0.1:{port}/hooks/x", "one-number": f"http://2130706433:{port}/hooks/x",
+           "short-dotted": f"http://127.1:{port}/hooks/x", "hex": f"http://0x7f.0.0.1:{port}/hooks/x",
+           "octal": f"http://0177.0.0.1:{port}/hooks/x", "user-at": f"http://hooks.example.org@127.0.0.1:{port}/hooks/x"}
+    before = rx.connections
+    for name, url in odd.items():
+        drop_json(hooked.root / "inbox", name, {**QUICK, "webhook": {"url": url}})
+    for name in odd:
+        doc = wait_status(hooked.root, name, daemon=hooked)
+        assert doc["state"] == "failed" and doc["error"]["code"] == "invalid_job", doc
+        assert doc["error"]["message"].startswith("webhook.url: "), doc["error"]
+    assert "%-encoded" in wait_status(hooked.root, "percent")["error"]["message"]
+    assert "IPv4" in wait_status(hooked.root, "one-number")["error"]["message"]
+    assert "user name" in wait_status(hooked.root, "user-at")["error"]["message"]
+    url = rx.answer("/hooks/after-odd", 200)  # a control: by then anything they sent would be here
+    drop_json(hooked.root / "inbox", "after-odd", {**QUICK, "webhook": {"url": url}})
+    wait_journal(hooked.root, "after-odd", "delivered", hooked)
+    assert rx.connections - before == 1 and all(journal(hooked.root, name) == [] for name in odd)
 
 
 def test_events_filter_and_progress_throttle(rx, hooked):
@@ -324,13 +348,157 @@ def test_a_job_file_webhook_needs_the_signing_secret(rx, tmp_path):
         d.stop()
 
 
-def test_a_job_urls_connection_to_a_loopback_peer_is_refused_even_after_the_name_check(rx):
-    # What a name that resolves to a public address at the check and to 127.0.0.1 at connect
-    # time (DNS rebinding) meets: the public-only session looks at the connected peer itself.
-    from daemon.webhook_http import Refused, new_session
+def loopback_name() -> tuple[str, str] | None:
+    """A host name that the job check takes (not `localhost`) and that resolves here to
+    addresses that are not public only (this host's own name, or another in /etc/hosts),
+    with one of those addresses; None if there is none."""
+    import ipaddress
+    import socket
 
-    url = rx.answer("/rebound/", 200)
-    with pytest.raises(Refused, match="loopback"):
-        new_session(public_only=True).post(url, data=b"{}", timeout=5)
-    assert rx.at("/rebound/") == []
-    assert new_session(public_only=False).post(url, data=b"{}", timeout=5).status_code == 200  # the same URL, allowed
+    from daemon.webhook_urls import address_problem, job_url_problem
+
+    names = [socket.gethostname()]
+    try:
+        names += [n for line in Path("/etc/hosts").read_text().splitlines() for n in line.split("#")[0].split()[1:]]
+    except OSError:
+        pass
+    for name in names:
+        if job_url_problem(f"http://{name}:9/", ["http://"]) is not None:
+            continue
+        try:
+            found = {i[4][0] for i in socket.getaddrinfo(name, 9, socket.AF_INET, socket.SOCK_STREAM)}
+        except OSError:
+            continue
+        if found and all(address_problem(a) for a in found) and not all(ipaddress.ip_address(a).is_global for a in found):
+            return name, sorted(found)[0]
+    return None
+
+
+def test_a_name_that_validates_then_resolves_to_loopback_is_refused_and_never_connected(tmp_path):
+    # What DNS rebinding meets: the job check takes a name; the daemon resolves it once, finds
+    # a loopback (or private) address and refuses it without connecting; allowed explicitly,
+    # the same name reaches the receiver (so the refusal is the check, not a dead address).
+    found = loopback_name()
+    if found is None:
+        pytest.skip("no host name here resolves to a loopback or private address only")
+    name, address = found
+    receiver = Receiver(address)
+    port = receiver.server.server_port
+    explicit = f"http://{name}:{port}/allowed/"
+    root = tmp_path / "spool"
+    d = Daemon(root, **webhook_env(receiver, VIDSPOOL_WEBHOOKS__ALLOWED_URLS=json.dumps([explicit, "http://"]))).start()
+    try:
+        drop_json(root / "inbox", "rebound", {**QUICK, "webhook": {"url": f"http://{name}:{port}/rebound/"}})
+        assert wait_status(root, "rebound", daemon=d)["state"] == "completed"  # the name passed the job check
+        lines = wait_journal(root, "rebound", "refused", d)
+        assert len(lines) == 1 and lines[0]["status"] is None and address in lines[0]["error"], lines
+        assert receiver.connections == 0  # refused before connecting: no open/closed port to tell apart
+        drop_json(root / "inbox", "allowed", {**QUICK, "webhook": {"url": explicit}})
+        wait_journal(root, "allowed", "delivered", d)
+        assert receiver.connections >= 1 and len(receiver.at("/allowed/")) == 1 and receiver.at("/rebound/") == []
+    finally:
+        d.stop()
+        receiver.close()
+
+
+class Trickler:
+    """A receiver that reads the request, then answers one byte of a never-ending header every
+    `every` seconds (no read timeout ever fires); records each connection's open and close."""
+
+    def __init__(self, every: float):
+        self.every, self.lock = every, threading.Lock()
+        self.spans: list[list[float | None]] = []  # [opened, closed] per connection
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        span = [time.monotonic(), None]
+        with self.lock:
+            self.spans.append(span)
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while True:
+                conn.sendall(b"a")
+                if select.select([conn], [], [], self.every)[0] and not conn.recv(1):
+                    return  # the client hung up (noticed at once: the spans are what the client did)
+        except OSError:  # the client hung up
+            pass
+        finally:
+            span[1] = time.monotonic()
+            conn.close()
+
+    def most_at_once(self, slack: float = 0.5) -> int:
+        """The most connections open at once, not counting overlaps under `slack` seconds (a
+        closed socket is noticed here a moment after the client opened the next one)."""
+        with self.lock:
+            edges = sorted([(s[0] + slack, 1) for s in self.spans] + [(s[1], -1) for s in self.spans if s[1] is not None])
+        at_once = most = 0
+        for _, change in edges:
+            at_once += change
+            most = max(most, at_once)
+        return most
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_trickling_receiver_is_cut_at_the_deadline_and_holds_back_no_one_else(rx, tmp_path):
+    slow = Trickler(every=0.5)  # a byte every 0.5 s: under any read timeout, for ever
+    env = webhook_env(rx, VIDSPOOL_WEBHOOKS__TIMEOUT_SECONDS="2", VIDSPOOL_WEBHOOKS__RETRY_SECONDS="1",
+                      VIDSPOOL_WEBHOOKS__MAX_ATTEMPTS="2", VIDSPOOL_WEBHOOKS__MAX_PER_HOST="2",
+                      VIDSPOOL_WEBHOOKS__ALLOWED_URLS=json.dumps([f"{rx.base}/hooks/", f"{slow.base}/"]))
+    root = tmp_path / "spool"
+    d = Daemon(root, **env).start()
+    try:
+        for i in range(5):
+            drop_json(root / "inbox", f"slow-{i}", {**QUICK, "webhook": {"url": f"{slow.base}/slow/{i}"}})
+        wait_for(lambda: len(slow.spans) >= 2, 20, "the trickler's first connections")
+        url = rx.answer("/hooks/healthy", 200)
+        drop_json(root / "inbox", "healthy", {**QUICK, "webhook": {"url": url}})
+        done = wait_status(root, "healthy", daemon=d)
+        wait_for(lambda: rx.at("/hooks/healthy"), 10, "the healthy receiver's event")
+        finished = datetime.fromisoformat(done["finished_at"].replace("Z", "+00:00")).timestamp()
+        assert rx.at("/hooks/healthy")[0]["at"] - finished < 3, "the healthy receiver waited on the slow one"
+        assert any(s[1] is None for s in slow.spans), "the trickler was still being waited on meanwhile"
+        for i in range(5):
+            lines = wait_journal(root, f"slow-{i}", "given_up", d, timeout=60)
+            assert [j["result"] for j in lines] == ["retry", "given_up"], lines
+            assert all(1.9 <= j["seconds"] <= 3.5 and "timeout_seconds" in j["error"] for j in lines), lines
+        assert slow.most_at_once() <= 2, sorted(slow.spans)  # [webhooks] max_per_host
+        cut = [s[1] - s[0] for s in slow.spans]
+        assert len(cut) == 10 and all(1.9 <= c <= 3.5 for c in cut), cut
+    finally:
+        d.stop()
+        slow.close()
+
+
+def test_a_planted_marker_is_never_sent(rx, tmp_path):
+    # Whoever can write the spool can write webhooks/<host>/*.json: one naming a URL no job may
+    # (loopback, "source": "config") with a forged body would be signed and sent by the daemon.
+    root = tmp_path / "spool"
+    d = Daemon(root, **webhook_env(rx)).start()
+    d.stop()
+    forged = json.dumps({"type": "job.completed", "timestamp": "2030-01-01T00:00:00Z", "data": {"id": "forged"}})
+    wid = "msg_" + "f" * 32
+    marker = {"webhook_id": wid, "job_id": "forged", "event": "completed", "url": f"{rx.base}/planted/",
+              "source": "config", "timestamp": "2030-01-01T00:00:00Z", "body": forged, "attempts": 0, "mac": "0" * 64}
+    (root / "webhooks" / d.host / f"{wid}.json").write_text(json.dumps(marker))
+    url = rx.answer("/hooks/after-planted", 200)
+    d.start()
+    try:
+        drop_json(root / "inbox", "after-planted", {**QUICK, "webhook": {"url": url}})
+        wait_journal(root, "after-planted", "delivered", d)  # the sender is up and took up the folder
+        assert rx.at("/planted/") == [] and markers(root) == []
+        assert any(e["event"] == "webhook.marker_refused" for e in d.log_events())
+    finally:
+        d.stop()

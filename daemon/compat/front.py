@@ -29,7 +29,9 @@ from contract.status import FINAL_STATES
 from contract.model_folders import INDEX
 from daemon.auth import find_token, load_tokens, presented_token
 from daemon.config import CompatConfig, Settings
+from daemon.file_response import OpenedFileResponse
 from daemon.httpguard import JSON_AND_MULTIPART, ReadTimeout, read_body, within
+from daemon.outbox_files import OpenedFile
 from daemon.outbox_index import JobSummary
 from daemon.readmodel import QueueFull, ReadModel
 
@@ -399,12 +401,13 @@ class Personality:
         body = await self.view.off_loop(lambda: json.dumps(answer()).encode())
         return web.Response(body=body, content_type="application/json")
 
-    def result(self, job_id: str, name: str | None = None) -> tuple[Path, str] | None:
+    def result(self, job_id: str, name: str | None = None) -> tuple[OpenedFile, str] | None:
+        """A result file, opened (daemon/outbox_files.py): send it with send_file."""
         return self.view.result_file(job_id, name)
 
-    def send_file(self, found: tuple[Path, str], download_name: str | None = None, attachment: bool = False):
-        path, media_type = found
+    def send_file(self, found: tuple[OpenedFile, str], download_name: str | None = None, attachment: bool = False):
+        opened, media_type = found
         disposition = "attachment" if attachment else "inline"
-        return web.FileResponse(path, headers={
+        return OpenedFileResponse(opened, headers={
             "Content-Type": media_type, "Cache-Control": "private, no-cache",
-            "Content-Disposition": f'{disposition}; filename="{download_name or path.name}"'})
+            "Content-Disposition": f'{disposition}; filename="{download_name or opened.name}"'})
