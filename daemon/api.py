@@ -35,6 +35,7 @@ from daemon.httpguard import (
     guard_middleware,
     json_error,
     read_body,
+    read_form,
     spool_answer,
     timeout_response,
     within,
@@ -266,7 +267,7 @@ class Api:
     async def _receive_multipart(self, request: web.Request, staging: Path) -> dict | web.Response:
         limits = self.view.settings.limits
         budget = FormBudget(limits, self.read_timeout)
-        reader = await request.multipart()
+        reader = read_form(request)
         doc = None
         while (part := await within(reader.next(), self.read_timeout)) is not None:
             if not isinstance(part, BodyPartReader):

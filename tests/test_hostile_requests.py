@@ -326,6 +326,21 @@ def test_many_large_fields_sent_plainly_do_not_pile_up(farm):
     assert statuses == [413, 413, 413] and growth < 30, (statuses, f"the daemon grew {growth:.0f} MB")
 
 
+def test_a_preamble_of_many_lines_is_refused_without_holding_the_loop(farm):
+    """30 MB of short lines before the first boundary: aiohttp skipped them one at a time
+    without yielding (the heartbeat stood still for seconds, then 408); now the body must
+    begin with its boundary."""
+    headers, body = multipart([field_part("text", b"hi")], b"B")
+    with Watch(farm.daemon) as watch:
+        started = time.monotonic()
+        statuses, _ = three_at_once(farm, "heygem", "/api/generate", headers, b"a\r\n" * 10_000_000 + body)
+        took = time.monotonic() - started
+    assert statuses == [400, 400, 400] and took < 10, (statuses, took)
+    assert watch.longest_still < 3.0, f"the heartbeat stood still {watch.longest_still:.1f} s"
+    status, _, raw = send(farm, "heygem", "POST", "/api/generate", headers, b"\r\n" + body)  # a blank line is fine
+    assert status == 200, raw[:300]
+
+
 # -- item 10: headers that are not UTF-8 ----------------------------------------------------------
 
 NOT_UTF8 = [b"Bearer \xff\xfe\xfd", b"Bearer caf\xe9-token-0123456789", b"\xff", b"Bearer " + TOKEN.encode() + b"\x80"]
@@ -528,7 +543,8 @@ def hostile_request(draw, farm: Farm, marker: str) -> tuple[str, str, str, list,
             parts += [field_part(f"n{i}", b"v") for i in range(draw(st.sampled_from([FORM_FIELDS - 9, FORM_FIELDS * 2])))]
         boundary = draw(st.sampled_from([b"HostileBoundary", b"b" * 70, b"x", b"-"]))
         headers, body = multipart(parts, boundary)
-        body = draw(st.sampled_from([body, body[:-4], body.replace(b"--" + boundary + b"--", b""), b"junk\r\n" + body]))
+        body = draw(st.sampled_from([body, body[:-4], body.replace(b"--" + boundary + b"--", b""), b"junk\r\n" + body,
+                                     b"p\r\n" * 50_000 + body]))
         if draw(st.integers(0, 7)) == 0:
             headers = [(b"Content-Type", draw(st.sampled_from([b"multipart/form-data", b"multipart/form-data; boundary=",
                                                                b"multipart/form-data; boundary=\xff", b"multipart/mixed; boundary=x"])))]

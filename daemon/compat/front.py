@@ -30,7 +30,7 @@ from contract.status import FINAL_STATES
 from contract.model_folders import INDEX
 from daemon.auth import find_token, load_tokens, presented_token
 from daemon.config import CompatConfig, Settings
-from daemon.httpguard import JSON_AND_MULTIPART, FormBudget, FormTooLarge, ReadTimeout, read_body, within
+from daemon.httpguard import JSON_AND_MULTIPART, FormBudget, FormTooLarge, ReadTimeout, read_body, read_form, within
 from daemon.jsonread import JsonProblem, read_json
 from daemon.readmodel import ReadModel
 
@@ -235,7 +235,7 @@ class Personality:
             return form
         budget = FormBudget(limits, self.read_timeout)
         try:
-            reader = await request.multipart()
+            reader = read_form(request)
             while (part := await within(reader.next(), self.read_timeout)) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise BadRequest("nested multipart parts are not accepted")
