@@ -36,7 +36,7 @@ def read_json(raw: bytes | str) -> Any:
     except UnicodeDecodeError:
         raise JsonProblem("is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise JsonProblem(f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise JsonProblem(f"is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise JsonProblem("is nested too deeply") from None
     except ValueError as exc:  # int(): "Exceeds the limit (4300 digits) for integer string conversion"
