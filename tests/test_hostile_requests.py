@@ -347,8 +347,9 @@ NOT_UTF8 = [b"Bearer \xff\xfe\xfd", b"Bearer caf\xe9-token-0123456789", b"\xff",
 
 
 def test_an_authorization_header_that_is_not_utf8_is_401_on_every_front(farm):
+    streams = {"native": [("GET", "/api/v1/events", b"")], "visualizr": [("GET", "/api/v1/ws/generation", b"")]}
     for front in FRONTS:
-        targets = [("GET", GETS[front], b"")] + [("POST", path, b"{}") for path, _ in POSTS[front]]
+        targets = [("GET", GETS[front], b""), *streams.get(front, [])] + [("POST", path, b"{}") for path, _ in POSTS[front]]
         for method, path, body in targets:
             for value in NOT_UTF8:
                 status, headers, raw = send(farm, front, method, path, [(b"Authorization", value),
