@@ -24,8 +24,11 @@ from daemon.auth import find_token, load_tokens, presented_token
 from daemon.config import format_validation_error
 from daemon.fds import connection_budget
 from daemon.file_response import OpenedFileResponse
+from daemon.jsonread import JsonProblem, read_json
 from daemon.http_paths import API, OPEN_PATHS, STATIC_FILES
 from daemon.httpguard import (
+    FormBudget,
+    FormTooLarge,
     GuardedSite,
     HttpPolicy,
     ReadTimeout,
@@ -33,6 +36,7 @@ from daemon.httpguard import (
     guard_middleware,
     json_error,
     read_body,
+    read_form,
     spool_answer,
     timeout_response,
     within,
@@ -223,6 +227,8 @@ class Api:
                     doc = await self._receive_multipart(request, staging)
                 except ReadTimeout as exc:
                     return timeout_response(exc)
+                except FormTooLarge as exc:
+                    return error(413, "too_large", str(exc))
                 except (ValueError, RuntimeError, HttpProcessingError) as exc:
                     return error(400, "bad_request", f"malformed multipart body: {exc}")
             else:
@@ -265,27 +271,26 @@ class Api:
         if isinstance(raw, (web.Response, ReadTimeout)):
             return raw
         try:
-            doc = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            return error(400, code, f"body is not valid JSON: {exc}")
+            doc = read_json(raw)
+        except JsonProblem as exc:
+            return error(400, code, f"body {exc}")
         if not isinstance(doc, dict):
             return error(400, code, f"body must be a JSON object{shape}")
         return doc
 
     async def _receive_multipart(self, request: web.Request, staging: Path) -> dict | web.Response:
         limits = self.view.settings.limits
-        reader = await request.multipart()
+        budget = FormBudget(limits, self.read_timeout)
+        reader = read_form(request)
         doc = None
         while (part := await within(reader.next(), self.read_timeout)) is not None:
             if not isinstance(part, BodyPartReader):
                 return error(400, "bad_request", "nested multipart parts are not accepted; send `job` and files")
+            budget.part()
             if part.filename is None:
                 if part.name != "job":
                     return error(400, "bad_request", f"unknown form field {part.name!r} (send `job` and files)")
-                raw = await within(part.read(decode=True), self.read_timeout)
-                if len(raw) > limits.job_json_bytes:
-                    return error(413, "too_large", f"job JSON over [limits] job_json_bytes ({limits.job_json_bytes})")
-                doc = self._parse_job(raw)
+                doc = self._parse_job(await budget.text(part))
                 if isinstance(doc, web.Response):
                     return doc
                 continue
@@ -506,8 +511,10 @@ async def start_api(view: ReadModel, host: str, port: int, listeners: int = 1):
     # (also the first one: aiohttp starts that timer when the connection is made).
     # lingering_time: how long the unread rest of a refused body is read and dropped (so the
     # client sees the answer, not a reset); short, as a stalled client holds it that long.
+    # auto_decompress off: a compressed body is refused by the guard, never inflated (not
+    # even the rest of it read and dropped while the refusal lingers).
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,  # open event streams end at once
-                           keepalive_timeout=settings.read_timeout_seconds, lingering_time=1.0)
+                           keepalive_timeout=settings.read_timeout_seconds, lingering_time=1.0, auto_decompress=False)
     await runner.setup()
     max_connections = connection_budget(settings.max_connections, listeners)
     if max_connections < settings.max_connections:

@@ -46,7 +46,10 @@ def find_token(tokens: list[Token], presented: str | None) -> Token | None:
     """The configured token equal to `presented`, comparing with every one in constant time."""
     if not presented:
         return None
-    given = presented.encode()
+    try:
+        given = presented.encode()
+    except UnicodeEncodeError:  # a header's bytes that are not UTF-8: no configured token is
+        return None
     found = None
     for token in tokens:
         if hmac.compare_digest(token.secret, given):

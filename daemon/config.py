@@ -100,6 +100,11 @@ class WorkersConfig(Section):
 class LimitsConfig(Section):
     job_json_bytes: int = Field(1_000_000, gt=0)
     input_bytes: int = Field(2_000_000_000, gt=0)
+    # One form request (multipart or url-encoded): its fields and files (each costs the
+    # parser about a millisecond), and the bytes of its text fields together (never less
+    # than job_json_bytes; each field is under that too).
+    form_fields: int = Field(200, gt=0)
+    form_bytes: int = Field(1_000_000, gt=0)
     max_attempts: int = Field(3, ge=1, le=100)
     # frames × width × height for any video a job asks for.
     max_frame_pixels: int = Field(4096 * 2160 * 600, gt=0)

@@ -4,7 +4,8 @@
 - Origin (or Referer) of state-changing requests: the daemon's own or `[api] allowed_origins`,
   so another site open in the user's browser cannot submit, cancel or unload (403).
 - Body types: JSON or multipart only, so a `text/plain` "simple request" is never read as a
-  job (415).
+  job (415); never compressed (`Content-Encoding` other than identity: 415), so a few bytes
+  sent cannot become hundreds of megabytes read.
 - Response headers: nosniff, no framing, no caching of status documents.
 - Connections: a cap (`max_connections`, sized to the file-descriptor limit so that spool
   work always has descriptors left) with a plain 503 beyond it, and read timeouts for
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import structlog
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, web
 
+from daemon.config import LimitsConfig
 from daemon.fscheck import spool_fault
 
 log = structlog.get_logger()
@@ -43,6 +45,9 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' bl
             "form-action 'self'; frame-ancestors 'none'")
 # A connection over the cap is answered and closed; it may linger this long for its request.
 REFUSED_LINGER_SECONDS = 1.0
+# "--" + a boundary (at most 70 characters, RFC 2046) + "--" + CRLF; lines before the first.
+BOUNDARY_LINE_BYTES = 80
+PREAMBLE_LINES = 4
 
 
 def json_error(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
@@ -180,11 +185,26 @@ def guard_middleware(policy: HttpPolicy, error: Callable[..., web.Response] = js
             return error(415, "unsupported_media_type", (
                 f"Content-Type {request.content_type or '(none)'!r} is not accepted; send "
                 f"{' or '.join(sorted(policy.body_types))}"))
+        if request.body_exists and (coding := content_coding(request)) is not None:
+            # Read as sent (the runner does not decompress): a small compressed body must not
+            # become a large one in memory. RFC 7694: say which coding is accepted.
+            return error(415, "unsupported_media_type", (
+                f"Content-Encoding {coding!r} is not accepted: send the body uncompressed"),
+                headers={"Accept-Encoding": "identity"})
         if cors:
             request["cors_origin"] = origin
         return await handler(request)
 
     return guard
+
+
+def content_coding(request: web.Request) -> str | None:
+    """The request body's Content-Encoding when it is not identity (compressed), else None."""
+    for value in request.headers.getall("Content-Encoding", ()):
+        for coding in value.split(","):
+            if coding.strip().lower() not in ("", "identity"):
+                return value.strip()
+    return None
 
 
 def cors_headers(origin: str) -> dict[str, str]:
@@ -239,6 +259,64 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class FormReader(MultipartReader):
+    """aiohttp's multipart reader with a short preamble only: the boundary line within the
+    first PREAMBLE_LINES short lines (browsers, curl and requests send none; some clients a
+    blank line). aiohttp 3.14.5 (pinned) skips any preamble a line at a time without
+    yielding: 30 MB of short lines held the event loop, and the heartbeat, for seconds."""
+
+    async def _read_until_first_boundary(self) -> None:
+        for _ in range(PREAMBLE_LINES + 1):
+            line = (await self._content.readline(max_line_length=BOUNDARY_LINE_BYTES)).rstrip()
+            if line == self._boundary + b"--":
+                self._at_eof = True
+            if line in (self._boundary, self._boundary + b"--"):
+                return
+        raise ValueError(f"the body does not begin with its boundary line (at most {PREAMBLE_LINES} lines before it)")
+
+
+def read_form(request: web.Request) -> FormReader:
+    """The request's multipart body, part by part (what request.multipart() gives, with
+    aiohttp's default limits on part headers)."""
+    return FormReader(request.headers, request.content, client_max_size=request.client_max_size,
+                      max_size_error_cls=web.HTTPRequestEntityTooLarge)
+
+
+class FormTooLarge(Exception):
+    """A form with more fields or more text than `[limits]` allows (answered 413)."""
+
+
+class FormBudget:
+    """What one form request may still send: parts (fields and files, `[limits] form_fields`)
+    and bytes of text fields (`form_bytes` together, `job_json_bytes` each), counted as they
+    arrive so that many small fields cannot add up in memory."""
+
+    def __init__(self, limits: LimitsConfig, seconds: float):
+        self.parts_left = limits.form_fields
+        self.text_left = max(limits.form_bytes, limits.job_json_bytes)
+        self.limits, self.seconds = limits, seconds
+
+    def part(self) -> None:
+        """Counts one more part; FormTooLarge past the cap."""
+        if self.parts_left == 0:
+            raise FormTooLarge(f"more than {self.limits.form_fields} fields and files in one request ([limits] form_fields)")
+        self.parts_left -= 1
+
+    async def text(self, part: BodyPartReader) -> bytes:
+        """A text field's bytes (its transfer encoding undone), read a chunk at a time and
+        refused at the first byte over a limit."""
+        raw = bytearray()
+        while chunk := await within(part.read_chunk(), self.seconds):  # its default 8 KB: a bigger read re-buffers the rest
+            raw += chunk
+            if len(raw) > self.limits.job_json_bytes:
+                raise FormTooLarge(f"form field {part.name!r} is over [limits] job_json_bytes ({self.limits.job_json_bytes})")
+            if len(raw) > self.text_left:
+                raise FormTooLarge(f"the text fields of this form are over [limits] form_bytes "
+                                   f"({max(self.limits.form_bytes, self.limits.job_json_bytes)}) together")
+        self.text_left -= len(raw)
+        return bytes(part.decode(raw))
 
 
 # -- connections --------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 from collections.abc import Mapping
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from daemon.config import PresetConfig, Settings, WebhookTarget, format_validation_error
 from daemon.fsops import file_type_words
+from daemon.jsonread import JsonProblem, read_json
 from daemon.registry import incomplete_model, refresh_models
 from daemon.spool import is_valid_job_id
 from daemon.webhook_urls import job_url_problem
@@ -53,15 +53,9 @@ def parse_job_bytes(raw: bytes, limit: int, what: str) -> dict:
     if not raw.strip():
         raise JobError(ErrorCode.INVALID_JOB, f"{what} is empty")
     try:
-        doc = json.loads(raw)
-    except UnicodeDecodeError:
-        raise JobError(ErrorCode.INVALID_JOB, f"{what} is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise JobError(ErrorCode.INVALID_JOB, f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
-        raise JobError(ErrorCode.INVALID_JOB, f"{what} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise JobError(ErrorCode.INVALID_JOB, f"{what} is nested too deeply") from None
+        doc = read_json(raw)
+    except JsonProblem as exc:
+        raise JobError(ErrorCode.INVALID_JOB, f"{what} {exc}") from None
     if not isinstance(doc, dict):
         raise JobError(ErrorCode.INVALID_JOB, f"{what} must hold a JSON object, not {type(doc).__name__}")
     return doc

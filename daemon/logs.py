@@ -10,6 +10,7 @@ import sys
 import time
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon.spool import LOG, is_valid_job_id
 
@@ -102,6 +103,11 @@ class StdlibBridge(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            exc = record.exc_info[1] if record.exc_info else None
+            if isinstance(exc, HttpProcessingError):  # a client's malformed request, answered 400
+                # by aiohttp: not the daemon's fault, no traceback; the type only, so floods fold.
+                structlog.get_logger().warning("api.malformed_request", error=type(exc).__name__, status=exc.code)
+                return
             level = record.levelname.lower()
             method = getattr(structlog.get_logger(), "error" if level == "critical" else level, None)
             if method is None:

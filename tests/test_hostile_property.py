@@ -1,15 +1,16 @@
 """Property test (issue 14, item 6): generated hostile trees, dropped among good ones into
 one real daemon. Links (inside, outside, dangling, loops), FIFOs, JSON nested too deeply in
 every shape and place, huge key counts, odd names, unreadable entries, folders nested past
-Python's recursion limit. Every drop must end with a status (failed with an error code, or
-completed), every good drop must complete, the user's files must be kept, nothing outside
+Python's recursion limit. Every drop must end with a status (failed with the error code its
+kind of fault gets, or completed), every good drop must complete, no validation may crash
+(`job.validation_crashed`, code `internal`), the user's files must be kept, nothing outside
 the spool may be touched, and the daemon must stay up and healthy."""
 
 import json
 import os
 import random
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ from hypothesis import strategies as st
 
 from tests.support import Daemon, health, status, wait_for
 
-CODES = {"invalid_job", "missing_input", "unsupported_input", "model_not_found", "internal"}
+# The error code of each category of failing drop; folder_named's comes from its inputs.
+CODES = {"folder_bad_doc": "invalid_job", "folder_job_file": "invalid_job", "folder_own_name": "invalid_job",
+         "top_bad": "invalid_job", "top_odd_file": "invalid_job", "folder_link": "invalid_job"}
 GOOD = {"kind": "probe"}
 # Names the daemon keeps for its own files in a job folder (a drop holding one fails).
 DAEMON_NAMES = [".job.json", ".final.json", ".results", ".attempt-1", ".id-x"]
@@ -32,7 +35,7 @@ class Tree:
     name: str  # its name in the inbox
     expect: str  # "completed" or "failed"
     build: callable  # build(inbox) creates it, complete at once (renamed in)
-    kept: list[str] = field(default_factory=list)  # names that must end in outbox/<id>/input/
+    code: str | None = None  # the error code when it fails
 
 
 # -- names -------------------------------------------------------------------------------
@@ -112,6 +115,8 @@ ENTRY_KINDS = ["file", "empty", "link_in", "link_out", "dangling", "loop", "self
 # As a named input, these still let the job complete. chmod 000 does not stop root (the
 # tests run as root) and the probe kind only stats its input, so "unreadable" is usable too.
 USABLE = {"file", "link_in", "unreadable"}
+# A named input of another kind fails the job with this code (unsupported_input if not here).
+NAMED_CODES = {"link_out": "invalid_job", "dangling": "missing_input"}
 
 
 def make_entry(folder: Path, kind: str, name: str, outside: Path) -> list[str]:
@@ -212,6 +217,10 @@ def folder_tree(draw, n: int, turn: int, outside: Path, category: str) -> Tree:
     job_kind = JOB_FILE_KINDS[turn % len(JOB_FILE_KINDS)] if category == "folder_job_file" else "regular"
     own_name = draw(st.sampled_from(DAEMON_NAMES)) if category == "folder_own_name" else None
     good = category in ("folder_good", "folder_named") and all(kinds[i] in USABLE for i in named)
+    if category == "folder_named":  # the first named input that cannot be used (data, then extra)
+        code = next((NAMED_CODES.get(kinds[i], "unsupported_input") for i in named if kinds[i] not in USABLE), None)
+    else:
+        code = CODES.get(category)
 
     def build(inbox: Path) -> list[str]:
         tmp = inbox / f".{name}.part"
@@ -225,7 +234,7 @@ def folder_tree(draw, n: int, turn: int, outside: Path, category: str) -> Tree:
         os.rename(tmp, inbox / name)
         return made
 
-    return Tree(name, "completed" if good else "failed", build)
+    return Tree(name, "completed" if good else "failed", build, None if good else code)
 
 
 @st.composite
@@ -259,7 +268,8 @@ def top_json_tree(draw, n: int, turn: int, outside: Path, category: str) -> Tree
         os.rename(tmp, inbox / name)
         return made
 
-    return Tree(name, "completed" if what in ("good", "media") else "failed", build)
+    good = what in ("good", "media")
+    return Tree(name, "completed" if good else "failed", build, None if good else CODES[category])
 
 
 @st.composite
@@ -271,7 +281,7 @@ def folder_link_tree(draw, n: int, outside_dir: Path) -> Tree:
         os.rename(inbox / f".{name}.part", inbox / name)
         return [name]
 
-    return Tree(name, "failed", build)
+    return Tree(name, "failed", build, CODES["folder_link"])
 
 
 CATEGORIES = ["folder_good", "folder_named", "folder_bad_doc", "folder_job_file", "folder_own_name",
@@ -363,8 +373,8 @@ def test_hostile_trees_among_good_drops(property_daemon, tmp_path_factory):
         doc = docs[name]
         if doc["state"] != tree.expect:
             wrong.append((ascii(name), tree.expect, doc["state"], doc.get("error")))
-        elif doc["state"] == "failed" and not (doc["error"]["code"] in CODES and doc["error"]["message"]):
-            wrong.append((ascii(name), "an error code and message", doc.get("error")))
+        elif doc["state"] == "failed" and not (doc["error"]["code"] == tree.code and doc["error"]["message"]):
+            wrong.append((ascii(name), f"code {tree.code} and a message", doc.get("error")))
         kept = d.root / "outbox" / doc["id"] / "input"
         lost = [ascii(m) for m in made[name] if not os.path.lexists(kept / m)]
         if lost:
@@ -372,6 +382,7 @@ def test_hostile_trees_among_good_drops(property_daemon, tmp_path_factory):
     assert not wrong, wrong
     assert d.proc.poll() is None, d.log()
     assert health(d.api) == (200, {"status": "ok"})
-    assert not [e for e in d.log_events() if e.get("event") in ("daemon.tick_failed", "intake.accept_failed")]
+    assert not [e for e in d.log_events() if e.get("event") in ("daemon.tick_failed", "intake.accept_failed",
+                                                                 "job.validation_crashed")]
     assert sorted(os.listdir(outside_dir)) == before and outside.read_text() == json.dumps(GOOD)
     assert sorted(os.listdir(inbox)) == preset_inboxes  # every drop was taken, none left behind

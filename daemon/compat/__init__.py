@@ -53,12 +53,13 @@ async def start_personality(front: Personality, max_connections: int) -> tuple[w
     api = front.settings.api
     policy = HttpPolicy.for_listener(host, api.allowed_hosts, api.allowed_origins, body_types=front.body_types,
                                      read_timeout=api.read_timeout_seconds)
-    app = web.Application(client_max_size=front.settings.limits.job_json_bytes + 1024,
+    limits = front.settings.limits
+    app = web.Application(client_max_size=limits.job_json_bytes + 1024, client_max_fields=limits.form_fields,
                           middlewares=[seed_errors(front), guard_middleware(policy, front.error), *front.middlewares()])
     app.add_routes(front.routes())
     app.on_response_prepare.append(add_security_headers)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
-                           keepalive_timeout=api.read_timeout_seconds, lingering_time=1.0)
+                           keepalive_timeout=api.read_timeout_seconds, lingering_time=1.0, auto_decompress=False)
     await runner.setup()
     site = GuardedSite(runner, host, port, max_connections)
     await site.start()

@@ -12,6 +12,7 @@ faults, aiohttp's own 404/405/413).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -30,7 +31,8 @@ from contract.model_folders import INDEX
 from daemon.auth import find_token, load_tokens, presented_token
 from daemon.config import CompatConfig, Settings
 from daemon.file_response import OpenedFileResponse
-from daemon.httpguard import JSON_AND_MULTIPART, ReadTimeout, read_body, within
+from daemon.httpguard import JSON_AND_MULTIPART, FormBudget, FormTooLarge, ReadTimeout, read_body, read_form, within
+from daemon.jsonread import JsonProblem, read_json
 from daemon.outbox_files import OpenedFile
 from daemon.outbox_index import JobSummary
 from daemon.readmodel import QueueFull, ReadModel
@@ -66,10 +68,15 @@ class Form:
             return default
         try:
             value = kind(float(raw)) if kind is int and re.fullmatch(r"-?\d+(\.0*)?", raw.strip()) else kind(raw)
+        except OverflowError:  # 400 digits: float() is inf, int(inf) overflows
+            value = math.inf
         except (TypeError, ValueError):
-            raise BadRequest(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise BadRequest(f"{name} must be between {low} and {high}, got {raw}")
+            value = math.nan
+        if math.isnan(value):
+            raise BadRequest(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw[:40]!r}")
+        if math.isinf(value) or (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if low is not None and high is not None else "a finite number"
+            raise BadRequest(f"{name} must be {bounds}, got {raw[:40]}")
         return value
 
     def flag(self, name: str, default: bool = False) -> bool:
@@ -204,9 +211,9 @@ class Personality:
         if not raw.strip():
             return {}
         try:
-            doc = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise BadRequest(f"body is not valid JSON: {exc}") from None
+            doc = read_json(raw)
+        except JsonProblem as exc:
+            raise BadRequest(f"body {exc}") from None
         if not isinstance(doc, dict):
             raise BadRequest("body must be a JSON object")
         return doc
@@ -219,26 +226,28 @@ class Personality:
         if request.content_type == "application/json":
             form.fields = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (await self.json_body(request)).items()}
             return form
+        limits = self.settings.limits
         if request.content_type != "multipart/form-data":
             try:
                 posted = await within(request.post(), self.read_timeout)
             except ReadTimeout as exc:
                 raise BadRequest(str(exc), 408, "request_timeout") from None
-            except web.HTTPRequestEntityTooLarge:
-                raise BadRequest("form over [limits] job_json_bytes", 413, "too_large") from None
+            except web.HTTPRequestEntityTooLarge:  # the application's client_max_size and _fields
+                raise BadRequest(f"form over [limits] job_json_bytes ({limits.job_json_bytes}) "
+                                 f"or form_fields ({limits.form_fields})", 413, "too_large") from None
+            except (UnicodeDecodeError, LookupError) as exc:  # bytes not in the charset, an unknown charset
+                raise BadRequest(f"form is not text in its charset ({request.charset or 'utf-8'}): {exc}") from None
             form.fields = {k: v for k, v in posted.items() if isinstance(v, str)}
             return form
-        limits = self.settings.limits
+        budget = FormBudget(limits, self.read_timeout)
         try:
-            reader = await request.multipart()
+            reader = read_form(request)
             while (part := await within(reader.next(), self.read_timeout)) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise BadRequest("nested multipart parts are not accepted")
+                budget.part()
                 if part.filename is None:
-                    raw = await within(part.read(decode=True), self.read_timeout)
-                    if len(raw) > limits.job_json_bytes:
-                        raise BadRequest(f"form field {part.name!r} over [limits] job_json_bytes", 413, "too_large")
-                    form.fields[part.name or ""] = raw.decode("utf-8", "replace")
+                    form.fields[part.name or ""] = (await budget.text(part)).decode("utf-8", "replace")
                     continue
                 if part.name not in file_fields:
                     raise BadRequest(f"unexpected file field {part.name!r} (this endpoint takes {', '.join(sorted(file_fields)) or 'no files'})")
@@ -261,6 +270,8 @@ class Personality:
                 form.files[part.name] = target
         except ReadTimeout as exc:
             raise BadRequest(str(exc), 408, "request_timeout") from None
+        except FormTooLarge as exc:
+            raise BadRequest(str(exc), 413, "too_large") from None
         except (ValueError, RuntimeError, HttpProcessingError) as exc:
             raise BadRequest(f"malformed multipart body: {exc}") from None
         return form

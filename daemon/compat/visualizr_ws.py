@@ -7,60 +7,79 @@ back on one socket, also across a retried attempt) and one `completed`, `failed`
 `cancelled` message when it ends. Changes come from the daemon's status listener
 (view.on_status), so they arrive as the worker reports them; a slow re-read every few
 seconds also follows jobs that another daemon on the spool runs. Open sockets are capped
-at [api] max_event_streams.
+at [api] max_event_streams; a client that lets QUEUE_LIMIT messages pile up unread (it
+sends and never reads) is dropped, so no client can make the daemon hold its answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable
 
+import structlog
 from aiohttp import WSMsgType, web
 
 from daemon.compat.visualizr_status import ws_message
+from daemon.jsonread import JsonProblem, read_json
 from daemon.spool import is_valid_job_id
 
+log = structlog.get_logger()
+
 RECHECK_SECONDS = 3.0
+# Messages waiting for one client; a client that reads keeps this near zero.
+QUEUE_LIMIT = 256
+# subscribe and unsubscribe are a few dozen bytes.
+MESSAGE_BYTES = 64 * 1024
 
 
 class Subscriptions:
     """The sockets' interest in jobs, fed by the daemon's status listener."""
 
     def __init__(self, view):
-        self.queues: dict[str, set[asyncio.Queue]] = {}
+        self.sockets: dict[str, set[Socket]] = {}
         self.open = 0
         view.on_status(self.changed)
 
     def changed(self, doc: dict) -> None:
-        for queue in self.queues.get(doc.get("id"), ()):
-            queue.put_nowait(doc)
+        for socket in list(self.sockets.get(doc.get("id"), ())):
+            socket.post(doc)
 
-    def add(self, job_id: str, queue: asyncio.Queue) -> None:
-        self.queues.setdefault(job_id, set()).add(queue)
+    def add(self, job_id: str, socket: Socket) -> None:
+        self.sockets.setdefault(job_id, set()).add(socket)
 
-    def drop(self, job_id: str, queue: asyncio.Queue) -> None:
-        found = self.queues.get(job_id)
+    def drop(self, job_id: str, socket: Socket) -> None:
+        found = self.sockets.get(job_id)
         if found is not None:
-            found.discard(queue)
+            found.discard(socket)
             if not found:
-                del self.queues[job_id]
+                del self.sockets[job_id]
 
 
 class Socket:
     """One client: its subscriptions, and what it was last told of each."""
 
     def __init__(self, ws: web.WebSocketResponse, subs: Subscriptions, status: Callable[[str], dict | None],
-                 estimate: Callable[[dict], dict]):
+                 estimate: Callable[[dict], dict], transport: asyncio.Transport):
         self.ws, self.subs, self.status, self.estimate = ws, subs, status, estimate
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.transport = transport
+        self.queue: asyncio.Queue = asyncio.Queue(QUEUE_LIMIT)
         self.progress: dict[str, int] = {}  # request id → the progress last sent
         self.last: dict[str, dict] = {}  # request id → the message last sent
 
+    def post(self, doc: dict) -> None:
+        """Queues a status document or an error for the sender; drops the client when
+        QUEUE_LIMIT wait (it does not read what it asked for)."""
+        try:
+            self.queue.put_nowait(doc)
+        except asyncio.QueueFull:
+            if not self.transport.is_closing():
+                log.warning("visualizr.ws_dropped", reason=f"{QUEUE_LIMIT} messages unread")
+                self.transport.abort()  # no closing handshake: the client reads nothing
+
     def send_error(self, code: str, message: str, request_id: str | None = None) -> None:
-        self.queue.put_nowait({"type": "error", "request_id": request_id,
-                               "error": {"code": code, "message": message, "details": None}})
+        self.post({"type": "error", "request_id": request_id,
+                   "error": {"code": code, "message": message, "details": None}})
 
     def subscribe(self, request_id) -> None:
         if not isinstance(request_id, str) or not is_valid_job_id(request_id):
@@ -69,12 +88,12 @@ class Socket:
         doc = self.status(request_id)
         if doc is None:
             return self.send_error("REQUEST_NOT_FOUND", f"no generation request {request_id!r}", request_id)
-        self.subs.add(request_id, self.queue)
+        self.subs.add(request_id, self)
         self.progress.setdefault(request_id, 0)
-        self.queue.put_nowait(doc)
+        self.post(doc)
 
     def unsubscribe(self, request_id: str) -> None:
-        self.subs.drop(request_id, self.queue)
+        self.subs.drop(request_id, self)
         self.progress.pop(request_id, None)
 
     async def tell(self, doc: dict) -> None:
@@ -102,9 +121,10 @@ class Socket:
             if msg.type != WSMsgType.TEXT:
                 continue
             try:
-                data = json.loads(msg.data)
-            except ValueError:
-                self.send_error("INVALID_PARAMETERS", "messages are JSON objects, e.g. {\"type\": \"subscribe\", \"request_id\": \"…\"}")
+                data = read_json(msg.data)
+            except JsonProblem as exc:
+                self.send_error("INVALID_PARAMETERS", f"the message {exc}; messages are JSON objects, "
+                                "e.g. {\"type\": \"subscribe\", \"request_id\": \"…\"}")
                 continue
             kind = data.get("type") if isinstance(data, dict) else None
             if kind == "subscribe":
@@ -135,10 +155,10 @@ async def serve(request: web.Request, subs: Subscriptions, limit: int, status, e
     if subs.open >= limit:
         return error(503, "SERVICE_UNAVAILABLE", f"{subs.open} WebSockets are open ([api] max_event_streams); try again later",
                      headers={"Retry-After": "10"})
-    ws = web.WebSocketResponse(heartbeat=30)
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MESSAGE_BYTES)
     await ws.prepare(request)
     subs.open += 1
-    socket = Socket(ws, subs, status, estimate)
+    socket = Socket(ws, subs, status, estimate, request.transport)
     writer = asyncio.ensure_future(socket.write())
     try:
         await socket.read()
