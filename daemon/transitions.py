@@ -315,9 +315,10 @@ class Transitions:
         self.crash.hit("publish.inputs_moved")
         (out / PREVIEW_FILE).unlink(missing_ok=True)  # a crashed attempt's live preview (the worker removes its own)
         self.statuses.write(doc)
+        if previous.get("state") not in FINAL_STATES:  # one end event per job, even when a crash makes recovery finish this again
+            log.info(f"job.{final['state']}", job_id=job_id, error=(final.get("error") or {}).get("code"))
         self.crash.hit("publish.status_written")
         self._retire(publish, job_id)
-        log.info(f"job.{final['state']}", job_id=job_id, error=(final.get("error") or {}).get("code"))
 
     def _retire(self, publish: Path, job_id: str) -> None:
         """One rename ends the publish (recovery only removes a retired folder, never reads
