@@ -27,6 +27,8 @@ def test_200_jobs_on_2_workers_each_run_once(daemon, spool_root, markers):
 
 def test_sigkill_daemon_mid_run_then_restart_completes_every_job_once(spool_root, markers):
     d = Daemon(spool_root, workers=["cpu", "cpu"]).start()
+    watcher = StatusWatcher(spool_root)  # from the start: a status must not leave completed across the kill either
+    watcher.start()
     # One long job among short ones, so that one is surely mid-run at the kill (on a loaded
     # machine the short ones may all be between runs at that instant).
     drop_json(spool_root / "inbox", "k-long", {"kind": "probe", "params": {"seconds": 6, "marker_dir": str(markers)}})
@@ -43,8 +45,6 @@ def test_sigkill_daemon_mid_run_then_restart_completes_every_job_once(spool_root
     running = [i for i, state in zip(ids, states()) if state == "running"]
     assert "k-long" in running
     d2 = Daemon(spool_root, workers=["cpu", "cpu"]).start()
-    watcher = StatusWatcher(spool_root)
-    watcher.start()
     try:
         docs = wait_all_final(spool_root, ids, timeout=120, daemon=d2)
         for job_id in running:
