@@ -11,6 +11,7 @@ its job folder away) fails that rename and publishes nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -39,6 +40,7 @@ from daemon.spool import (
     FINAL_DOC,
     INPUT_DIR,
     JOB_DOC,
+    LOG,
     RESULTS_DIR,
     RETIRED_PREFIX,
     QueueName,
@@ -315,9 +317,27 @@ class Transitions:
         self.crash.hit("publish.inputs_moved")
         (out / PREVIEW_FILE).unlink(missing_ok=True)  # a crashed attempt's live preview (the worker removes its own)
         self.statuses.write(doc)
+        # One end event per job: a publish that recovery finishes again logs it only if the
+        # crash came before it was logged (the job's own log is written first).
+        if previous.get("state") not in FINAL_STATES or not self._end_logged(out, final["state"]):
+            log.info(f"job.{final['state']}", job_id=job_id, error=(final.get("error") or {}).get("code"))
         self.crash.hit("publish.status_written")
         self._retire(publish, job_id)
-        log.info(f"job.{final['state']}", job_id=job_id, error=(final.get("error") or {}).get("code"))
+
+    @staticmethod
+    def _end_logged(out: Path, state: str) -> bool:
+        """Whether the job's own log (outbox/<id>/log.jsonl) holds its end event."""
+        try:
+            lines = (out / LOG).read_text(errors="replace").splitlines()
+        except OSError:
+            return False
+        for line in lines:
+            try:
+                if json.loads(line).get("event") == f"job.{state}":
+                    return True
+            except (json.JSONDecodeError, AttributeError):
+                continue
+        return False
 
     def _retire(self, publish: Path, job_id: str) -> None:
         """One rename ends the publish (recovery only removes a retired folder, never reads

@@ -1,17 +1,17 @@
 """What the chaos test (tests/test_shared_spool.py) and the soak bench (bench/soak.py) share:
-the shared-spool settings, a watcher of every status.json, the journal reading, and the
-check that a pid is really one of our workers before it is SIGKILLed."""
+the shared-spool settings, a watcher of every status.json, the journal reading (for the
+bench; the test asserts with tests/support.py's assert_exactly_once), and the check that a
+pid is really one of our workers before it is SIGKILLed."""
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import threading
 import time
 from pathlib import Path
 
-from tests.support import FINAL
+from tests.support import FINAL, probe_runs
 
 SHARED = {  # leases well above sshfs's 1 s mtime resolution and its ~12 ms visibility lag
     "VIDSPOOL_SPOOL__LEASE_SECONDS": "4",
@@ -128,11 +128,7 @@ def _is_worker(pid: int, parent: int | None = None) -> bool:
 
 
 def _attempt_spans(journal):
-    """job → {(host, attempt, pid): (first record, last record, ended)} per execution."""
-    spans = collections.defaultdict(dict)
-    for line in Path(journal).read_text().splitlines():
-        r = json.loads(line)
-        key = (r["host"], r["attempt"], r["pid"])
-        first, last, ended = spans[r["job"]].get(key, (r["t"], r["t"], False))
-        spans[r["job"]][key] = (min(first, r["t"]), max(last, r["t"]), ended or r["event"] == "end")
-    return spans
+    """job → {(host, attempt, pid): (first record, last record, ended)} per execution (the
+    soak bench's view of tests/support.py's probe_runs)."""
+    return {job: {(r.host, r.attempt, r.pid): (r.first, r.last, r.ended) for r in runs}
+            for job, runs in probe_runs(journal).items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -228,3 +230,87 @@ def all_personalities(face: Path, small: dict) -> dict[str, dict]:
               "visualizr": {"listen": "127.0.0.1:0", "preset": "small"},
               "wan": {"listen": "127.0.0.1:0", "preset": "small"}}
     return {"presets": presets, "compat": compat}
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    """One execution of a probe job (tests/plugins), read from its journal: who ran it, its
+    first and last record, and whether it ran to its end."""
+
+    run: str
+    host: str
+    attempt: int
+    pid: int
+    first: float
+    last: float
+    ended: bool
+
+
+def probe_runs(journal: Path) -> dict[str, list[ProbeRun]]:
+    """job → its executions in the order they started, from the probe's journal (a line at
+    the start, at every step and at the end of each; `marker_dir/runs.jsonl` by default)."""
+    seen: dict[str, dict[str, dict]] = collections.defaultdict(dict)
+    try:
+        lines = Path(journal).read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    for line in lines:
+        r = json.loads(line)
+        run = seen[r["job"]].setdefault(r["run"], {"run": r["run"], "host": r["host"], "attempt": r["attempt"],
+                                                   "pid": r["pid"], "first": r["t"], "last": r["t"], "ended": False})
+        run["first"], run["last"] = min(run["first"], r["t"]), max(run["last"], r["t"])
+        run["ended"] = run["ended"] or r["event"] == "end"
+    return {job: sorted((ProbeRun(**r) for r in runs.values()), key=lambda r: r.first) for job, runs in seen.items()}
+
+
+def logged_events(daemons: list[Daemon], event: str) -> collections.Counter:
+    """job id → how many EVENT lines all these daemons logged (each log file once: a
+    restarted daemon appends to its own)."""
+    counts: collections.Counter = collections.Counter()
+    for path in {d.log_path for d in daemons}:
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError:  # a daemon SIGKILLed mid-line
+                continue
+            if isinstance(doc, dict) and doc.get("event") == event:
+                counts[doc.get("job_id")] += 1
+    return counts
+
+
+def assert_exactly_once(root: Path, ids, daemons: list[Daemon], journal: Path | None = None, watcher=None,
+                        cut_off_hosts: tuple[str, ...] = (), given_back: int = 0) -> dict[str, list[ProbeRun]]:
+    """The README's "exactly once", as tested, for every job of IDS:
+
+    - it ended `completed`, and all the daemons' logs (restarts included) hold exactly one
+      `job.completed` for it: it completed once and was published once;
+    - with the probe's JOURNAL: it ran at least once and at most as often as its status
+      counts attempts (a run cut short by a crash is run again, nothing more), plus the
+      GIVEN_BACK runs a drain or a pause stopped (put back without an attempt); no two runs
+      overlapped in time (a run's last record comes before the next one's start), except
+      runs on CUT_OFF_HOSTS (a host whose spool mount died finishes its run, and its result
+      is dropped); and the published result (probe.txt names its run) is from a run that
+      ran to its end, on a host that was not cut off;
+    - with a WATCHER (tests/chaos.py's StatusWatcher), its status, once seen `completed`,
+      never said anything else.
+
+    Returns the runs per job, for the caller's own counts."""
+    ids = list(ids)
+    completed = logged_events(daemons, "job.completed")
+    runs = probe_runs(journal) if journal is not None else {}
+    left = {entry[0] for entry in watcher.left_completed} if watcher is not None else set()
+    for job_id in ids:
+        doc = status(root, job_id)
+        assert doc is not None and doc["state"] == "completed", (job_id, doc)
+        assert completed[job_id] == 1, f"{job_id}: job.completed logged {completed[job_id]} times"
+        assert job_id not in left, (job_id, [entry for entry in watcher.left_completed if entry[0] == job_id])
+        if journal is None:
+            continue
+        mine = runs.get(job_id, [])
+        assert 1 <= len(mine) <= doc["attempt"] + given_back, (job_id, doc["attempt"], mine)
+        connected = [r for r in mine if r.host not in cut_off_hosts]
+        for before, after in zip(connected, connected[1:]):
+            assert before.last < after.first, f"{job_id}: two runs overlapped: {before} and {after}"
+        published = (Path(root) / "outbox" / job_id / "probe.txt").read_text().split(" run ")[1].split()[0]
+        assert any(r.run == published and r.ended for r in connected), f"{job_id}: published {published}, runs {mine}"
+    return runs

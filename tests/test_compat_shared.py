@@ -17,7 +17,8 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.support import REPO, Daemon, all_personalities, base_env, wait_for
+from tests.chaos import StatusWatcher
+from tests.support import REPO, Daemon, all_personalities, assert_exactly_once, base_env, wait_for
 
 SMALL = {"width": 32, "height": 32, "num_frames": 5, "num_inference_steps": 2}
 
@@ -146,6 +147,8 @@ def test_submit_kill_restart_then_answers_from_both_hosts(spool, tmp_path):
     root = base / "spool"
     a = Daemon(root, host="host-a", workers=["cpu"], **settings).start()
     b = Daemon(root, host="host-b", workers=["cpu"], **settings).start()
+    watcher = StatusWatcher(root)
+    watcher.start()
     try:
         a_urls = urls(a)
         ids = {name: submit(a_urls[name]) for name, (submit, _, _) in SEEDS.items()}
@@ -177,11 +180,9 @@ def test_submit_kill_restart_then_answers_from_both_hosts(spool, tmp_path):
             assert len(videos) == 1 and videos[0]["sha256"]
             listed = requests.get(f"{a.api}/api/v1/jobs", params={"label": f"compat={name}"}, timeout=10).json()["jobs"]
             assert job in [j["id"] for j in listed]
-        executions = [json.loads(line)["event"] for name, job in ids.items()
-                      for line in (root / "outbox" / job / "log.jsonl").read_text().splitlines()
-                      if '"job.completed"' in line]
-        assert len(executions) == len(ids)  # each completed exactly once
+        assert_exactly_once(root, ids.values(), [a, b], watcher=watcher)  # each completed exactly once
     finally:
+        watcher.stop_flag.set()
         for d in (a, b):
             d.stop()
 

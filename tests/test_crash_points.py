@@ -24,7 +24,8 @@ import pytest
 
 from daemon.crashpoints import ENV, POINTS
 from tests.netfs import SshExport
-from tests.support import REPO, Daemon, drop_folder, drop_json, executions, leftovers, wait_for, wait_status
+from tests.support import (REPO, Daemon, assert_exactly_once, drop_folder, drop_json, executions, leftovers, wait_for,
+                           wait_status)
 
 # Which scenario reaches each point. A point added to POINTS without a line here fails
 # test_every_point_has_a_scenario.
@@ -229,6 +230,9 @@ def check_outcome(run: Run, history: StatusHistory) -> None:
             assert ran.count(job_id) == 0, f"{job_id} ({state}) ran to its end"
             assert doc["error"]["code"] == {"failed": "invalid_job", "canceled": "canceled"}[state], doc
     assert not history.left_completed(), history.seen
+    completed = [job_id for job_id, state in run.expected.items() if state == "completed"]
+    assert_exactly_once(run.root, completed, run.daemons, journal=run.markers / "runs.jsonl",
+                        given_back=1 if POINT_SCENARIO[run.point] == "drain" else 0)
     assert leftovers(run.root) == [], leftovers(run.root)
     left_in_inbox = set(os.listdir(run.root / "inbox")) - PRESET_INBOXES
     assert not left_in_inbox, left_in_inbox

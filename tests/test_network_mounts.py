@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from tests.support import REPO, Daemon, base_env, drop_json, health, status, wait_for, wait_status
+from tests.support import REPO, Daemon, assert_exactly_once, base_env, drop_json, health, status, wait_for, wait_status
 
 SHARED = {"VIDSPOOL_SPOOL__LEASE_SECONDS": "4", "VIDSPOOL_SPOOL__HEARTBEAT_SECONDS": "0.5",
           "VIDSPOOL_SPOOL__RESCAN_SECONDS": "0.5"}
@@ -19,8 +19,10 @@ def test_a_killed_mount_is_reported_its_jobs_taken_over_never_published_twice(ss
     b = Daemon(mount.path / "spool", host="host-b", log_dir=tmp_path, **SHARED).start()
     b_api = b.api
     a = None
+    markers = tmp_path / "markers"
+    markers.mkdir()
     try:
-        drop_json(local / "inbox", "victim", {"kind": "probe", "params": {"seconds": 6}})
+        drop_json(local / "inbox", "victim", {"kind": "probe", "params": {"seconds": 6, "marker_dir": str(markers)}})
         wait_status(local, "victim", {"running"}, daemon=b)
         a = Daemon(local, host="host-a", log_dir=tmp_path, **SHARED).start()
         mount.kill()  # sshfs dies: every operation on the mount fails with ENOTCONN
@@ -35,7 +37,9 @@ def test_a_killed_mount_is_reported_its_jobs_taken_over_never_published_twice(ss
         wait_for(lambda: "job.lost" in [e["event"] for e in b.log_events()], 10, "host-b drops the lost job")
         final = status(local, "victim")
         assert final["host"] == "host-a" and final["state"] == "completed"
-        assert not (local / "outbox" / "victim" / "input.2").exists()
+        # host-b, cut off, may run its attempt to the end beside host-a's: only host-a's is published
+        runs = assert_exactly_once(local, ["victim"], [a, b], journal=markers / "runs.jsonl", cut_off_hosts=("host-b",))
+        assert [(r.host, r.attempt) for r in runs["victim"]] == [("host-b", 1), ("host-a", 2)], runs["victim"]
         assert b.proc.poll() is None
         # host-b carries on: it runs new work again
         for i in range(6):

@@ -497,8 +497,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_prints_the_normalized_text():
-    if _cli("normalize", "--help").returncode != 0:
-        pytest.skip("`python -m daemon normalize` is not wired yet")
+    helped = _cli("normalize", "--help")
+    assert helped.returncode == 0 and "--language" in helped.stdout, helped.stderr
     text = "Dr. Smith paid $5.50 on 2026-11-23"
     result = _cli("normalize", text, "--language", "en")
     assert result.returncode == 0, result.stderr

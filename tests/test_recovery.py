@@ -5,7 +5,8 @@ import os
 import signal
 import time
 
-from tests.support import Daemon, drop_json, executions, leftovers, status, wait_all_final, wait_status
+from tests.chaos import StatusWatcher
+from tests.support import Daemon, assert_exactly_once, drop_json, leftovers, status, wait_all_final, wait_status
 
 
 def _drop_many(inbox, n, prefix, params):
@@ -18,15 +19,16 @@ def _drop_many(inbox, n, prefix, params):
 def test_200_jobs_on_2_workers_each_run_once(daemon, spool_root, markers):
     ids = _drop_many(spool_root / "inbox", 200, "many", {"marker_dir": str(markers)})
     docs = wait_all_final(spool_root, ids, timeout=120, daemon=daemon)
-    assert {d["state"] for d in docs.values()} == {"completed"}
-    counts = collections.Counter(executions(markers))
-    assert set(counts) == set(ids) and set(counts.values()) == {1}
+    runs = assert_exactly_once(spool_root, ids, [daemon], journal=markers / "runs.jsonl")
+    assert {job_id: len(r) for job_id, r in runs.items()} == {job_id: 1 for job_id in ids}  # nothing crashed: one run each
     assert {d["device"] for d in docs.values()} == {"cpu:0", "cpu:1"}
     assert leftovers(spool_root) == []
 
 
 def test_sigkill_daemon_mid_run_then_restart_completes_every_job_once(spool_root, markers):
     d = Daemon(spool_root, workers=["cpu", "cpu"]).start()
+    watcher = StatusWatcher(spool_root)  # from the start: a status must not leave completed across the kill either
+    watcher.start()
     # One long job among short ones, so that one is surely mid-run at the kill (on a loaded
     # machine the short ones may all be between runs at that instant).
     drop_json(spool_root / "inbox", "k-long", {"kind": "probe", "params": {"seconds": 6, "marker_dir": str(markers)}})
@@ -45,14 +47,13 @@ def test_sigkill_daemon_mid_run_then_restart_completes_every_job_once(spool_root
     d2 = Daemon(spool_root, workers=["cpu", "cpu"]).start()
     try:
         docs = wait_all_final(spool_root, ids, timeout=120, daemon=d2)
-        assert {d["state"] for d in docs.values()} == {"completed"}
         for job_id in running:
             assert docs[job_id]["attempt"] == 2, docs[job_id]
-        for job_id in ids:  # published once: one input/ folder, no second one
-            assert not (spool_root / "outbox" / job_id / "input.2").exists()
-        assert set(executions(markers)) == set(ids)
+        runs = assert_exactly_once(spool_root, ids, [d, d2], journal=markers / "runs.jsonl", watcher=watcher)
+        assert len(runs["k-long"]) == 2 and not runs["k-long"][0].ended, runs["k-long"]  # cut short, then run again
         assert leftovers(spool_root) == []
     finally:
+        watcher.stop_flag.set()
         d2.stop()
 
 
@@ -106,25 +107,29 @@ def test_two_daemons_share_a_spool_each_job_completes_once_and_a_dead_host_is_ta
     try:
         ids = _drop_many(spool_root / "inbox", 200, "two", {"marker_dir": str(markers)})
         docs = wait_all_final(spool_root, ids, timeout=180, daemon=a)
-        assert {d["state"] for d in docs.values()} == {"completed"}
-        counts = collections.Counter(executions(markers))
-        assert set(counts) == set(ids) and set(counts.values()) == {1}, [k for k, v in counts.items() if v != 1]
+        runs = assert_exactly_once(spool_root, ids, [a, b], journal=markers / "runs.jsonl")
+        assert {job_id: len(r) for job_id, r in runs.items() if job_id in ids} == {job_id: 1 for job_id in ids}
         hosts = collections.Counter(d["host"] for d in docs.values())
         assert set(hosts) == {"host-a", "host-b"}, hosts
 
         # Host b dies while running a long job; a takes it over after the lease (4 s).
         slow = _drop_many(spool_root / "inbox", 4, "slow", {"seconds": 3, "marker_dir": str(markers)})
         deadline = time.monotonic() + 30
-        while not any((status(spool_root, i) or {}).get("host") == "host-b" and status(spool_root, i)["state"] == "running" for i in slow):
+
+        def on_b() -> list[str]:  # a job not accepted yet has no status
+            return [i for i in slow if ((status(spool_root, i) or {}).get("host"), (status(spool_root, i) or {}).get("state")) == ("host-b", "running")]
+
+        while not on_b():
             assert time.monotonic() < deadline
             time.sleep(0.05)
         b.kill()
         killed_at = time.monotonic()
-        taken = [i for i in slow if status(spool_root, i)["host"] == "host-b" and status(spool_root, i)["state"] == "running"]
+        taken = on_b()
         docs = wait_all_final(spool_root, slow, timeout=60, daemon=a)
-        assert {d["state"] for d in docs.values()} == {"completed"}
+        runs = assert_exactly_once(spool_root, slow, [a, b], journal=markers / "runs.jsonl")
         for job_id in taken:
             assert docs[job_id]["host"] == "host-a" and docs[job_id]["attempt"] == 2
+            assert [r.host for r in runs[job_id]] in (["host-b", "host-a"], ["host-a"]), runs[job_id]
         assert time.monotonic() - killed_at >= 4  # not before the lease ran out
         assert leftovers(spool_root) == []
     finally:

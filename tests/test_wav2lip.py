@@ -126,14 +126,18 @@ def test_loads_with_and_without_the_module_prefix(folders, checkpoint, model):
 
 
 def test_loads_older_formats_and_files_with_extra_objects(tmp_path, checkpoint):
+    def same_weights(model) -> bool:  # loaded in float32: as stored, compared exactly
+        loaded = model.net.state_dict()
+        return all(torch.equal(loaded[key], checkpoint["state_dict"][key]) for key in KNOWN_SHAPES)
+
     # Files saved by torch < 1.6 (as Wav2Lip's were) use the legacy format.
-    load_wav2lip(model_folder(tmp_path / "legacy", checkpoint, _use_new_zipfile_serialization=False), "cpu")
+    assert same_weights(load_wav2lip(model_folder(tmp_path / "legacy", checkpoint, _use_new_zipfile_serialization=False), "cpu", torch.float32))
     # Batch norms saved before torch 0.4.1 have no counters; torch fills them in.
     counted = {k: v for k, v in checkpoint["state_dict"].items() if not k.endswith("num_batches_tracked")}
-    load_wav2lip(model_folder(tmp_path / "uncounted", {"state_dict": counted}), "cpu")
+    assert same_weights(load_wav2lip(model_folder(tmp_path / "uncounted", {"state_dict": counted}), "cpu", torch.float32))
     # An object the restricted unpickler refuses: loaded anyway (the file is the operator's own).
     extra = {**checkpoint, "args": argparse.Namespace(batch_size=16)}
-    load_wav2lip(model_folder(tmp_path / "extra", extra), "cpu")
+    assert same_weights(load_wav2lip(model_folder(tmp_path / "extra", extra), "cpu", torch.float32))
 
 
 def test_corrupt_checkpoint_fails_naming_the_file(tmp_path, folders):

@@ -14,7 +14,10 @@
   model, torch version and device, so a restarted worker finds its compiled code on disk.
 
 Every job counts the denoiser's work (SkipCounter): how many of its blocks ran, per call, so
-`result.accelerate` reports the blocks a cache skipped (0 without one).
+`result.accelerate` reports the blocks a cache skipped (0 without one). It also reports the
+denoiser's weights as stored (bytes per dtype: what quantize or layerwise_casting made of
+them) and, with a configured attention backend, how often that backend ran in the job
+(BackendCalls): the proof that nothing fell back to the default.
 """
 
 from __future__ import annotations
@@ -87,6 +90,49 @@ class SkipCounter:
                 "layers_skipped_share": round(1 - self.layers_run / self.layers_total, 4) if self.layers_total else 0.0}
 
 
+def stored_weights(denoiser) -> dict:
+    """The denoiser's parameters as stored: bytes per dtype and in all. A tensor subclass
+    (torchao's quantized weights) is opened down to the tensors that hold its data, so int8
+    data and its float scales count as what they are."""
+    per_dtype: dict[str, int] = {}
+
+    def add(tensor) -> None:
+        if hasattr(tensor, "__tensor_flatten__"):
+            for name in tensor.__tensor_flatten__()[0]:
+                add(getattr(tensor, name))
+            return
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        per_dtype[dtype] = per_dtype.get(dtype, 0) + tensor.numel() * tensor.element_size()
+
+    for parameter in denoiser.parameters():
+        add(parameter)
+    return {"bytes": sum(per_dtype.values()), "dtypes": per_dtype}
+
+
+class BackendCalls:
+    """Counts the calls of one attention backend in diffusers' registry of this worker (the
+    registered function is wrapped once; every model set to that backend shares the count)."""
+
+    def __init__(self, backend: str):
+        from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+        name = AttentionBackendName(backend)
+        registered = _AttentionBackendRegistry._backends[name]
+        if not hasattr(registered, "vidspool_calls"):
+            original, calls = registered, [0]
+
+            def counted(**kwargs):
+                calls[0] += 1
+                return original(**kwargs)
+
+            counted.vidspool_calls = calls
+            _AttentionBackendRegistry._backends[name] = registered = counted
+        self.calls = registered.vidspool_calls
+
+    def count(self) -> int:
+        return self.calls[0]
+
+
 @dataclass
 class Accelerated:
     """What was applied to one loaded model; `job()` wraps one call of it."""
@@ -98,6 +144,8 @@ class Accelerated:
     make_cache: object | None = None  # steps → the diffusers cache config
     compiled: dict = field(default_factory=dict)
     running: list = field(default_factory=list)  # the pipeline now calling (PAB's timestep)
+    weights: dict = field(default_factory=dict)  # stored_weights() once the options are applied
+    attention_calls: BackendCalls | None = None
 
     @contextmanager
     def job(self, pipe, exact: bool, steps: int):
@@ -113,6 +161,8 @@ class Accelerated:
                         "quantize": self.options.quantize, "layerwise_casting": self.options.layerwise_casting}
         if self.compiled:
             report["compiled"] = dict(self.compiled)
+        report["weights"] = dict(self.weights)
+        calls_before = self.attention_calls.count() if self.attention_calls else 0
         if cache is not None and exact:
             self.denoiser.disable_cache()
         if self.counter is not None:
@@ -122,6 +172,8 @@ class Accelerated:
             yield report
         finally:
             self.running.clear()
+            if self.attention_calls is not None:
+                report["attention_calls"] = self.attention_calls.count() - calls_before
             if cache is not None:
                 report["cache"] = {**cache.model_dump(exclude={"mag_ratios"}), "on": not exact}
                 if self.counter is not None:
@@ -143,8 +195,10 @@ def accelerate(pipe, name: str, config: dict, device: str, dtype, compile_root: 
     accelerated = Accelerated(options, denoiser, None)
     if options.attention != "default":
         _set_attention(denoiser, options.attention, where, device, dtype)
+        accelerated.attention_calls = BackendCalls(options.attention)
     if options.shrinks_weights:
         _shrink(denoiser, options, where, dtype)
+    accelerated.weights = stored_weights(denoiser)
     if options.cache is not None:
         default_steps = (config.get("defaults") or {}).get("num_inference_steps") or 50
         accelerated.make_cache = lambda steps: _cache_config(options, denoiser, where, accelerated.running, steps)
