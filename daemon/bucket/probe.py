@@ -58,6 +58,10 @@ class _Probe:
         finally:
             self.report.latency_ms.setdefault(kind, []).append((time.perf_counter() - started) * 1000)
 
+    def etag_now(self) -> str | None:
+        entry = self.store.head(self.key)
+        return entry.etag if entry else None
+
     def check(self, name: str, ok: bool, message: str, warning: bool = False) -> bool:
         self.report.checks.append(ProbeCheck(name, ok, message, warning))
         return ok
@@ -80,7 +84,10 @@ class _Probe:
         self.check("exclusive create", second is None, "a second PUT with If-None-Match: * was refused" if second is None
                    else "the server accepted a second PUT with If-None-Match: * — it does not honour exclusive "
                         "creates; vidspool cannot coordinate hosts on it")
-        current = s.head(key).etag if second is not None else etag1
+        current = self.etag_now() if second is not None else etag1
+        if current is None:
+            self.check("read back", False, f"{key} vanished after it was written")
+            return
         etag2 = self.timed("replace", s.replace, key, body2, current)
         if not self.check("compare-and-swap applies", etag2 is not None,
                           "a PUT with If-Match: <the current ETag> was applied" if etag2 is not None
@@ -94,7 +101,7 @@ class _Probe:
                    "PUTs with If-Match: <a stale ETag> and <a wrong one> were refused" if not stale and not wrong
                    else "the server accepted a PUT with If-Match: <a stale ETag> — it does not honour "
                         "compare-and-swap; vidspool cannot fence a host that lost its job on it")
-        etag = s.head(key).etag
+        etag = self.etag_now()
         listed = [e.key for e in self.timed("list", lambda: list(s.list(self.folder)))]
         self.check("listing", key in listed, "a new key is listed at once" if key in listed
                    else f"a key written a moment ago is not listed ({listed}): new jobs would be seen late")
