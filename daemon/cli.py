@@ -21,6 +21,10 @@ from daemon.spool import Spool, candidate_ids, is_valid_job_id, sanitize_job_id
 from contract.status import FINAL_STATES
 
 
+# Commands that need a folder spool (the bucket spool's backend comes with issue 28).
+FOLDER_COMMANDS = frozenset({"run", "init", "submit", "status", "cancel", "pause", "resume", "purge"})
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         code = run_command(argv)
@@ -101,6 +105,10 @@ def run_command(argv: list[str] | None) -> int:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(f"vidspool: {exc}", file=sys.stderr)
+        return 2
+    if settings.bucket is not None and args.command in FOLDER_COMMANDS:
+        print(f"vidspool: [spool] root {settings.bucket} is a bucket spool: `vidspool doctor` probes it; "
+              f"`vidspool {args.command}` works on a folder spool only in this version", file=sys.stderr)
         return 2
     handler = {
         "run": cmd_run, "init": cmd_init, "submit": cmd_submit, "status": cmd_status,

@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from contract.acceleration import Accelerate, Dtype, calibration_file, check_dtype_table
 from contract.voices import VoiceBook
+from daemon.bucket.location import BucketLocation, is_bucket_url, parse_bucket_url
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 CONFIG_NAME = "config.toml"
@@ -42,7 +43,8 @@ HOST_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 
 
 class SpoolConfig(Section):
-    root: Path = Path("spool")
+    # A folder, or "s3://BUCKET/PREFIX" for a bucket spool (SPEC §12, [s3]).
+    root: Path | BucketLocation = Path("spool")
     host: str = Field(default_factory=socket.gethostname, pattern=HOST_PATTERN)
     stable_seconds: float = Field(3.0, gt=0)
     rescan_seconds: float = Field(2.0, gt=0)
@@ -57,6 +59,62 @@ class SpoolConfig(Section):
     shared: Literal["auto"] | bool = "auto"
     # Another mount of the same spool folder, for doctor to measure how late files show.
     probe_path: Path | None = None
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _bucket_root(cls, v):
+        return parse_bucket_url(v) if is_bucket_url(v) else v
+
+
+class S3Config(Section):
+    """[s3]: how a bucket spool ([spool] root = "s3://BUCKET/PREFIX") reaches its server.
+    Credentials come from the standard AWS chain (environment, AWS_PROFILE or `profile`
+    with ~/.aws/credentials and ~/.aws/config, SSO, container and instance roles)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    endpoint_url: str = ""
+    """Empty: AWS S3 in `region`; else the server's URL, e.g. "http://127.0.0.1:8333"
+    (SeaweedFS, MinIO, R2 …)."""
+    region: str = ""
+    """Empty: the standard AWS configuration's (AWS_REGION, the profile's), else us-east-1."""
+    profile: str = ""
+    """A named profile of ~/.aws/config and ~/.aws/credentials; empty: AWS_PROFILE's, else
+    the default chain."""
+    allow_http: bool = False
+    """An http:// endpoint_url (no TLS: requests and media cross the network readable) is
+    refused unless this is true; for a server on loopback or a trusted network."""
+    poll_seconds: float = Field(2.0, gt=0)
+    """How often each daemon lists inbox/ and the queue."""
+    presign_seconds: int = Field(0, ge=0, le=7 * 24 * 3600)
+    """Downloads through the API answer with a redirect to a presigned URL valid this long;
+    0: the daemon streams them from the bucket."""
+    connect_timeout_seconds: float = Field(3.0, gt=0, le=60)
+    """A connection to the server not made within this fails the request (the daemon tries
+    again on its next turn)."""
+    request_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    """Every request but a media transfer must be answered in full within this."""
+    transfer_timeout_seconds: float = Field(600.0, gt=0)
+    """One media transfer request (a whole download, an upload or one part of it) within this;
+    a download that receives nothing for request_timeout_seconds is cut sooner."""
+    part_mib: int = Field(16, ge=5, le=5120)
+    """A file larger than this many MiB is uploaded in parts of this size, several at once
+    (S3's multipart upload; at most 10,000 parts)."""
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v):
+        if v:
+            parts = urlsplit(v)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+                raise ValueError(f"{v!r} is not a server URL; use scheme://host[:port], e.g. https://s3.example.org")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _http_allowed(self):
+        if self.endpoint_url.startswith("http://") and not self.allow_http:
+            raise ValueError(f"endpoint_url {self.endpoint_url} is plain http (no TLS); set allow_http = true to use it")
+        return self
 
 
 class WorkersConfig(Section):
@@ -480,6 +538,7 @@ class Settings(BaseSettings):
     webhooks: WebhooksConfig = WebhooksConfig()
     preview: PreviewConfig = PreviewConfig()
     outbox: OutboxConfig = OutboxConfig()
+    s3: S3Config = S3Config()
     # Names of the [models.*] entries (config or environment), which a registry rescan never
     # replaces or drops; None: not built by load_settings, so every entry counts as one.
     _configured_models: frozenset[str] | None = PrivateAttr(None)
@@ -488,6 +547,12 @@ class Settings(BaseSettings):
     def configured_models(self) -> frozenset[str]:
         """The [models.*] names, as opposed to folders found in [registry] dir."""
         return frozenset(self.models) if self._configured_models is None else self._configured_models
+
+    @property
+    def bucket(self) -> BucketLocation | None:
+        """The bucket of a bucket spool ([spool] root = "s3://…"); None for a folder spool."""
+        root = self.spool.root
+        return root if isinstance(root, BucketLocation) else None
 
     def voice_configs(self) -> dict[str, dict]:
         """[voices.*] as the plain dicts a VoiceBook (and a worker's run message) takes."""
@@ -603,7 +668,7 @@ def resolve_paths(model: type[BaseModel], data: dict, base: Path) -> dict:
     for name, field in model.model_fields.items():
         value = out.get(name)
         annotation = field.annotation
-        if isinstance(value, str) and value and _is_path(annotation):
+        if isinstance(value, str) and value and _is_path(annotation) and not is_bucket_url(value):
             out[name] = str(base / Path(value).expanduser())  # an absolute value stays as it is
         elif isinstance(value, dict) and (section := _model_in(annotation)) is not None:
             out[name] = resolve_paths(section, value, base)

@@ -32,6 +32,28 @@ def accelerate_problems(name: str, options, folder) -> list[str]:
     return problems
 
 
+def check_bucket(settings: Settings, report) -> None:
+    """A bucket spool: its credentials, and the probe of the conditional requests it needs."""
+    from statistics import median
+
+    from daemon.bucket.errors import BucketError
+    from daemon.bucket.probe import probe_bucket
+    from daemon.bucket.store import BucketStore
+
+    try:
+        store = BucketStore(settings.bucket, settings.s3)
+    except BucketError as exc:
+        report(False, f"bucket {settings.bucket}: {exc}")
+        return
+    report(True, f"bucket {settings.bucket} at {settings.s3.endpoint_url or 'AWS S3'} ({store.region}), "
+                 f"credentials from {store.credentials.source}")
+    result = probe_bucket(store, settings.spool.host)
+    for check in result.checks:
+        report(check.ok, f"{check.name}: {check.message}", warn=check.warning)
+    report(True, "round trips: " + ", ".join(f"{kind} {median(ms):.1f} ms" for kind, ms in result.latency_ms.items()))
+    store.close()
+
+
 def run_doctor(settings: Settings, config_source: str) -> int:
     ok = True
 
@@ -70,6 +92,9 @@ def run_doctor(settings: Settings, config_source: str) -> int:
             continue
         for problem in accelerate_problems(name, model.accelerate, folder):
             report(False, f"[models.{name}] accelerate.{problem}")
+    if settings.bucket is not None:
+        check_bucket(settings, report)
+        return 0 if ok else 1
     root = settings.spool.root
     if not root.exists():
         report(False, f"spool {root} does not exist (run: vidspool init)")

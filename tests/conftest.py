@@ -11,8 +11,9 @@ TINY_DIR = REPO / ".cache" / "tiny-models"
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-# Real network shares (sshd + sshfs, Samba + rclone) as fixtures: ssh_export, smb_export, …
-pytest_plugins = ["tests.netfs"]
+# Real network shares (sshd + sshfs, Samba + rclone) as fixtures: ssh_export, smb_export, …;
+# real S3 servers (SeaweedFS, moto) and a fault proxy: s3_server, s3_bucket, fault_proxy, …
+pytest_plugins = ["tests.netfs", "tests.s3servers"]
 
 
 @pytest.fixture
