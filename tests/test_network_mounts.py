@@ -166,11 +166,15 @@ def test_an_attempt_that_ends_while_the_mount_is_dead_is_never_written_after_tak
     b = Daemon(mount.path / "spool", host="host-b", log_dir=tmp_path, **SHARED).start()
     a = None
     try:
-        # fails after 2 s, i.e. while host-b's mount is dead: its end state cannot be written
-        drop_json(local / "inbox", "ends", {"kind": "probe", "params": {"seconds": 2, "fail": "unsupported_input"}})
-        wait_status(local, "ends", {"running"}, daemon=b)
+        # host-a is up before the job (however long it takes to start) but paused, so host-b runs it
+        (local / "hosts").mkdir(parents=True, exist_ok=True)
+        (local / "hosts" / "host-a.pause").write_text("{}")
         a = Daemon(local, host="host-a", log_dir=tmp_path, **SHARED).start()
+        # fails after 3 s, i.e. while host-b's mount is dead: its end state cannot be written
+        drop_json(local / "inbox", "ends", {"kind": "probe", "params": {"seconds": 3, "fail": "unsupported_input"}})
+        wait_status(local, "ends", {"running"}, daemon=b)
         mount.kill()
+        (local / "hosts" / "host-a.pause").unlink()
         doc = wait_status(local, "ends", timeout=40, daemon=a)
         assert doc["host"] == "host-a" and doc["state"] == "failed" and doc["attempt"] == 2, doc
         mount.remount()

@@ -304,7 +304,8 @@ def test_errors_name_the_problem(gen, tmp_path):
     }
     docs = run_jobs(gen, jobs)
     expect = {
-        "e-missing": ("model_not_found", [str(gen.root.parent / "not-here"), "does not exist"]),
+        # The folder by its own name: a status shows no host path (daemon/hostpaths.py).
+        "e-missing": ("model_not_found", ["not-here does not exist", "[models.missing] path"]),
         "e-corrupt": ("model_load_failed", ["model_index.json", "corrupt"]),
         "e-notimage": ("unsupported_input", ["face.png", "not a readable image"]),
         "e-notvideo": ("unsupported_input", ["clip.mp4", "not a readable video"]),
