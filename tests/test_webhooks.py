@@ -134,6 +134,7 @@ def hooked(rx, tmp_path_factory):
     done = root.parent / "done"
     done.mkdir()
     presets = {"hooked": {"kind": "probe", "webhook": {"url": f"{rx.base}/preset/", "events": ["completed"]}},
+               "strict": {"kind": "probe", "webhook": {"url": f"{rx.base}/strict/", "events": ["failed"]}},
                "delivered": {"kind": "probe", "deliver_to": str(done),
                              "webhook": {"url": f"{rx.base}/hooks/delivered", "events": ["completed"]}}}
     d = Daemon(root, **webhook_env(rx, VIDSPOOL_WEBHOOKS__DEFAULT=json.dumps({"url": f"{rx.base}/default/"}),
@@ -271,6 +272,33 @@ def test_preset_and_config_webhooks_apply_and_a_job_file_overrides_them(rx, hook
     assert "plain" in ids("/default/") and ids("/preset/") == ["by-preset"] and ids("/hooks/own") == ["own"]
     assert "by-preset" not in ids("/default/") and "own" not in ids("/default/") + ids("/preset/")
     assert wait_status(hooked.root, "plain")["job"]["webhook"]["events"] == ["completed", "failed", "canceled"]
+
+
+def test_an_invalid_job_reports_failed_to_its_preset_or_default_webhook_never_to_its_own(rx, hooked):
+    rx.answer("/strict/", 200)
+    rx.answer("/default/", 200)
+    own = rx.answer("/hooks/own-invalid", 200)
+    inbox = hooked.root / "inbox"
+    drop_json(inbox / "strict", "bad-in-preset", {"priority": "high"})
+    drop_json(inbox, "bad-plain", {"kind": "probe", "priority": "high"})
+    # the job file names its own webhook: not trusted, and it replaces the default: nothing is sent
+    drop_json(inbox, "bad-own", {"kind": "probe", "priority": "high", "webhook": {"url": own, "events": ["failed"]}})
+    for job_id in ("bad-in-preset", "bad-plain", "bad-own"):
+        doc = wait_status(hooked.root, job_id, daemon=hooked)
+        assert doc["state"] == "failed" and doc["error"]["code"] == "invalid_job", doc
+    assert wait_status(hooked.root, "bad-in-preset")["job"]["webhook"]["source"] == "preset"
+    wait_journal(hooked.root, "bad-in-preset", "delivered", hooked)
+    wait_journal(hooked.root, "bad-plain", "delivered", hooked)
+    [got] = rx.at("/strict/")
+    assert got["verified"] and got["body"]["type"] == "job.failed"
+    data = got["body"]["data"]
+    assert data["id"] == "bad-in-preset" and data["state"] == "failed" and data["error"]["code"] == "invalid_job"
+    assert "priority" in data["error"]["message"]
+    by_default = [r for r in rx.at("/default/") if r["body"]["data"]["id"] == "bad-plain"]
+    assert len(by_default) == 1 and by_default[0]["verified"] and by_default[0]["body"]["type"] == "job.failed"
+    assert [r for r in rx.at("/default/") if r["body"]["data"]["id"] == "bad-in-preset"] == []
+    holds(lambda: not [r for r in rx.got if r["body"].get("data", {}).get("id") == "bad-own"], 0.5, "nothing for bad-own")
+    assert journal(hooked.root, "bad-own") == [] and "webhook" not in wait_status(hooked.root, "bad-own")["job"]
 
 
 def test_a_final_status_written_again_is_not_a_second_event(rx, hooked, tmp_path):
