@@ -312,6 +312,9 @@ class Transitions:
         if final["state"] == "completed":
             doc["progress"] = 100
             doc["result"] = self._result(job_id, out, final.get("result") or {})
+            if previous.get("state") == "completed":  # a publish redone: its delivery's report stays
+                said = previous.get("result") or {}
+                doc["result"].update({k: said[k] for k in ("delivered", "delivery_error") if said.get(k) is not None})
         doc["attempt"] = max(doc.get("attempt") or 0, attempts_started(publish))
         # The user's files go to input/ before the final status, and the publish folder
         # (with .final.json) stays until that status is written: a crash anywhere in

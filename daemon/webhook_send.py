@@ -13,7 +13,8 @@ once (and SENDING_AT_ONCE in all), each cut at `timeout_seconds`, so a slow rece
 back only its own events. Every attempt is a line of outbox/<id>/webhooks.jsonl; a failed one
 waits retry_seconds × 2^(n−1) (capped at 1 h) until `max_attempts`; the marker goes once the
 event is delivered or given up. At start (also after a crash of this process) every marker
-in the folder is taken up again.
+in the folder is taken up again; one that leaves the folder (taken over by another host that
+judged this one dead) is not sent from here again.
 """
 
 from __future__ import annotations
@@ -186,8 +187,9 @@ class Sender:
 
     def resume(self, started_at: str, first: bool = True) -> None:
         """Takes up every marker in the folder not pending already, oldest event first: at
-        start (`first`), and when the daemon asks again (a wake-up it dropped). Those older than
-        this process (`started_at`) were left by an earlier one."""
+        start (`first`), and when the daemon asks again (a wake-up it dropped, markers it took
+        over from a dead host). Those older than this process (`started_at`) were left by an
+        earlier one, or by the dead host."""
         found = [m for name in os.listdir(self.spool.webhooks) if (m := self._read_marker(name, first)) is not None]
         for marker in sorted(found, key=lambda m: str(m["timestamp"])):
             if marker["webhook_id"] in self._pending:
@@ -213,10 +215,29 @@ class Sender:
             return None
         return marker
 
+    def _taken_over(self, marker: dict) -> bool:
+        """Whether its marker has left our folder: another host judged this one dead (it was
+        only hung) and took it over, so that host sends it, not we. (Checked before each
+        attempt and before a retry rewrites the marker, which would bring it back.)"""
+        try:
+            os.stat(marker_path(self.spool, marker["webhook_id"]))
+        except FileNotFoundError:
+            return not marker.get("unrecorded")  # never written (a broken spool): sent from memory
+        except OSError:
+            return False
+        return False
+
+    def _drop(self, marker: dict, why: str) -> None:
+        log.warning("webhook.taken_over", job_id=marker["job_id"], webhook_id=marker["webhook_id"],
+                    webhook_event=marker["event"], reason=why)
+        del self._pending[marker["webhook_id"]]
 
     async def _deliver(self, wid: str) -> None:
         marker = self._pending[wid]
         async with self._receivers.slot(marker["url"]):
+            if self._taken_over(marker):
+                self._drop(marker, "its marker was taken by another host before this attempt")
+                return
             config, n = self.config, marker["attempts"] + 1
             attempt = await self._poster.attempt(marker["url"], marker["source"], wid, marker["body"], config)
         if attempt.delivered:
@@ -234,6 +255,9 @@ class Sender:
         fields = {"job_id": marker["job_id"], "webhook_id": wid, "webhook_event": marker["event"], "url": marker["url"],
                   "attempt": n, "status": attempt.status}
         if result == "retry":
+            if self._taken_over(marker):
+                self._drop(marker, "its marker was taken by another host during this attempt")
+                return
             marker["attempts"] = n
             wait = retry_delay(config.retry_seconds, n)
             try:

@@ -11,7 +11,9 @@ to the sender process (daemon/webhook_send.py), which posts it, journals every a
 outbox/<id>/webhooks.jsonl and removes the marker once it is delivered or given up, and
 which takes up every sealed marker again when it starts. The pipe never holds up the daemon:
 what the sender has not read waits in a bounded queue, and a marker that finds it full is
-left for the sender to find when it next reads its folder. The webhook-id comes from the event
+left for the sender to find when it next reads its folder. The markers of a host judged dead
+(daemon/hosts.py) are renamed into ours, one rename each, which decides the one live host
+that sends it. The webhook-id comes from the event
 itself, so a status written again (a publish redone after a crash, a delivery folder's
 rewrite of the final status) is no new event, and a receiver that deduplicates by
 webhook-id sees each event once.
@@ -32,9 +34,9 @@ import structlog
 
 from contract.status import utc_now
 from daemon.config import Settings, WebhooksConfig
-from daemon.fsops import atomic_write_json
+from daemon.fsops import atomic_write_json, move, read_json
 from daemon.spool import Spool
-from daemon.webhook_send import JOURNAL, main, marker_mac, marker_path
+from daemon.webhook_send import JOURNAL, is_marker, is_sealed, main, marker_mac, marker_path
 
 log = structlog.get_logger()
 
@@ -64,6 +66,7 @@ class Webhooks:
         self.settings = settings  # the current settings (SIGHUP replaces them)
         self.fsync_markers = fsync_markers  # measured: not worth it (BENCHMARKS.md, "Webhooks")
         self._running: dict[str, tuple[int, float]] = {}  # job id → (attempt, last running/progress event)
+        self._left: set[tuple[str, str]] = set()  # (dead host, marker) not taken, logged once
         self.sender = SenderProcess(spool, lambda: self.settings().log.level, lambda: self.settings().webhooks)
 
     def on_attempt(self, listener: Callable[[str], None]) -> None:
@@ -103,7 +106,40 @@ class Webhooks:
             atomic_write_json(marker_path(self.spool, wid), marker, fsync=self.fsync_markers)
         except OSError as exc:  # a broken spool: sent from memory, not resumed after a crash
             log.error("webhook.unrecorded", job_id=doc["id"], webhook_id=wid, error=str(exc))
+            marker["unrecorded"] = True
         self.sender.send(marker)
+
+    def take_over(self, host: str) -> None:
+        """The events dead `host` still owed: each marker sealed with our secret (every host
+        of a spool has the same one) is renamed into our folder, and the sender takes them up.
+        One that is not stays where it is (logged once): sealed with another secret, ours
+        would refuse and remove it."""
+        src, secret, taken = self.spool.webhooks_of(host), self.settings().webhooks.secret, 0
+        try:
+            names = sorted(os.listdir(src))
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = src / name
+            if name.startswith(".") and name.endswith(".tmp"):  # a marker write its death cut short
+                path.unlink(missing_ok=True)
+                continue
+            marker = read_json(path) if name.endswith(".json") else None
+            problem = ("not a webhook marker" if not is_marker(marker, name) else
+                       None if is_sealed(marker, secret) else
+                       "not sealed with this host's [webhooks] secret: every host sharing a spool needs the same one")
+            if problem:
+                if (host, name) not in self._left:  # looked at again on each lease check, logged once
+                    self._left.add((host, name))
+                    log.error("webhook.not_taken_over", dead_host=host, marker=name, reason=problem)
+                continue
+            try:
+                taken += move(path, marker_path(self.spool, name.removesuffix(".json")))
+            except FileExistsError:  # pending here already (we redid the publish that made it)
+                path.unlink(missing_ok=True)
+        if taken:
+            log.warning("webhook.taken_over", dead_host=host, events=taken)
+            self.sender.rescan()
 
     def _event(self, doc: dict) -> str | None:
         job_id, state = doc["id"], doc.get("state")
