@@ -145,9 +145,10 @@ class Arbiter:
         self.intake = Intake(self.spool, self.scanner, self.transitions, self.ends, self.crash,
                              on_queued=self._queued, cancel=self.cancel, keep_lease=self._beat_if_due)
         self.heartbeat = Heartbeat(self.spool.hosts, sc.host, sc.lease_seconds)
-        self.leases = LeaseTracker(self.spool.hosts, self.spool.active_root, sc.host, sc.lease_seconds)
+        self.leases = LeaseTracker(self.spool.hosts, self.spool.owed_roots, sc.host, sc.lease_seconds)
         self.recovery = Recovery(self.spool, self.transitions, self.ends, self.statuses, self.leases,
-                                 accept=self.intake.accept, crash=self.crash, lease_seconds=sc.lease_seconds)
+                                 accept=self.intake.accept, crash=self.crash, lease_seconds=sc.lease_seconds,
+                                 owed=(self.webhooks.take_over, self.deliveries.take_over))
         self.queue: list[QueueName] = []
         self.workers = [
             WorkerHandle(i, d, settings.workers.model_memory_gb, settings.workers.compile_cache_dir)

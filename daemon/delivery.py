@@ -8,7 +8,9 @@ start without a second copy of what had already arrived. The copies run in threa
 can be slow), never on the arbiter's loop; each attempt's outcome comes back to the loop,
 which rewrites the status with `result.delivered`, or with `result.delivery_error` and a
 retry after deliver_retry_seconds, doubling up to an hour, for as long as a daemon runs (the
-outbox copy always stays). The marker goes once the status says delivered.
+outbox copy always stays). The marker goes once the status says delivered. A host judged dead
+(daemon/hosts.py) has its markers renamed into the folder of the live host that takes them
+over, which redoes each delivery from where it got.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from contract.files import file_sha256
 from daemon.config import Settings
 from daemon.delivery_files import (Stopped, delivery_name, drop_stem, finished_date, in_folder, is_numbered,
                                    is_temp_of, publish, temp_name, unlink_quietly, write_temp)
-from daemon.fsops import atomic_write_json, read_json
+from daemon.fsops import atomic_write_json, move, read_json
 from daemon.outbox_files import open_job_file
 from daemon.spool import Spool, is_valid_job_id
 
@@ -63,6 +65,7 @@ class Deliveries:
     _todo: queue.Queue = field(default_factory=queue.Queue)
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _left: set[tuple[str, str]] = field(default_factory=set)  # (dead host, marker) left for another host: logged
     _loop: asyncio.AbstractEventLoop | None = None
 
     # -- on the loop ------------------------------------------------------------------------
@@ -76,6 +79,9 @@ class Deliveries:
             return  # our own rewrite
         plan, marker = self._plan(doc), self._marker(doc["id"])
         if plan is None:
+            return
+        if owner := self._owed_by_another(doc["id"]):  # a dead host's publish we redo: not a second copy
+            log.info("delivery.elsewhere", job_id=doc["id"], owner_host=owner)
             return
         try:
             plan = with_progress(plan, read_json(marker))  # a marker there already: a publish redone after a crash
@@ -97,9 +103,56 @@ class Deliveries:
                     log.warning("delivery.dropped", job_id=job_id, reason="no completed job of a preset with deliver_to")
                     unlink_quietly(self.spool.deliveries / name)
                     continue
-                plan = with_progress(plan, read_json(self.spool.deliveries / name))
-                log.info("delivery.resumed", job_id=job_id, attempts=plan["attempts"])
-                self._begin(plan)
+                self._resume(plan, self.spool.deliveries / name)
+
+    def take_over(self, host: str) -> None:
+        """The deliveries dead `host` still owed: each marker is renamed into our folder (that
+        rename decides which live host copies it) and the delivery redone from where it got,
+        where this host has the preset's deliver_to folder; else it stays (logged once) for a
+        host that has it."""
+        src = self.spool.deliveries_of(host)
+        try:
+            names = sorted(os.listdir(src))
+        except FileNotFoundError:
+            return
+        for name in names:
+            job_id = name.removesuffix(".json")
+            if name.startswith(".") and name.endswith(".tmp"):  # a marker write its death cut short
+                unlink_quietly(src / name)
+                continue
+            if not name.endswith(".json") or not is_valid_job_id(job_id):
+                continue
+            doc = self.read_status(job_id)
+            if doc is None or doc.get("state") != "completed" or job_id in self._plans:
+                log.warning("delivery.dropped", job_id=job_id, dead_host=host, reason=(
+                    "being delivered by this host already" if job_id in self._plans else "no completed job"))
+                unlink_quietly(src / name)
+                continue
+            plan = self._plan(doc)
+            if plan is None or not os.path.isdir(plan["folder"]):
+                if (host, name) not in self._left:  # looked at again on each lease check, logged once
+                    self._left.add((host, name))
+                    log.error("delivery.not_taken_over", job_id=job_id, dead_host=host, preset=(doc.get("job") or {}).get("preset"),
+                              reason="its preset has no deliver_to folder on this host; left for a host where it has")
+            elif move(src / name, self._marker(job_id)):  # False: another live host took it
+                log.warning("delivery.taken_over", job_id=job_id, dead_host=host)
+                self._resume(plan, self._marker(job_id))
+
+    def _owed_by_another(self, job_id: str) -> str | None:
+        """Another host whose folder holds the job's delivery marker: it delivers the job (one
+        that took the marker over from a dead host, or the dead host, whose marker waits there
+        for a host with the folder)."""
+        try:
+            hosts = os.listdir(self.spool.deliveries.parent)
+            return next((h for h in sorted(hosts) if h != self.spool.host
+                         and os.path.lexists(self.spool.deliveries_of(h) / f"{job_id}.json")), None)
+        except OSError:  # a broken spool: delivered from here
+            return None
+
+    def _resume(self, plan: dict, marker: Path) -> None:
+        plan = with_progress(plan, read_json(marker))
+        log.info("delivery.resumed", job_id=plan["id"], attempts=plan["attempts"])
+        self._begin(plan)
 
     def stop(self) -> None:
         """Abandons copies at their next chunk (their markers redo them at the next start)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +67,12 @@ class _Seen:
 
 class LeaseTracker:
     """Watches other hosts' heartbeats; a host whose counter has not moved for
-    `lease_seconds` of our time is dead and its jobs may be taken over."""
+    `lease_seconds` of our time is dead and what it owes may be taken over: its folder under
+    each of `owed_roots` (active/: its jobs; webhooks/, deliveries/: its markers)."""
 
-    def __init__(self, hosts_dir: Path, active_root: Path, me: str, lease_seconds: float):
+    def __init__(self, hosts_dir: Path, owed_roots: Sequence[Path], me: str, lease_seconds: float):
         self.hosts_dir = hosts_dir
-        self.active_root = active_root
+        self.owed_roots = tuple(owed_roots)
         self.me = me
         self.lease_seconds = lease_seconds
         self.seen: dict[str, _Seen] = {}
@@ -78,7 +80,7 @@ class LeaseTracker:
     def dead_hosts(self, now: float | None = None) -> list[str]:
         now = time.monotonic() if now is None else now
         names = set()
-        for d, suffix in ((self.hosts_dir, ".json"), (self.active_root, "")):
+        for d, suffix in ((self.hosts_dir, ".json"), *((root, "") for root in self.owed_roots)):
             try:  # hosts/ also holds <host>.pause files (daemon/pause.py): not hosts
                 names.update(n[:len(n) - len(suffix)] for n in os.listdir(d) if not n.startswith(".") and n.endswith(suffix))
             except FileNotFoundError:
@@ -103,10 +105,14 @@ class LeaseTracker:
         return {h for h, s in self.seen.items() if s.state == "stopped" or now - s.changed_at >= self.lease_seconds}
 
     def _has_work(self, host: str) -> bool:
-        try:
-            return any(True for _ in os.scandir(self.active_root / host))
-        except FileNotFoundError:
-            return False
+        for root in self.owed_roots:
+            try:
+                with os.scandir(root / host) as entries:
+                    if any(True for _ in entries):
+                        return True
+            except FileNotFoundError:
+                pass
+        return False
 
     def live_hosts(self, now: float | None = None) -> list[str]:
         """Hosts whose counter moved within the last lease (seen alive, not just present)."""

@@ -3,13 +3,15 @@
 "Look at each folder" (docs/design.md): at start and when the spool comes back, every entry
 of active/<me>/ that no worker runs; on every lease check, every entry of a dead host's
 active/<host>/, after renaming it into ours (that rename decides which live host finishes
-it). What cannot be read is quarantined into R/corrupt/ with a reason.
+it), and before them the webhook events and deliveries it still owed (its markers, renamed
+into ours the same way by daemon/webhooks.py and daemon/delivery.py). What cannot be read is
+quarantined into R/corrupt/ with a reason.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import structlog
@@ -46,7 +48,8 @@ def recovery_kind(path: Path, name: str) -> str:
 
 class Recovery:
     def __init__(self, spool: Spool, transitions: Transitions, ends: JobEnds, statuses: StatusWriter,
-                 leases: LeaseTracker, accept: Callable[[Path], None], crash: CrashPoints, lease_seconds: float):
+                 leases: LeaseTracker, accept: Callable[[Path], None], crash: CrashPoints, lease_seconds: float,
+                 owed: Sequence[Callable[[str], None]] = ()):
         self.spool = spool
         self.transitions = transitions
         self.ends = ends
@@ -55,6 +58,7 @@ class Recovery:
         self.accept = accept  # an intake folder: accept it (again)
         self.crash = crash
         self.lease_seconds = lease_seconds
+        self.owed = owed  # take_over(dead host) of its markers: webhook events, deliveries
         self._staging_removed: set[str] = set()  # gone hosts whose upload staging went
 
     def resume_folders(self, reason: str, running: Collection[str]) -> None:
@@ -93,6 +97,15 @@ class Recovery:
             self.remove_staging(gone - self._staging_removed)
         self._staging_removed = gone
         for host in dead:
+            # Markers first: a publish of the dead host's redone below then finds the delivery's
+            # progress, and its webhook event pending, in our folders (no second copy or event).
+            for take_over in self.owed:
+                try:
+                    take_over(host)
+                except OSError as exc:
+                    if spool_fault(exc) is not None:
+                        raise
+                    log.error("recovery.failed", dead_host=host, error=str(exc))
             src = self.spool.active_of(host)
             try:
                 names = sorted(os.listdir(src))

@@ -145,6 +145,18 @@ class Spool:
     def active_of(self, host: str) -> Path:
         return self.active_root / host
 
+    def webhooks_of(self, host: str) -> Path:
+        return self.webhooks.parent / host
+
+    def deliveries_of(self, host: str) -> Path:
+        return self.deliveries.parent / host
+
+    @property
+    def owed_roots(self) -> tuple[Path, ...]:
+        """Folders with a subfolder per host of what that host owes (its jobs, webhook events,
+        deliveries): a dead host's are taken over (daemon/recovery.py)."""
+        return (self.active_root, self.webhooks.parent, self.deliveries.parent)
+
     def job_outbox(self, job_id: str) -> Path:
         return self.outbox / job_id
 

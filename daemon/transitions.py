@@ -33,7 +33,7 @@ from daemon.intake import (
     staged_job_file,
     write_id_marker,
 )
-from daemon.jobfile import parse_job_bytes, validate_job
+from daemon.jobfile import job_webhook, parse_job_bytes, validate_job
 from daemon.spool import (
     ATTEMPT_PREFIX,
     CANCEL_MARK,
@@ -86,7 +86,7 @@ class Transitions:
         self.crash.hit("accept.id_reserved")
         # Only what is sure to be plain goes into a failed job's status (not 900-deep "labels").
         job: dict = {"id": job_id, "kind": doc.get("kind") if isinstance(doc.get("kind"), str) else None,
-                     "labels": _plain_labels(doc.get("labels"))}
+                     "labels": _plain_labels(doc.get("labels")), **self._trusted_webhook(doc, info)}
         if error is None:
             try:
                 job = validate_job(doc, payload, self.kinds, self.settings, info.get("preset"))
@@ -122,7 +122,8 @@ class Transitions:
             doc, _ = self._read_drop(staging / "payload", job_file, info)
         except Exception:  # noqa: BLE001 - whatever broke accept may break this too
             doc = {}
-        job = {"id": self._job_id(staging, doc, default_id, info), "kind": None, "labels": {}, "_meta": self._meta(info)}
+        job = {"id": self._job_id(staging, doc, default_id, info), "kind": None, "labels": {}, "_meta": self._meta(info),
+               **self._trusted_webhook(doc, info)}
         self._end_drop(staging, job, JobError(ErrorCode.INTERNAL, message))
 
     def _gather_media(self, payload: Path, info: dict) -> None:
@@ -162,6 +163,14 @@ class Transitions:
             return bare_file_job(payload / info["name"], preset.kind, preset.accept_as, kind, self.settings.limits.job_json_bytes)
         except ValueError as exc:
             raise JobError(ErrorCode.INVALID_JOB, str(exc)) from None
+
+    def _trusted_webhook(self, doc: dict, info: dict) -> dict:
+        """A failed drop's webhook: its preset's, else [webhooks] default; none when its job
+        file names its own (it would have replaced those, and the file is not trusted)."""
+        if doc.get("webhook") is not None:
+            return {}
+        webhook = job_webhook(None, self.settings.presets.get(info.get("preset") or ""), self.settings)
+        return {"webhook": webhook} if webhook else {}
 
     def _job_id(self, staging: Path, doc: dict, default_id: str, info: dict) -> str:
         """The drop's id, reserved once: a marker in the staging folder remembers it across crashes."""
@@ -305,6 +314,9 @@ class Transitions:
         if final["state"] == "completed":
             doc["progress"] = 100
             doc["result"] = self._result(job_id, out, final.get("result") or {})
+            if previous.get("state") == "completed":  # a publish redone: its delivery's report stays
+                said = previous.get("result") or {}
+                doc["result"].update({k: said[k] for k in ("delivered", "delivery_error") if said.get(k) is not None})
         doc["attempt"] = max(doc.get("attempt") or 0, attempts_started(publish))
         # The user's files go to input/ before the final status, and the publish folder
         # (with .final.json) stays until that status is written: a crash anywhere in

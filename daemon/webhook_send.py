@@ -4,14 +4,17 @@ A process, not threads in the daemon: a POST, its journal line and its log line 
 GIL, and sender threads competing with the arbiter's loop for it cost a burst of jobs a
 quarter of its throughput (BENCHMARKS.md, "Webhooks").
 
-The daemon writes each event's marker, webhooks/<host>/<webhook-id>.json, then sends it here.
+The daemon writes each event's marker, webhooks/<host>/<webhook-id>.json, then sends it here
+(or, when the pipe is backed up, asks this process to read its folder again: the markers are
+the truth).
 Events are posted as they come due, each attempt a task on this process's event loop, one
 event of a job at a time; at most `[webhooks] max_per_host` attempts go to one receiver at
 once (and SENDING_AT_ONCE in all), each cut at `timeout_seconds`, so a slow receiver holds
 back only its own events. Every attempt is a line of outbox/<id>/webhooks.jsonl; a failed one
 waits retry_seconds × 2^(n−1) (capped at 1 h) until `max_attempts`; the marker goes once the
 event is delivered or given up. At start (also after a crash of this process) every marker
-in the folder is taken up again.
+in the folder is taken up again; one that leaves the folder (taken over by another host that
+judged this one dead) is not sent from here again.
 """
 
 from __future__ import annotations
@@ -65,6 +68,16 @@ def marker_mac(secret: str, marker: dict) -> str:
     never sent (it would be a signed request of theirs, to any URL, as the daemon)."""
     sealed = json.dumps({k: marker.get(k) for k in sorted(MARKER_KEYS - {"attempts"})}, sort_keys=True)
     return hmac.new(secret.encode(), sealed.encode("utf-8", "backslashreplace"), hashlib.sha256).hexdigest()
+
+
+def is_marker(marker: dict | None, name: str) -> bool:
+    """Whether `marker`, read from the file `name`, has a marker's shape (sealed or not)."""
+    return (isinstance(marker, dict) and MARKER_KEYS <= marker.keys() and name == f"{marker['webhook_id']}.json"
+            and is_valid_job_id(str(marker["job_id"])))
+
+
+def is_sealed(marker: dict, secret: str) -> bool:
+    return hmac.compare_digest(str(marker.get("mac")), marker_mac(secret, marker))
 
 
 class SendQueue:
@@ -172,34 +185,59 @@ class Sender:
             sending.cancel()
             await self._poster.close()
 
-    def resume(self, started_at: str) -> None:
-        """Takes up every marker in the folder, oldest event first; those older than this
-        process (`started_at`) were left by an earlier one."""
-        found = [m for name in os.listdir(self.spool.webhooks) if (m := self._read_marker(name)) is not None]
+    def resume(self, started_at: str, first: bool = True) -> None:
+        """Takes up every marker in the folder not pending already, oldest event first: at
+        start (`first`), and when the daemon asks again (a wake-up it dropped, markers it took
+        over from a dead host). Those older than this process (`started_at`) were left by an
+        earlier one, or by the dead host."""
+        found = [m for name in os.listdir(self.spool.webhooks) if (m := self._read_marker(name, first)) is not None]
         for marker in sorted(found, key=lambda m: str(m["timestamp"])):
+            if marker["webhook_id"] in self._pending:
+                continue
             if str(marker["timestamp"]) < started_at:
                 log.info("webhook.resumed", job_id=marker["job_id"], webhook_id=marker["webhook_id"],
                          webhook_event=marker["event"], attempts=marker["attempts"])
             self.add(marker)
 
-    def _read_marker(self, name: str) -> dict | None:
+    def _read_marker(self, name: str, first: bool) -> dict | None:
         path = self.spool.webhooks / name
-        if name.startswith(".") and name.endswith(".tmp"):  # a marker write a crash cut short
-            path.unlink(missing_ok=True)
+        if name.startswith(".") and name.endswith(".tmp"):
+            if first:  # a marker write a crash cut short (later, maybe one being written now)
+                path.unlink(missing_ok=True)
             return None
         marker = read_json(path) if name.endswith(".json") else None
-        if marker is None or not MARKER_KEYS <= marker.keys() or name != f"{marker['webhook_id']}.json":
+        if not is_marker(marker, name):
             return None
-        if not hmac.compare_digest(str(marker.get("mac")), marker_mac(self.config.secret, marker)):
+        if not is_sealed(marker, self.config.secret):
             log.warning("webhook.marker_refused", marker=name, job_id=str(marker["job_id"])[:64],
                         reason="not sealed with [webhooks] secret (not this daemon's, or the secret changed)")
             path.unlink(missing_ok=True)
             return None
-        return marker if is_valid_job_id(str(marker["job_id"])) else None
+        return marker
+
+    def _taken_over(self, marker: dict) -> bool:
+        """Whether its marker has left our folder: another host judged this one dead (it was
+        only hung) and took it over, so that host sends it, not we. (Checked before each
+        attempt and before a retry rewrites the marker, which would bring it back.)"""
+        try:
+            os.stat(marker_path(self.spool, marker["webhook_id"]))
+        except FileNotFoundError:
+            return not marker.get("unrecorded")  # never written (a broken spool): sent from memory
+        except OSError:
+            return False
+        return False
+
+    def _drop(self, marker: dict, why: str) -> None:
+        log.warning("webhook.taken_over", job_id=marker["job_id"], webhook_id=marker["webhook_id"],
+                    webhook_event=marker["event"], reason=why)
+        del self._pending[marker["webhook_id"]]
 
     async def _deliver(self, wid: str) -> None:
         marker = self._pending[wid]
         async with self._receivers.slot(marker["url"]):
+            if self._taken_over(marker):
+                self._drop(marker, "its marker was taken by another host before this attempt")
+                return
             config, n = self.config, marker["attempts"] + 1
             attempt = await self._poster.attempt(marker["url"], marker["source"], wid, marker["body"], config)
         if attempt.delivered:
@@ -217,6 +255,9 @@ class Sender:
         fields = {"job_id": marker["job_id"], "webhook_id": wid, "webhook_event": marker["event"], "url": marker["url"],
                   "attempt": n, "status": attempt.status}
         if result == "retry":
+            if self._taken_over(marker):
+                self._drop(marker, "its marker was taken by another host during this attempt")
+                return
             marker["attempts"] = n
             wait = retry_delay(config.retry_seconds, n)
             try:
@@ -252,8 +293,8 @@ def forward_logs(send: Callable[[tuple], None]):
 
 
 def main(conn, root: str, host: str, log_level: str, config: dict, started_at: str, daemon_pid: int) -> None:
-    """The sender process: ("send", marker) and ("config", dict) in; ("attempt", result, None)
-    and ("log", level, (event, fields)) out."""
+    """The sender process: ("send", marker), ("rescan", None) and ("config", dict) in;
+    ("attempt", result, None) and ("log", level, (event, fields)) out."""
     try:  # must not outlive a SIGKILLed daemon: the next one resumes the markers
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
@@ -289,6 +330,8 @@ async def serve(conn, spool: Spool, config: WebhooksConfig, send: Callable[[tupl
                 what, payload = "stop", None
             if what == "send":
                 loop.call_soon_threadsafe(sender.add, payload)
+            elif what == "rescan":
+                loop.call_soon_threadsafe(sender.resume, started_at, False)
             elif what == "config":
                 loop.call_soon_threadsafe(set_config, payload)
             else:

@@ -9,7 +9,11 @@ Before `on_status` returns, the event is a marker webhooks/<host>/<webhook-id>.j
 source, job, event, the exact body, attempts so far; sealed with the secret); then it goes
 to the sender process (daemon/webhook_send.py), which posts it, journals every attempt in
 outbox/<id>/webhooks.jsonl and removes the marker once it is delivered or given up, and
-which takes up every sealed marker again when it starts. The webhook-id comes from the event
+which takes up every sealed marker again when it starts. The pipe never holds up the daemon:
+what the sender has not read waits in a bounded queue, and a marker that finds it full is
+left for the sender to find when it next reads its folder. The markers of a host judged dead
+(daemon/hosts.py) are renamed into ours, one rename each, which decides the one live host
+that sends it. The webhook-id comes from the event
 itself, so a status written again (a publish redone after a crash, a delivery folder's
 rewrite of the final status) is no new event, and a receiver that deduplicates by
 webhook-id sees each event once.
@@ -21,6 +25,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -29,14 +34,17 @@ import structlog
 
 from contract.status import utc_now
 from daemon.config import Settings, WebhooksConfig
-from daemon.fsops import atomic_write_json
+from daemon.fsops import atomic_write_json, move, read_json
 from daemon.spool import Spool
-from daemon.webhook_send import JOURNAL, main, marker_mac, marker_path
+from daemon.webhook_send import JOURNAL, is_marker, is_sealed, main, marker_mac, marker_path
 
 log = structlog.get_logger()
 
 ENDED = frozenset({"delivered", "given_up", "refused"})  # journal results after which an event is done
 RESTART_SECONDS = 1.0  # a sender process that died is started again after this
+# Messages waiting for the sender's pipe (markers ~2 kB each); beyond, a wake-up is dropped
+# and the sender reads its folder again once the queue has drained.
+WAITING_MESSAGES = 100
 _spawn = multiprocessing.get_context("spawn")
 
 
@@ -58,6 +66,7 @@ class Webhooks:
         self.settings = settings  # the current settings (SIGHUP replaces them)
         self.fsync_markers = fsync_markers  # measured: not worth it (BENCHMARKS.md, "Webhooks")
         self._running: dict[str, tuple[int, float]] = {}  # job id → (attempt, last running/progress event)
+        self._left: set[tuple[str, str]] = set()  # (dead host, marker) not taken, logged once
         self.sender = SenderProcess(spool, lambda: self.settings().log.level, lambda: self.settings().webhooks)
 
     def on_attempt(self, listener: Callable[[str], None]) -> None:
@@ -97,7 +106,40 @@ class Webhooks:
             atomic_write_json(marker_path(self.spool, wid), marker, fsync=self.fsync_markers)
         except OSError as exc:  # a broken spool: sent from memory, not resumed after a crash
             log.error("webhook.unrecorded", job_id=doc["id"], webhook_id=wid, error=str(exc))
+            marker["unrecorded"] = True
         self.sender.send(marker)
+
+    def take_over(self, host: str) -> None:
+        """The events dead `host` still owed: each marker sealed with our secret (every host
+        of a spool has the same one) is renamed into our folder, and the sender takes them up.
+        One that is not stays where it is (logged once): sealed with another secret, ours
+        would refuse and remove it."""
+        src, secret, taken = self.spool.webhooks_of(host), self.settings().webhooks.secret, 0
+        try:
+            names = sorted(os.listdir(src))
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = src / name
+            if name.startswith(".") and name.endswith(".tmp"):  # a marker write its death cut short
+                path.unlink(missing_ok=True)
+                continue
+            marker = read_json(path) if name.endswith(".json") else None
+            problem = ("not a webhook marker" if not is_marker(marker, name) else
+                       None if is_sealed(marker, secret) else
+                       "not sealed with this host's [webhooks] secret: every host sharing a spool needs the same one")
+            if problem:
+                if (host, name) not in self._left:  # looked at again on each lease check, logged once
+                    self._left.add((host, name))
+                    log.error("webhook.not_taken_over", dead_host=host, marker=name, reason=problem)
+                continue
+            try:
+                taken += move(path, marker_path(self.spool, name.removesuffix(".json")))
+            except FileExistsError:  # pending here already (we redid the publish that made it)
+                path.unlink(missing_ok=True)
+        if taken:
+            log.warning("webhook.taken_over", dead_host=host, events=taken)
+            self.sender.rescan()
 
     def _event(self, doc: dict) -> str | None:
         job_id, state = doc["id"], doc.get("state")
@@ -148,6 +190,10 @@ class SenderProcess:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopped = False
+        # What the daemon's loop hands over without ever waiting: a writer thread feeds the pipe
+        # (a sender that stops reading, SIGSTOPped or stuck, blocks only that thread).
+        self._waiting: queue.Queue[tuple[str, dict | None] | None] = queue.Queue(WAITING_MESSAGES)
+        self._rescan = threading.Event()  # markers the sender has not been told of: it reads its folder
         self.attempt_listeners: list[Callable[[str], None]] = []
 
     def start(self) -> None:
@@ -155,29 +201,61 @@ class SenderProcess:
             if self._thread is None and not self._stopped:
                 self._thread = threading.Thread(target=self._supervise, name="webhook-sender", daemon=True)
                 self._thread.start()
+                threading.Thread(target=self._write, name="webhook-pipe", daemon=True).start()
 
     def send(self, marker: dict) -> None:
+        """Hands the sender a marker just written; never waits (a full queue: it rescans)."""
         self.start()
-        with self._lock:
-            if self._conn is None or self._stopped:
-                return
-            try:
-                if self._config() is not self._sent_config:
-                    self._sent_config = self._config()
-                    self._conn.send(("config", self._sent_config.model_dump(mode="json")))
-                self._conn.send(("send", marker))
-            except OSError:  # it died: started again, it resumes the marker
-                pass
+        if self._stopped:  # the daemon is stopping: the marker waits for the next start
+            return
+        try:
+            self._waiting.put_nowait(("send", marker))
+        except queue.Full:
+            if not self._rescan.is_set():
+                log.warning("webhook.sender_behind", waiting=WAITING_MESSAGES,
+                            reason="the sender process is not reading; later events wait in their markers")
+            self.rescan()
+
+    def rescan(self) -> None:
+        """Asks the sender to read its folder again once it has read what waits."""
+        self.start()
+        self._rescan.set()
+        try:
+            self._waiting.put_nowait(None)  # wakes the writer if it idles
+        except queue.Full:
+            pass  # it is busy: it sees the flag once the queue is empty
 
     def stop(self) -> None:
-        """Asks it to end, without waiting for what is pending (its markers keep it)."""
+        """Asks it to end, without waiting for what is pending (its markers keep it; one that
+        never reads this dies with the daemon: PR_SET_PDEATHSIG)."""
         with self._lock:
             self._stopped = True
-            if self._conn is not None:
+        try:
+            self._waiting.put_nowait(("stop", None))
+        except queue.Full:
+            pass
+
+    def _write(self) -> None:
+        """The writer thread: what waits, into the current process's pipe."""
+        while True:
+            message = self._waiting.get()
+            with self._lock:
+                conn, config = self._conn, self._config()
+                sent_config, self._sent_config = self._sent_config, config
+            out = [] if config is sent_config else [("config", config.model_dump(mode="json"))]
+            if message is not None:
+                out.append(message)
+            if self._rescan.is_set() and self._waiting.empty():
+                self._rescan.clear()
+                out.append(("rescan", None))
+            if conn is not None:  # else (re)starting: the new process reads the folder
                 try:
-                    self._conn.send(("stop", None))
-                except OSError:
+                    for item in out:
+                        conn.send(item)
+                except OSError:  # it died: started again, it resumes the markers
                     pass
+            if message is not None and message[0] == "stop":
+                return
 
     def _supervise(self) -> None:
         while True:
@@ -191,6 +269,7 @@ class SenderProcess:
             process = _spawn.Process(target=main, name="vidspool-webhooks", daemon=True, args=args)
             try:
                 process.start()
+                log.info("webhook.sender_started", pid=process.pid)
             except OSError as exc:  # e.g. no memory for another process: tried again
                 log.error("webhook.sender_failed", error=str(exc), restart_in_seconds=RESTART_SECONDS)
                 ours.close()

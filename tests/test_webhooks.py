@@ -25,7 +25,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tests.support import Daemon, drop_json, holds, wait_for, wait_status
+from tests.support import Daemon, drop_json, holds, wait_all_final, wait_for, wait_status
 
 SECRET = "whsec_" + base64.b64encode(b"vidspool webhook test key 32 by").decode()
 QUICK = {"kind": "probe"}  # finishes at once
@@ -134,6 +134,7 @@ def hooked(rx, tmp_path_factory):
     done = root.parent / "done"
     done.mkdir()
     presets = {"hooked": {"kind": "probe", "webhook": {"url": f"{rx.base}/preset/", "events": ["completed"]}},
+               "strict": {"kind": "probe", "webhook": {"url": f"{rx.base}/strict/", "events": ["failed"]}},
                "delivered": {"kind": "probe", "deliver_to": str(done),
                              "webhook": {"url": f"{rx.base}/hooks/delivered", "events": ["completed"]}}}
     d = Daemon(root, **webhook_env(rx, VIDSPOOL_WEBHOOKS__DEFAULT=json.dumps({"url": f"{rx.base}/default/"}),
@@ -271,6 +272,72 @@ def test_preset_and_config_webhooks_apply_and_a_job_file_overrides_them(rx, hook
     assert "plain" in ids("/default/") and ids("/preset/") == ["by-preset"] and ids("/hooks/own") == ["own"]
     assert "by-preset" not in ids("/default/") and "own" not in ids("/default/") + ids("/preset/")
     assert wait_status(hooked.root, "plain")["job"]["webhook"]["events"] == ["completed", "failed", "canceled"]
+
+
+def test_an_invalid_job_reports_failed_to_its_preset_or_default_webhook_never_to_its_own(rx, hooked):
+    rx.answer("/strict/", 200)
+    rx.answer("/default/", 200)
+    own = rx.answer("/hooks/own-invalid", 200)
+    inbox = hooked.root / "inbox"
+    drop_json(inbox / "strict", "bad-in-preset", {"priority": "high"})
+    drop_json(inbox, "bad-plain", {"kind": "probe", "priority": "high"})
+    # the job file names its own webhook: not trusted, and it replaces the default: nothing is sent
+    drop_json(inbox, "bad-own", {"kind": "probe", "priority": "high", "webhook": {"url": own, "events": ["failed"]}})
+    for job_id in ("bad-in-preset", "bad-plain", "bad-own"):
+        doc = wait_status(hooked.root, job_id, daemon=hooked)
+        assert doc["state"] == "failed" and doc["error"]["code"] == "invalid_job", doc
+    assert wait_status(hooked.root, "bad-in-preset")["job"]["webhook"]["source"] == "preset"
+    wait_journal(hooked.root, "bad-in-preset", "delivered", hooked)
+    wait_journal(hooked.root, "bad-plain", "delivered", hooked)
+    [got] = rx.at("/strict/")
+    assert got["verified"] and got["body"]["type"] == "job.failed"
+    data = got["body"]["data"]
+    assert data["id"] == "bad-in-preset" and data["state"] == "failed" and data["error"]["code"] == "invalid_job"
+    assert "priority" in data["error"]["message"]
+    by_default = [r for r in rx.at("/default/") if r["body"]["data"]["id"] == "bad-plain"]
+    assert len(by_default) == 1 and by_default[0]["verified"] and by_default[0]["body"]["type"] == "job.failed"
+    assert [r for r in rx.at("/default/") if r["body"]["data"]["id"] == "bad-in-preset"] == []
+    holds(lambda: not [r for r in rx.got if r["body"].get("data", {}).get("id") == "bad-own"], 0.5, "nothing for bad-own")
+    assert journal(hooked.root, "bad-own") == [] and "webhook" not in wait_status(hooked.root, "bad-own")["job"]
+
+
+def sender_pid(d: Daemon) -> int | None:
+    started = [e["pid"] for e in d.log_events() if e["event"] == "webhook.sender_started"]
+    return started[-1] if started else None
+
+
+def test_a_stopped_sender_never_holds_up_the_daemon_and_gets_every_event_after(rx, tmp_path):
+    root = tmp_path / "spool"
+    url = rx.answer("/hooks/burst", 200)
+    d = Daemon(root, **webhook_env(rx)).start()
+    try:
+        wait_for(lambda: sender_pid(d), 20, "the sender process started")
+        pid = sender_pid(d)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            pad = "x" * 4000  # twice in each body: ~10 kB a message, so the pipe fills after a few dozen
+            ids = [f"burst-{i:02d}" for i in range(60)]
+            for job_id in ids:
+                drop_json(root / "inbox", job_id, {**QUICK, "labels": {"pad": pad},
+                                                   "webhook": {"url": url, "events": ["queued", "running", "completed"]}})
+            docs = wait_all_final(root, ids, timeout=60, daemon=d)
+            assert {doc["state"] for doc in docs.values()} == {"completed"}
+            beat = d.heartbeat["counter"]
+            wait_for(lambda: d.heartbeat.get("counter", 0) >= beat + 3, 10, "heartbeats going on")
+            assert rx.at("/hooks/burst") == [], "the sender was not stopped"
+            assert len(markers(root)) == 3 * len(ids)
+            assert any(e["event"] == "webhook.sender_behind" for e in d.log_events())  # wake-ups were dropped
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: len(rx.at("/hooks/burst")) >= 3 * len(ids) and not markers(root), 60, "every event delivered")
+        holds(lambda: len(rx.at("/hooks/burst")) == 3 * len(ids), 0.5, "no event twice")
+        got = rx.at("/hooks/burst")
+        assert all(r["verified"] for r in got) and len({r["headers"]["webhook-id"] for r in got}) == len(got)
+        assert sorted((r["body"]["data"]["id"], r["body"]["type"]) for r in got) == sorted(
+            (job_id, f"job.{event}") for job_id in ids for event in ("queued", "running", "completed"))
+        assert sender_pid(d) == pid  # the same process: nothing was restarted to get there
+    finally:
+        d.stop()
 
 
 def test_a_final_status_written_again_is_not_a_second_event(rx, hooked, tmp_path):
