@@ -1,7 +1,8 @@
 """Each seed's documented examples against a daemon configured with nothing but
-`[compat.NAME] listen` (issue 26 items 2 and 6): no `[kinds.*]`, no `default_face`, no
-`[characters.*]`, no preset, no tokens; a registry folder holding the tiny Wan2.1 text- and
-image-to-video models (scripts/tiny_models.py), so each video kind has exactly one model.
+`[compat.NAME] listen` (issue 26 items 2 and 6; besides the test harness's spool, worker and
+port settings): no `[kinds.*]`, no `default_face`, no `[characters.*]`, no preset, no tokens;
+a registry folder holding the tiny Wan2.1 text- and image-to-video models
+(scripts/tiny_models.py), so each video kind has exactly one model.
 The curl lines and snippets run as printed, only the base URL, the example ids and the file
 paths changed; a request whose documented sizes take minutes on this CPU (Visualizr's
 1024×1024, Wan's 512×512×65 at 50 steps) is checked queued with the model and params it
