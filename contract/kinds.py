@@ -62,6 +62,9 @@ class KindSpec:
     model_param: str | None = None
     # The kinds whose registry models it runs (default: its own).
     model_kinds: tuple[str, ...] = ()
+    # Params an input sets when the job leaves them out (video-to-video: the video's width
+    # and height): kind, model and preset defaults never set them.
+    sized_by_input: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
     @property

@@ -315,7 +315,8 @@ DELIVERY_PLACEHOLDERS = frozenset({"stem", "id", "kind", "date", "ext", "result"
 
 
 class PresetConfig(Section):
-    kind: str
+    # Left out: the job's (or the personality's) kind; a preset taking bare files needs one.
+    kind: str | None = None
     # Bare files matching these globs, dropped in inbox/<preset>/, become jobs.
     accept: list[str] = []
     # Which input (or text param) a bare file becomes; default: the kind's first input.
@@ -334,6 +335,12 @@ class PresetConfig(Section):
     deliver: Literal["main", "all"] = "main"
     # A failed delivery is retried after this many seconds, doubling up to an hour.
     deliver_retry_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bare_files_need_a_kind(self):
+        if self.accept and self.kind is None:
+            raise ValueError("kind: required with accept (the kind of job a bare file becomes)")
+        return self
 
     @field_validator("name")
     @classmethod

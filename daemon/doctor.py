@@ -92,6 +92,12 @@ def run_doctor(settings: Settings, config_source: str) -> int:
             continue
         for problem in accelerate_problems(name, model.accelerate, folder):
             report(False, f"[models.{name}] accelerate.{problem}")
+    if settings.compat.enabled():
+        from daemon.compat.readiness import findings
+        from pipeline.kinds import load_kinds
+
+        for found in findings(settings, load_kinds()):
+            report(found.ok, f"compat.{found.personality}: {found.message}", warn=True)
     if settings.bucket is not None:
         check_bucket(settings, report)
         return 0 if ok else 1

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from daemon.config import PresetConfig, Settings, WebhookTarget, format_validation_error
 from daemon.fsops import file_type_words
 from daemon.jsonread import JsonProblem, read_json
+from daemon.kind_models import kind_model
 from daemon.registry import incomplete_model, refresh_models
 from daemon.spool import is_valid_job_id
 from daemon.webhook_urls import job_url_problem
@@ -72,7 +73,8 @@ def validate_job(
     defaults filled in (what status.json shows as `job`). Raises JobError."""
     preset_cfg = settings.presets.get(preset) if preset else None
     if preset_cfg is not None:
-        doc = {"kind": preset_cfg.kind, "priority": preset_cfg.priority, **doc}
+        # A preset without a kind (one a personality of several kinds uses) leaves it to the job.
+        doc = {**({"kind": preset_cfg.kind} if preset_cfg.kind else {}), "priority": preset_cfg.priority, **doc}
         if isinstance(doc.get("labels", {}), dict):  # a non-dict fails validation below
             doc["labels"] = {**preset_cfg.labels, **doc.get("labels", {})}
         if preset_cfg.model and "model" not in doc:
@@ -104,14 +106,17 @@ def validate_job(
             model = given
         model = choose_model(model, job.kind, kind, settings)
         job_params[kind.model_param] = model or "none"
+    elif model is None and kind.needs_model:
+        model = kind_model(job.kind, kind, settings, rescan=True).model
     model_cfg = check_model(model, job.kind, kind, settings)
-    params = {
+    defaults = {
         **(kind_cfg.defaults if kind_cfg else {}),
         # A model's defaults are params of its own kind (not of one that borrows it).
         **(model_cfg.defaults if model_cfg and not kind.model_kinds else {}),
         **(preset_cfg.params if preset_cfg else {}),
-        **job_params,
     }
+    # What the input sets (video-to-video's size) only the job itself may change.
+    params = {**{k: v for k, v in defaults.items() if k not in kind.sized_by_input}, **job_params}
     try:
         params_model = kind.params.model_validate(params, strict=True)
     except ValidationError as exc:
@@ -174,16 +179,12 @@ def choose_model(model: str | None, kind_name: str, kind: KindSpec, settings: Se
     if model == "none":
         return None
     if model is None:
-        known = registered_for(kind_name, kind, settings)
+        default = kind_model(kind_name, kind, settings, rescan=True)
+        if default.model is not None:
+            return default.model
         raise JobError(ErrorCode.MODEL_NOT_FOUND, (
-            f"params.{kind.model_param}: kind {kind_name} needs a model name or \"none\" (or set "
-            f"[kinds.{kind_name}] model in config); registered for this kind: {known or 'none'}"))
+            f"params.{kind.model_param}: kind {kind_name} needs a model name or \"none\": {default.problem()}"))
     return model
-
-
-def registered_for(kind_name: str, kind: KindSpec, settings: Settings) -> str:
-    refresh_models(settings)  # only for a message that fails the job: list what is there now
-    return ", ".join(n for n, m in sorted(settings.models.items()) if kind.serves(m.kinds))
 
 
 def check_model(model: str | None, kind_name: str, kind: KindSpec, settings: Settings):
@@ -191,10 +192,9 @@ def check_model(model: str | None, kind_name: str, kind: KindSpec, settings: Set
     and to serve the kind."""
     if model is None:
         if kind.needs_model:
-            known = registered_for(kind_name, kind, settings)
             raise JobError(ErrorCode.MODEL_NOT_FOUND, (
-                f"model: kind {kind_name} needs a model; name one in the job (\"model\") or set "
-                f"[kinds.{kind_name}] model in config (registered for this kind: {known or 'none'})"))
+                f"model: kind {kind_name} needs a model; name one in the job (\"model\"): "
+                f"{kind_model(kind_name, kind, settings).problem()}"))
         return None
     model_cfg = settings.models.get(model)
     if model_cfg is None or (model_cfg.path is not None and not model_cfg.path.exists()):

@@ -409,7 +409,7 @@ def _info_schema() -> Schema:
         "version": STR, "host": STR, "spool": STR, "devices": STR_LIST, "kinds": STR_LIST,
         "kind_inputs": {"type": "object", "additionalProperties": STR_LIST, "description": "input names per kind"},
         "models": STR_LIST,
-        "presets": {"type": "object", "additionalProperties": obj({"kind": STR, "accept": STR_LIST})},
+        "presets": {"type": "object", "additionalProperties": obj({"kind": nullable(STR), "accept": STR_LIST})},
         "limits": obj({"job_json_bytes": INT, "input_bytes": INT, "max_attempts": INT, "max_frame_pixels": INT}),
         "auth": {"type": "boolean", "description": "whether tokens are required"},
     })

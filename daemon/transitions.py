@@ -156,7 +156,7 @@ class Transitions:
         preset = self.settings.presets.get(info["preset"])
         if preset is None:  # removed from the config (SIGHUP) after the file was taken
             raise JobError(ErrorCode.INVALID_JOB, f"preset {info['preset']!r} is no longer configured")
-        kind = self.kinds.get(preset.kind)
+        kind = self.kinds.get(preset.kind or "")
         if kind is None:
             raise JobError(ErrorCode.INVALID_JOB, f"preset {info['preset']}: unknown kind {preset.kind!r}")
         try:

@@ -274,8 +274,8 @@ def test_errors(plain, media):
         error = assert_error(requests.post(f"{url}/api/generate", data={"text": "Hi"}, files={"video": ("clip.webm", f)},
                                            timeout=10), 400, "mp4, avi, mov, mkv")
     assert "webm" in error
-    # no video and no default face configured
-    assert_error(requests.post(f"{url}/api/generate", data={"text": "Hi"}, timeout=10), 400, "default_face")
+    # text the talking-head kind refuses (over its 100,000 characters): refused before it is a job
+    assert_error(requests.post(f"{url}/api/generate", data={"text": "a" * 100_001}, timeout=10), 400, "params.text")
     # unknown tasks
     for path in ("/api/status/task_999", "/api/download/task_999", "/outputs/final_task_999.mp4", "/outputs/other.mp4"):
         assert_error(requests.get(url + path, timeout=10), 404)
@@ -332,8 +332,8 @@ def test_the_page_and_its_script(plain):
     assert js.status_code == 200 and "javascript" in js.headers["Content-Type"]
     assert "/api/generate" in js.text and "/api/status/" in js.text and "FormData" in js.text
     # The page posts a browser's form from its own origin: the guard lets it through.
-    r = requests.post(f"{url}/api/generate", files={"text": (None, "Hi")}, headers={"Origin": url}, timeout=10)
-    assert_error(r, 400, "default_face")  # past the Origin check; refused only for the missing face
+    r = requests.post(f"{url}/api/generate", files={"text": (None, " ")}, headers={"Origin": url}, timeout=10)
+    assert_error(r, 400, "text is required")  # past the Origin check; refused only for the blank text
     r = requests.post(f"{url}/api/generate", files={"text": (None, "Hi")}, headers={"Origin": "http://evil.example"}, timeout=10)
     assert_error(r, 403)
 

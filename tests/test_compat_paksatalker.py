@@ -24,7 +24,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.support import REPO, Daemon
+from tests.support import REPO, Daemon, wait_status
 
 sys.path.insert(0, str(REPO / "scripts"))
 
@@ -210,12 +210,15 @@ def test_a_new_task_reads_as_processing(tasks):
 
 def test_status_right_after_the_post_and_a_failed_task(paksa, files):
     """Polled at once, a task is never unknown (its id is reserved before the POST answers);
-    a job the daemon refuses at accept reads as failed with the reason."""
-    _, url, _ = paksa
-    session, face = requests.Session(), (files / "face.png").read_bytes()
-    ids = []
+    a task that fails reads as failed with the reason. A request whose job the daemon's intake
+    would refuse is answered 400 with the reason and leaves no task."""
+    d, url, _ = paksa
+    wall = BytesIO()
+    Image.new("RGB", (64, 64), (200, 200, 200)).save(wall, format="PNG")  # no face to find
+    session, ids = requests.Session(), []
     for _ in range(12):
-        r = session.post(f"{url}/generate/fusion-video", files={"image": ("face.png", face)}, data={"text": "..."}, timeout=10)
+        r = session.post(f"{url}/generate/fusion-video", files={"image": ("wall.png", wall.getvalue())}, data={"text": SAY},
+                         timeout=10)
         assert r.status_code == 200, r.text
         ids.append(r.json()["task_id"])
         st = session.get(f"{url}/status/{ids[-1]}", timeout=10)
@@ -223,8 +226,14 @@ def test_status_right_after_the_post_and_a_failed_task(paksa, files):
     for task_id in ids:
         data, _ = poll(url, task_id, timeout=60)
         assert data["status"] == "failed" and data["stage"] == "Failed" and data["video_url"] == ""
-        assert "nothing to speak" in data["error"], data
+        assert "no face" in data["error"], data
         failure(session.get(f"{url}/download/{task_id}.mp4", timeout=10), 404)
+    outbox = sorted(os.listdir(d.root / "outbox"))
+    face = (files / "face.png").read_bytes()
+    detail = failure(session.post(f"{url}/generate/fusion-video", files={"image": ("face.png", face)}, data={"text": "..."},
+                                  timeout=10), 400)
+    assert "nothing to speak" in detail, detail
+    assert sorted(os.listdir(d.root / "outbox")) == outbox
 
 
 def test_capabilities_follow_the_registry(tasks):
@@ -240,7 +249,9 @@ def test_capabilities_follow_the_registry(tasks):
     assert before["data"]["models"]["wav2lip2"] is False and before["data"]["vidspool"]["lipsync_models"] == {}
     assert after["data"]["models"]["wav2lip2"] is True
     assert after["data"]["vidspool"]["lipsync_models"] == {"wav2lip-tiny": "wav2lip"}
-    assert after["data"]["vidspool"]["default_lipsync"] == "none"  # no [kinds.talking-head] model here
+    # no [kinds.talking-head] model here: the only lip-sync model in the registry
+    assert before["data"]["vidspool"]["default_lipsync"] == "none"
+    assert after["data"]["vidspool"]["default_lipsync"] == "wav2lip-tiny"
 
 
 def test_ffmpeg_capabilities_are_the_real_probe(paksa):
@@ -331,7 +342,7 @@ def test_status_and_download_errors(tasks):
 
 @pytest.fixture(scope="module")
 def other(paksa, tasks):
-    """A second daemon on the same spool, its personality without a default face."""
+    """A second daemon on the same spool, its personality without a configured default face."""
     d, _, registry = paksa
     o = Daemon(d.root, host="other-host", VIDSPOOL_REGISTRY__DIR=str(registry),
                VIDSPOOL_COMPAT__PAKSATALKER__LISTEN="127.0.0.1:0").start()
@@ -350,10 +361,19 @@ def test_another_daemon_on_the_spool_answers(tasks, other, tmp_path):
     assert int(ffprobe(tmp_path / "v.mp4")["video"]["height"]) == 480
 
 
-def test_without_a_default_face(other, files):
-    _, url = other
-    detail = failure(requests.post(f"{url}/generate/fusion-video", data={"text": SAY}, timeout=10), 400)
-    assert "[compat.paksatalker] default_face" in detail
-    detail = failure(requests.post(f"{url}/generate/video-from-prompt", data={"prompt": SAY}, timeout=10), 400)
-    assert "[compat.paksatalker] default_face" in detail
-    assert requests.get(f"{url}/capabilities", timeout=30).json()["data"]["vidspool"]["default_face"] is False
+def test_without_a_configured_face_the_packaged_one(other, files):
+    """No default_face: a request without an image shows scikit-image's astronaut, the face
+    the project ships (as its document makes a default avatar)."""
+    from daemon.compat.faces import packaged_face
+
+    o, url = other
+    assert requests.get(f"{url}/capabilities", timeout=30).json()["data"]["vidspool"]["default_face"] is True
+    for path, field in (("fusion-video", "text"), ("video-from-prompt", "prompt")):
+        r = requests.post(f"{url}/generate/{path}", data={field: SAY}, timeout=10)
+        assert r.status_code == 200, r.text
+        task_id = r.json()["task_id"]
+        job = wait_status(o.root, task_id, states={"queued", "running", "completed", "failed"}, daemon=o)["job"]
+        assert job["inputs"]["face"] == "face.png", job
+        requests.delete(f"{o.api}/api/v1/jobs/{task_id}", timeout=10)  # its run is tested with a configured face
+        kept = wait_status(o.root, task_id, daemon=o)  # an ended job's inputs are kept in its outbox folder
+        assert (o.root / "outbox" / task_id / "input" / "face.png").read_bytes() == packaged_face().read_bytes(), kept

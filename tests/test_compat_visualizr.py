@@ -295,8 +295,7 @@ def test_error_codes_of_the_table(api):
     assert_error(api.post(gen, json={"prompt": "x", "guidance_scale": 500}), 400, "INVALID_PARAMETERS", "guidance_scale")
     assert_error(api.post(gen, data="{not json", headers={**AUTH, "Content-Type": "application/json"}),
                  400, "INVALID_PARAMETERS", "JSON")
-    assert_error(api.post(gen, json={"prompt": "x", "model": "stable-video-diffusion"}), 404, "MODEL_NOT_FOUND",
-                 "stable-video-diffusion", "wan-t2v")
+    assert_error(api.post(gen, json={"prompt": "x", "model": "sora"}), 404, "MODEL_NOT_FOUND", "sora", "wan-t2v")
     assert_error(api.post(gen, json={"prompt": "x", "model": "svd"}), 400, "INVALID_PARAMETERS", "image-to-video")
     # Refused by the daemon's intake (over [limits] max_frame_pixels): still this request's error.
     assert_error(api.post(gen, json={"prompt": "x", "width": 4096, "height": 4096, "num_frames": 1997}),

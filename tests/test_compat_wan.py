@@ -8,8 +8,9 @@ models, the download example (refused offline; online against a Hugging Face hub
 tests/hubserver.py), every documented error, and traversal attempts on /outputs/.
 
 The models are scripts/tiny_models.py's random-weight Wan2.1 folders. Two daemons:
-- `wan`: the personality's preset makes 32x32 videos in 2 steps (the examples' 64 frames
-  stay 64→65). The document's own defaults (512x512, 65 frames, 50 steps) take about 4 min
+- `wan`: the personality's preset (without a `kind`: it serves all three) makes 32x32
+  videos in 2 steps (the examples' 64 frames stay 64→65); video-to-video keeps the clip's
+  own size, which neither the preset nor `[kinds.video-to-video] defaults` stretch. The document's own defaults (512x512, 65 frames, 50 steps) take about 4 min
   per video on this 2-core CPU even on the tiny model (measured: 56 s at 2 steps, 244 s at
   50; the VAE decoding 65 frames of 512x512 is most of it), so they are checked on
 - `bare`: no preset, `max_concurrent = 2`, text-to-video served by a Wan pipeline that runs
@@ -36,7 +37,7 @@ import requests
 from PIL import Image, ImageDraw
 
 from tests.hubserver import HubServer
-from tests.support import REPO, Daemon, wait_for
+from tests.support import REPO, Daemon, drop_folder, wait_all_final, wait_for
 
 TINY_DIR = REPO / ".cache" / "tiny-models"
 SEED_BASE = "http://localhost:8080"
@@ -144,8 +145,8 @@ def wan(tiny_models, tmp_path_factory):
     base = tmp_path_factory.mktemp("wan")
     models = {"tiny-wan-t2v": {"path": str(tiny_models / "wan-t2v")}, "tiny-wan-i2v": {"path": str(tiny_models / "wan-i2v")}}
     kinds = {"text-to-video": {"model": "tiny-wan-t2v"}, "image-to-video": {"model": "tiny-wan-i2v"},
-             "video-to-video": {"model": "tiny-wan-t2v"}}
-    presets = {"wan-tiny": {"kind": "text-to-video", "params": {"width": 32, "height": 32, "num_inference_steps": 2}}}
+             "video-to-video": {"model": "tiny-wan-t2v", "defaults": {"width": 32, "height": 32}}}
+    presets = {"wan-tiny": {"params": {"width": 32, "height": 32, "num_inference_steps": 2}}}  # no kind: Wan's three
     d = Daemon(base / "spool", VIDSPOOL_MODELS=json.dumps(models), VIDSPOOL_KINDS=json.dumps(kinds),
                VIDSPOOL_PRESETS=json.dumps(presets), VIDSPOOL_COMPAT__WAN__LISTEN="127.0.0.1:0",
                VIDSPOOL_COMPAT__WAN__PRESET="wan-tiny").start()
@@ -211,9 +212,10 @@ def test_the_generation_examples_as_written(curled, name):
     assert status["created_at"] <= status["updated_at"]
     assert {s["status"] for s in run["seen"]} <= {"pending", "processing", "completed"}
     probed = ffprobe(run["video"])
-    # t2v and i2v: the examples' 64 frames fitted to Wan2.1's 65; v2v: the 12-frame clip's 9.
-    frames = 9 if name == "v2v" else 65
-    assert probed == {"codec": "h264", "size": (32, 32), "fps": "24/1", "frames": frames}, probed
+    # t2v and i2v: the examples' 64 frames fitted to Wan2.1's 65 at the preset's size; v2v:
+    # the 12-frame clip's 9 at its own 64x48 (the preset's size never stretches it).
+    size, frames = ((64, 48), 9) if name == "v2v" else ((32, 32), 65)
+    assert probed == {"codec": "h264", "size": size, "fps": "24/1", "frames": frames}, probed
 
 
 def test_the_fitted_values_are_in_the_job_status(curled):
@@ -258,14 +260,14 @@ def test_only_the_required_files(wan, tmp_path):
     defaults; video-to-video's blank prompt is said to be one."""
     d, base = wan
     image, clip = drawn_jpeg(tmp_path / "photo.jpg"), ffmpeg_clip(tmp_path / "clip.mp4", frames=9)
-    for path, files, frames in (("image-to-video", {"image": ("photo.jpg", image.read_bytes())}, 65),
-                                ("video-to-video", {"video": ("clip.mp4", clip.read_bytes())}, 9)):
+    for path, files, size, frames in (("image-to-video", {"image": ("photo.jpg", image.read_bytes())}, (32, 32), 65),
+                                      ("video-to-video", {"video": ("clip.mp4", clip.read_bytes())}, (64, 48), 9)):
         code, answer = post(base, f"/api/v1/generate/{path}", files=files)
         assert code == 200, answer
         status = poll(base, answer["job_id"], tmp_path)[-1]
         assert status["status"] == "completed", status
         probed = ffprobe(fetch_output(base, status, tmp_path))
-        assert probed == {"codec": "h264", "size": (32, 32), "fps": "24/1", "frames": frames}, probed
+        assert probed == {"codec": "h264", "size": size, "fps": "24/1", "frames": frames}, probed
         params = requests.get(f"{d.api}/api/v1/jobs/{answer['job_id']}", timeout=10).json()["job"]["params"]
         assert params["guidance_scale"] == 7.5 and params["fps"] == 24 and params["seed"] is None, params
         if path == "video-to-video":
@@ -274,6 +276,29 @@ def test_only_the_required_files(wan, tmp_path):
                                              'and Wan2.1 reads a blank one as "")'], status
         else:
             assert params["prompt"] is None and params["num_frames"] == 65
+
+
+def test_a_video_keeps_its_size_unless_the_job_asks_for_another(wan, tmp_path):
+    """A 128x96 upload stays 128x96 (issue 26: a 128x128 preset stretched it), through Wan and
+    through the native spool: a job in the kindless preset's inbox (with
+    `[kinds.video-to-video] defaults` 32x32 too) keeps the input's size; a job that asks for
+    32x32 itself gets it."""
+    d, base = wan
+    clip = ffmpeg_clip(tmp_path / "wide.mp4", frames=5, size="128x96")
+    code, answer = post(base, "/api/v1/generate/video-to-video", files={"video": ("wide.mp4", clip.read_bytes())},
+                        data={"prompt": "snow"})
+    assert code == 200, answer
+    status = poll(base, answer["job_id"], tmp_path)[-1]
+    assert status["status"] == "completed", status
+    assert ffprobe(fetch_output(base, status, tmp_path))["size"] == (128, 96)
+    inbox = d.root / "inbox" / "wan-tiny"
+    for name, own in (("v2v-own-size", {}), ("v2v-asked-size", {"width": 32, "height": 32})):
+        drop_folder(inbox, name, {"kind": "video-to-video", "inputs": {"video": "wide.mp4"},
+                                  "params": {"prompt": "snow", "num_frames": 5, **own}}, {"wide.mp4": clip.read_bytes()})
+    done = wait_all_final(d.root, ["v2v-own-size", "v2v-asked-size"], timeout=180, daemon=d)
+    sizes = {n: (doc["result"]["video"]["width"], doc["result"]["video"]["height"]) for n, doc in done.items()}
+    assert sizes == {"v2v-own-size": (128, 96), "v2v-asked-size": (32, 32)}, done
+    assert done["v2v-own-size"]["job"]["params"]["num_inference_steps"] == 2  # the preset's other params apply
 
 
 def test_sizes_and_frames_are_fitted_and_unknown_fields_listed(wan, tmp_path):
@@ -459,7 +484,8 @@ def test_kinds_without_a_model_answer_503(bare, tmp_path):
                         ("video-to-video", {"video": ("v.mp4", clip.read_bytes())})):
         r = requests.post(f"{base}/api/v1/generate/{path}", files={**files, "prompt": (None, "x")}, timeout=10)
         assert r.status_code == 503 and error_of(r) == "Model not loaded", r.text
-        assert f"no model for {path}" in r.json()["reason"]
+        reason = r.json()["reason"]
+        assert reason.startswith(f"no registry model does {path}") and reason.endswith(f"[kinds.{path}] model"), reason
 
 
 def test_the_download_example_online(bare, tmp_path):

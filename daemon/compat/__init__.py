@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 
 from daemon.compat.front import BadRequest, Personality
+from daemon.compat.readiness import findings
 from daemon.httpguard import GuardedSite, HttpPolicy, add_security_headers, guard_middleware, spool_answer
 from daemon.readmodel import ReadModel
 
@@ -70,7 +71,10 @@ async def start_personality(front: Personality, max_connections: int) -> tuple[w
 
 
 async def start_personalities(view: ReadModel, max_connections: int) -> tuple[list[web.AppRunner], dict[str, str]]:
-    """Every configured personality, started; their runners (to clean up) and URLs by name."""
+    """Every configured personality, started; their runners (to clean up) and URLs by name.
+    First the log says what each gets from this host, and which key to set where it lacks it."""
+    for found in findings(view.settings, view.kinds):
+        (log.info if found.ok else log.warning)("compat.host", personality=found.personality, message=found.message)
     runners, urls = [], {}
     for name in view.settings.compat.enabled():
         runner, urls[name] = await start_personality(personality(name, view), max_connections)

@@ -25,14 +25,17 @@ from pathlib import Path
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from contract.errors import JobError
 from contract.families import Family, family_of
 from contract.status import FINAL_STATES
 from contract.model_folders import INDEX
 from daemon.auth import find_token, load_tokens, presented_token
-from daemon.config import CompatConfig, Settings
+from daemon.config import CompatConfig, PresetConfig, Settings
 from daemon.file_response import OpenedFileResponse
 from daemon.httpguard import JSON_AND_MULTIPART, FormBudget, FormTooLarge, ReadTimeout, read_body, read_form, within
+from daemon.jobfile import validate_job
 from daemon.jsonread import JsonProblem, read_json
+from daemon.kind_models import KindModel, kind_model
 from daemon.outbox_files import OpenedFile
 from daemon.outbox_index import JobSummary
 from daemon.readmodel import QueueFull, ReadModel
@@ -292,9 +295,10 @@ class Personality:
     def submit(self, token: str, staging: Path, job: Submission, job_id: str) -> str:
         """The job into the inbox (through the read model, like POST /api/v1/jobs): its params
         are the seed's defaults, under the preset's params, under the request's own values,
-        fitted to the model (fit()). Returns its id."""
-        preset = self.settings.presets.get(self.config.preset) if self.config.preset else None
-        job.params = {**job.defaults, **(preset.params if preset else {}), **job.params}
+        fitted to the model (fit()). It is first checked as the daemon will accept it, so a
+        request refused for it leaves nothing behind (refused()). Returns its id."""
+        preset = self.preset
+        job.params = {**job.defaults, **self.preset_params(job.kind), **job.params}
         self.fit(job)
         labels = {**(preset.labels if preset else {}), **job.labels, "compat": self.name}
         if job.adjusted:
@@ -309,9 +313,34 @@ class Personality:
         if preset and preset.priority:
             doc["priority"] = preset.priority
         try:
+            validate_job(doc, staging, self.view.kinds, self.settings)
+        except JobError as exc:
+            raise self.refused(exc) from None
+        except (RecursionError, ValueError, TypeError):
+            pass  # a fault of the check itself: the daemon's intake fails the job `internal`, saying so
+        try:
             return self.view.submit(token, staging, doc)
         except QueueFull as exc:
             raise self.queue_full(exc.waiting) from None
+
+    # The status a request gets when the daemon's intake would refuse its job, by error code
+    # (others: 400): a missing model is the host's, not the request's.
+    refusal_status = {"model_not_found": 503}
+
+    def refused(self, exc: JobError) -> BadRequest:
+        """A job the daemon's intake would fail, as this request's error in the seed's shape."""
+        return BadRequest(self.view.paths.text(exc.message), self.refusal_status.get(exc.code, 400), str(exc.code))
+
+    @property
+    def preset(self) -> PresetConfig | None:
+        return self.settings.presets.get(self.config.preset) if self.config.preset else None
+
+    def preset_params(self, kind: str) -> dict:
+        """The preset's params for a job of `kind`, less those its input sets (a preset's
+        size never stretches a video-to-video input)."""
+        spec = self.view.kinds.get(kind)
+        skipped = spec.sized_by_input if spec else ()
+        return {k: v for k, v in (self.preset.params if self.preset else {}).items() if k not in skipped}
 
     def queue_full(self, waiting: int) -> BadRequest:
         """The seed's answer to a request while [api] max_queued_jobs jobs wait."""
@@ -325,10 +354,14 @@ class Personality:
             raise self.queue_full(waiting)
 
     def model_for(self, kind: str, model: str | None = None) -> str | None:
-        """The model a job of `kind` will run: its own, the preset's, or the kind's default."""
-        preset = self.settings.presets.get(self.config.preset) if self.config.preset else None
-        kind_cfg = self.settings.kinds.get(kind)
-        return model or (preset.model if preset else None) or (kind_cfg.model if kind_cfg else None)
+        """The model a job of `kind` will run: its own, the preset's, or the kind's default
+        (`[kinds.KIND] model`, else the only registry model that does the kind)."""
+        preset = self.preset
+        return model or (preset.model if preset else None) or self.kind_model(kind).model
+
+    def kind_model(self, kind: str) -> KindModel:
+        """The kind's default model, or (problem()) which key to set for one."""
+        return kind_model(kind, self.view.kinds[kind], self.settings)
 
     def family(self, model: str | None) -> Family | None:
         """The pipeline family of a registry model, from its model_index.json (no torch)."""

@@ -1,15 +1,17 @@
 """HeyGem's Dual TTS API (seed 000), served by vidspool.
 
 `POST /api/generate` (form: `text`, optional `video`) becomes a talking-head job: the face
-is the uploaded video, or `[compat.heygem] default_face` when none comes; the voice is
+is the uploaded video, or the default face when none comes (`[compat.heygem] default_face`,
+else the portrait scikit-image ships: daemon/compat/faces.py); the voice is
 `[compat.heygem] voice` (else the kind's default). When that voice can clone (a coqui voice
 whose model has a speaker encoder, as the kind's own accept-time check says), the uploaded
 video's own sound, extracted with ffmpeg, is the reference recording: HeyGem's voice
-cloning. Lip sync is the kind's default (`[kinds.talking-head] model`); with none set the
-job runs `lipsync: none` and the status says so. Task ids are `task_<digits>` (milliseconds
-and six random digits) and are the vidspool job ids, so every answer is translated from the
-job's status.json. Errors are `{"success": false, "error": "..."}` throughout: the seed
-documents only that `error` is a string.
+cloning. Lip sync is the kind's default (`[kinds.talking-head] model`, else the only
+lip-sync model in the registry); with none the job runs `lipsync: none` and the status says
+so. Task ids are `task_<digits>` (milliseconds and six random digits) and are the vidspool
+job ids, so every answer is translated from the job's status.json. Errors are
+`{"success": false, "error": "..."}` throughout: the seed documents only that `error` is a
+string.
 
 An uploaded video must be one of the video formats vidspool accepts, told by its first
 bytes (contract.input_formats: a playlist named .mp4 is refused with a 400), and ffmpeg
@@ -29,6 +31,7 @@ from aiohttp import web
 from contract.errors import JobError
 from contract.input_formats import MediaRefused, check_media
 from daemon import __version__
+from daemon.compat.faces import default_face
 from daemon.compat.front import BadRequest, Personality, Submission, gpu_index, notes, now_iso
 from daemon.ffmpeg_input import run_on_file
 
@@ -146,10 +149,10 @@ class HeyGem(Personality):
                                   "status_url": f"/api/status/{task_id}"})
 
     def default_face(self, staging: Path) -> str:
-        face = self.config.default_face
+        face = default_face(self.config)
         if face is None:
-            raise BadRequest("no video uploaded and no [compat.heygem] default_face configured: send a video "
-                             "(mp4, avi, mov, mkv) or set default_face")
+            raise BadRequest("no video uploaded and this host has no default face: send a video (mp4, avi, mov, "
+                             "mkv), or set [compat.heygem] default_face")
         try:
             return self.stage_file(staging, "face", face)
         except OSError as exc:
@@ -189,14 +192,14 @@ class HeyGem(Personality):
     def choose_lipsync(self, job: Submission) -> None:
         """The kind's own default lip-sync model (params, then model, of the preset and of
         [kinds.talking-head]); with none, `lipsync: none`, said in the status."""
-        preset = self.settings.presets.get(self.config.preset) if self.config.preset else None
+        preset = self.preset
         kind_cfg = self.settings.kinds.get(KIND)
         chosen = ((preset.params.get("lipsync") if preset else None)
                   or (kind_cfg.defaults.get("lipsync") if kind_cfg else None) or self.model_for(KIND))
         if chosen is None:
             job.params["lipsync"] = "none"
-            job.ignored.append("lip-sync: no lip-sync model is configured ([kinds.talking-head] model), so the face "
-                               "is shown as it is with the speech (lipsync: none)")
+            job.ignored.append(f"lip-sync: {self.kind_model(KIND).problem()}, so the face is shown as it is with the "
+                               "speech (lipsync: none)")
         elif chosen == "none":
             job.ignored.append("lip-sync: this host runs talking-head with lipsync: none, so the face is shown as "
                                "it is with the speech")

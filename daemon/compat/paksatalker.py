@@ -1,17 +1,18 @@
 """PaksaTalker's API (seed 002), served by vidspool.
 
 `POST /api/v1/generate/fusion-video` (a face image and audio, or text to speak) and
-`POST /api/v1/generate/video-from-prompt` (the prompt spoken by `[compat.paksatalker]
-default_face`) become talking-head jobs; `/status/{task_id}` translates the job's status
+`POST /api/v1/generate/video-from-prompt` (the prompt spoken by the default face:
+`[compat.paksatalker] default_face`, else scikit-image's portrait, daemon/compat/faces.py)
+become talking-head jobs; `/status/{task_id}` translates the job's status
 (stage names, `video_url`, the fields that were ignored or moved), `/download/<task_id>.mp4`
 serves its video. Task ids are UUIDs (the vidspool job id). `/capabilities` reports what
 this host really runs: a registry Wav2Lip model is `wav2lip2`; vidspool has no SadTalker,
 EMAGE or expression estimator, so those are false and `/expressions/estimate` answers 501.
 `/voices` and `/languages` are vidspool's voices, sorted, with flags.
 
-Which lip sync runs is the kind's default (`[kinds.talking-head] model` or the preset's);
-with none configured the job runs with `lipsync: "none"` (the photo as it is, with the
-speech) and the status says so. `preferWav2Lip2=true` picks a registry Wav2Lip model.
+Which lip sync runs is the kind's default (`[kinds.talking-head] model` or the preset's, else
+the only lip-sync model in the registry); with none the job runs with `lipsync: "none"` (the
+photo as it is, with the speech) and the status says so. `preferWav2Lip2=true` picks a registry Wav2Lip model.
 Every error is `{"success": false, "detail": "..."}`.
 """
 
@@ -28,6 +29,7 @@ from aiohttp import web
 from contract.errors import JobError
 from contract.input_formats import MediaRefused, accepted, open_media
 from contract.lipsync_folders import backend_of
+from daemon.compat.faces import default_face
 from daemon.compat.front import BadRequest, Form, Personality, Submission, notes
 
 BASE = "/api/v1"
@@ -101,6 +103,7 @@ def language_name(code: str, names: dict[str, str]) -> str:
 class PaksaTalker(Personality):
     name = "paksatalker"
     kinds = (KIND,)
+    refusal_status = {**Personality.refusal_status, "unsupported_input": 415}  # as an image that is none
 
     def __init__(self, view, config):
         super().__init__(view, config)
@@ -130,7 +133,7 @@ class PaksaTalker(Personality):
 
     def default_lipsync(self) -> str | None:
         """The lip-sync model a job gets when it names none (None: nothing configured)."""
-        preset = self.settings.presets.get(self.config.preset) if self.config.preset else None
+        preset = self.preset
         kind_cfg = self.settings.kinds.get(KIND)
         for params in (preset.params if preset else {}, kind_cfg.defaults if kind_cfg else {}):
             if isinstance(params.get("lipsync"), str):
@@ -165,7 +168,7 @@ class PaksaTalker(Personality):
         models = {"sadtalker": False, "wav2lip2": "wav2lip" in lipsync.values(), "emage": False,
                   **self.expression_engines(), "sadtalker_weights": False}
         extra = {"lipsync_models": lipsync, "default_lipsync": self.default_lipsync() or "none",
-                 "default_face": self.config.default_face is not None}
+                 "default_face": default_face(self.config) is not None}
         return web.json_response({"success": True, "data": {"models": models, "ffmpeg": await self.ffmpeg_filters(),
                                                             "vidspool": extra}})
 
@@ -283,9 +286,10 @@ class PaksaTalker(Personality):
             self.check_image(form, "image")
             job.inputs["face"] = form.files["image"].name
             return
-        face = self.config.default_face
+        face = default_face(self.config)
         if face is None:
-            raise BadRequest(f"no image uploaded and [compat.paksatalker] default_face is not set ({why})")
+            raise BadRequest(f"no image uploaded and this host has no default face ({why}): set "
+                             "[compat.paksatalker] default_face")
         if not face.is_file():
             raise BadRequest(f"[compat.paksatalker] default_face {self.view.paths.path(face)} is not a file", 500, "internal")
         job.inputs["face"] = self.stage_file(staging, "face", face)

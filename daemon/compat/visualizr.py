@@ -2,10 +2,12 @@
 
 `POST /api/v1/generate/video` is a text-to-video job, `/generate/video/from-image` and
 `/generate/character-animation` ([characters.ID]: a configured image and prompt template)
-image-to-video jobs; ids `video_req_<hex>` / `anim_req_<hex>`. Omitted fields get the
-model's own defaults (its [models.X] defaults, then its pipeline's); sizes and frame counts
-the model cannot take are fitted, fields it cannot honour listed as ignored, and both are in
-the translated status. Status, WebSocket progress, models, assets, health and metrics are
+image-to-video jobs; ids `video_req_<hex>` / `anim_req_<hex>`. A `model` the document names
+(`stable-video-diffusion`) runs this host's model of that family, else the kind's default
+(model_names.py); the document's `assistant` character is the default face unless
+configured. Omitted fields get the model's own defaults (its [models.X] defaults, then its
+pipeline's); sizes and frame counts the model cannot take are fitted, fields it cannot
+honour listed as ignored, and both are in the translated status. Status, WebSocket progress, models, assets, health and metrics are
 translated from status documents and the registry (visualizr_*.py). With [api] tokens
 configured every endpoint but /api/v1/health needs `Authorization: Bearer`. Errors are
 `{"error": {"code", "message", "details"}}` with the document's codes and statuses.
@@ -21,13 +23,16 @@ import time
 from aiohttp import web
 from pydantic import ValidationError
 
+from contract.errors import JobError
 from daemon.compat import visualizr_assets as assets
+from daemon.compat.faces import default_face
 from daemon.compat.front import BadRequest, Personality, Submission, iso, now_iso
+from daemon.compat.model_names import named_model
 from daemon.compat.visualizr_models import FAMILY_INFO, ModelCatalog, gb
 from daemon.compat.visualizr_status import job_ids_for, served_file, translate, video_id
 from daemon.compat.visualizr_system import GpuInfo, health, metrics
 from daemon.compat.visualizr_ws import Subscriptions, serve
-from daemon.config import format_validation_error
+from daemon.config import CharacterConfig, format_validation_error
 from daemon.httpguard import origin_of, own_origin, request_origin
 
 BASE = "/api/v1"
@@ -38,6 +43,9 @@ GEN_PARAMS = ("negative_prompt", "width", "height", "num_frames", "fps", "num_in
 # Intake refusals (the job never ran) answered as the request's own error.
 INTAKE_ERRORS = {"invalid_job": (400, "INVALID_PARAMETERS"), "unsupported_input": (400, "INVALID_PARAMETERS"),
                  "missing_input": (400, "INVALID_PARAMETERS"), "model_not_found": (404, "MODEL_NOT_FOUND")}
+# The document's character, served without a [characters.assistant].
+BUILT_IN_CHARACTER = "assistant"
+BUILT_IN_PROMPT = "a friendly assistant {action}, {emotion}, {background}, {animation_style} motion"
 # Character animation fields left out: the prompt template gets these.
 CHARACTER_DEFAULTS = {"action": "idle", "emotion": "neutral", "background": "", "animation_style": "natural"}
 RESOLUTION = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
@@ -95,23 +103,37 @@ class Visualizr(Personality):
     def queue_full(self, waiting: int) -> BadRequest:
         return BadRequest(f"{waiting} requests are waiting ([api] max_queued_jobs); try again later", 503, "QUEUE_FULL")
 
-    def pick_model(self, name, kind: str) -> str | None:
-        """The request's model (checked: in the registry, serving `kind`), else the default."""
+    def pick_model(self, name, job: Submission) -> None:
+        """The request's model as `job.model` (checked: in the registry, serving the job's
+        kind); a name of the seed's document (`stable-video-diffusion`) runs a registry model
+        of its family, else the kind's default, and says so (model_names.py); no name: the
+        kind's default."""
         if name is None:
-            return None
+            return
         if not isinstance(name, str) or not name:
             raise BadRequest("model must be a model id (GET /api/v1/models)", 400, "INVALID_PARAMETERS")
         if not self.view.has_model(name):
             self.view.models()  # rescans [registry] dir: a folder copied in since
         config = self.settings.models.get(name)
         if config is None:
-            known = ", ".join(e["id"] for e in (self.catalog.summary(*x) for x in self.catalog.entries())) or "none"
-            raise BadRequest(f"model {name!r} is not available (available: {known})", 404, "MODEL_NOT_FOUND")
+            mapped = named_model(self, name, job.kind)
+            if mapped is None:
+                known = ", ".join(e["id"] for e in (self.catalog.summary(*x) for x in self.catalog.entries())) or "none"
+                raise BadRequest(f"model {name!r} is not available (available: {known})", 404, "MODEL_NOT_FOUND")
+            job.model, note = mapped
+            if job.model is None:
+                raise BadRequest(note, 404, "MODEL_NOT_FOUND")
+            job.adjusted.append(note)
+            return
         family = self.family(name)
         served = config.kinds or (sorted(family.classes) if family else [])  # empty: its family's kinds
-        if served and kind not in served:
-            raise BadRequest(f"model {name!r} serves {', '.join(served)}, not {kind}", 400, "INVALID_PARAMETERS")
-        return name
+        if served and job.kind not in served:
+            raise BadRequest(f"model {name!r} serves {', '.join(served)}, not {job.kind}", 400, "INVALID_PARAMETERS")
+        job.model = name
+
+    def refused(self, exc: JobError) -> BadRequest:
+        status, code = INTAKE_ERRORS.get(exc.code, (400, "INVALID_PARAMETERS"))
+        return BadRequest(self.view.paths.text(exc.message), status, code)
 
     def model_fps(self, job: Submission) -> int:
         """The fps a job of this model gets without one: its defaults', else its family's."""
@@ -147,19 +169,14 @@ class Visualizr(Personality):
         job.params["num_frames"] = max(1, round(duration * (fps or self.model_fps(job))))
 
     async def start(self, job: Submission, prefix: str, token: str, staging) -> tuple[str, dict | None]:
-        """Submits the job and waits (briefly) for the daemon to accept it; an intake refusal
-        is this request's error."""
+        """Submits the job (checked as the daemon's intake checks it: a refusal is this
+        request's error, and leaves no job) and waits briefly for the daemon to accept it."""
         try:
             self.check(job)
             job_id = self.submit(token, staging, job, prefix + secrets.token_hex(8))
         finally:
             self.discard(staging)
-        doc = await self.accepted(job_id)
-        error = (doc or {}).get("error") or {}
-        if doc and doc.get("state") == "failed" and not doc.get("started_at") and error.get("code") in INTAKE_ERRORS:
-            status, code = INTAKE_ERRORS[error["code"]]
-            raise BadRequest(error.get("message") or error["code"], status, code)
-        return job_id, doc
+        return job_id, await self.accepted(job_id)
 
     async def accepted(self, job_id: str) -> dict | None:
         """The job's first status written by the daemon (None if it takes longer than
@@ -200,7 +217,7 @@ class Visualizr(Personality):
             raise BadRequest("prompt is required: a non-empty text describing the video", 400, "INVALID_PROMPT")
         self.refuse_when_full()
         job = Submission(T2V, {k: body[k] for k in GEN_PARAMS if body.get(k) is not None})
-        job.model = self.pick_model(body.get("model"), T2V)
+        self.pick_model(body.get("model"), job)
         job.params["prompt"] = self.styled(prompt, body.get("style"), job)
         self.unknown_fields(body, (*GEN_PARAMS, "prompt", "model", "style"), job)
         token, staging = self.staging()
@@ -228,7 +245,7 @@ class Visualizr(Personality):
             if "image" not in form.files:
                 raise BadRequest("image is required: the source image file (multipart field `image`)", 400, "INVALID_PARAMETERS")
             job = Submission(I2V, inputs={"image": form.files["image"].name})
-            job.model = self.pick_model(form.text("model"), I2V)
+            self.pick_model(form.text("model"), job)
             if prompt := form.text("motion_prompt"):
                 job.params["prompt"] = prompt
             if negative := form.text("negative_prompt"):
@@ -258,7 +275,7 @@ class Visualizr(Personality):
         character_id = body.get("character_id")
         if not isinstance(character_id, str) or not character_id:
             raise BadRequest("character_id is required", 400, "INVALID_PARAMETERS")
-        character = self.settings.characters.get(character_id)
+        character = self.character(character_id)
         if character is None:
             raise BadRequest(f"no character {character_id!r} (configured: {', '.join(sorted(self.settings.characters)) or 'none'})",
                              404, "CHARACTER_NOT_FOUND")
@@ -271,7 +288,7 @@ class Visualizr(Personality):
             values[key] = value
         job = Submission(I2V, {"prompt": clean_prompt(character.prompt.format(**values))},
                          labels={"visualizr_character": character_id})
-        job.model = self.pick_model(character.model, I2V)
+        self.pick_model(character.model, job)
         resolution = body.get("resolution")
         if resolution is not None:
             found = RESOLUTION.match(resolution) if isinstance(resolution, str) else None
@@ -291,6 +308,15 @@ class Visualizr(Personality):
             raise
         job_id, doc = await self.start(job, "anim_req_", token, staging)
         return self.answer(job_id, doc, job, character_id=character_id)
+
+    def character(self, character_id: str) -> CharacterConfig | None:
+        """[characters.ID]; the document's `assistant`, unless configured, is the default face
+        (daemon/compat/faces.py) with a template of its own."""
+        found = self.settings.characters.get(character_id)
+        if found is None and character_id == BUILT_IN_CHARACTER:
+            face = default_face(self.config)
+            return CharacterConfig(image=face, prompt=BUILT_IN_PROMPT, name="Assistant") if face else None
+        return found
 
     # -- requests --------------------------------------------------------------------------------
     def request_doc(self, request: web.Request) -> dict:

@@ -9,7 +9,10 @@ strength 0.8, seed -1 = random) and its ranges (at most 128 frames, guidance 1-2
 `job_<unix>_<12 hex>`; results are `/outputs/<kind>_<job id>.mp4`, looked up by the id in
 the name. `[compat.wan] max_concurrent` answers 429 beyond that many unfinished jobs of
 this personality. `/api/v1/models` lists the registry and this daemon's hub downloads;
-`POST /api/v1/models/download` starts one (daemon/downloads.py). Errors are `{"error": "..."}`.
+`POST /api/v1/models/download` starts one (daemon/downloads.py). Errors are `{"error": "..."}`;
+a kind without a model here (none in the registry, or several and no `[kinds.KIND] model`)
+is the document's 503 `Model not loaded`, with the key to set as `reason`. A
+video-to-video job keeps the upload's size: the preset's width and height are not applied.
 """
 
 from __future__ import annotations
@@ -57,8 +60,6 @@ SEED_STATUS = {"queued": "pending", "running": "processing", "completed": "compl
                "canceled": "failed"}
 MESSAGES = {"queued": "Job queued", "running": "Generating video...", "completed": "Generation complete"}
 TOO_MANY = "Too many concurrent requests. Please try again later."
-ACCEPT_SECONDS = 3.0
-INTAKE_ERRORS = ("invalid_job", "unsupported_input", "missing_input")
 
 
 def invalid(message: str) -> BadRequest:
@@ -161,7 +162,7 @@ class Wan(Personality):
             self.view.models()  # rescans [registry] dir: a folder copied in (or downloaded) since
         config = self.settings.models.get(model or "")
         if config is None:
-            return f"model {model!r} is not in the registry" if model else f"no model for {kind} ([kinds.{kind}] model)"
+            return f"model {model!r} is not in the registry" if model else self.kind_model(kind).problem()
         if not self.view.kinds[kind].serves(config.kinds):
             return f"model {model!r} serves {', '.join(config.kinds)}, not {kind}"
         try:
@@ -195,8 +196,7 @@ class Wan(Personality):
             job.params["prompt"] = " "
             job.adjusted.append('prompt ""→" " (video-to-video here takes a non-empty prompt, '
                                 'and Wan2.1 reads a blank one as "")')
-        preset = self.settings.presets.get(self.config.preset) if self.config.preset else None
-        preset_params = preset.params if preset else {}
+        preset_params = self.preset_params(kind)  # video-to-video: never the preset's size
         for key, default in defaults.items():
             if form.text(key) is not None:
                 value = form.text(key) if key == "negative_prompt" else self.number(form, key)
@@ -237,9 +237,19 @@ class Wan(Personality):
             if isinstance(side, int) and side % m and key not in job.params:
                 job.adjusted.append(f"video {key} {side}→{side - side % m} ({family.name} takes multiples of {m})")
 
+    def error(self, status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
+        if code == "model_not_found":  # the document's 503, with why
+            return web.json_response({"error": "Model not loaded", "reason": message}, status=503, headers=headers)
+        return super().error(status, code, message, headers)
+
+    def refused(self, exc: JobError) -> BadRequest:
+        if exc.code == "model_not_found":
+            return BadRequest(self.view.paths.text(exc.message), 503, "model_not_found")
+        return invalid(self.view.paths.text(exc.message))
+
     async def generate(self, request: web.Request, kind: str) -> web.Response:
         if (reason := self.unavailable(kind)) is not None:
-            return web.json_response({"error": "Model not loaded", "reason": reason}, status=503)
+            return self.error(503, "model_not_found", reason)
         self.refuse_when_full()
         token, staging = self.staging()
         try:
@@ -260,24 +270,13 @@ class Wan(Personality):
                 raise invalid(format_validation_error(exc, "params")) from None
             if self.too_busy():
                 raise BadRequest(TOO_MANY, 429, "too_many")
+            # Checked as the daemon's intake checks it (refused(): a 4xx leaves no job).
             job_id = self.submit(token, staging, job, f"job_{int(time.time())}_{secrets.token_hex(6)}")
             if self.config.max_concurrent is not None:
                 self.unfinished.add(job_id)
         finally:
             self.discard(staging)
-        doc = await self.accepted(job_id)
-        error = (doc or {}).get("error") or {}
-        if doc and doc.get("state") == "failed" and not doc.get("started_at") and error.get("code") in INTAKE_ERRORS:
-            raise invalid(error.get("message") or error["code"])
         return web.json_response({"job_id": job_id, "status": "processing", "message": "Video generation started"})
-
-    async def accepted(self, job_id: str) -> dict | None:
-        """The job's first status (the daemon has taken it from the inbox), briefly waited for."""
-        deadline = time.monotonic() + ACCEPT_SECONDS
-        # Until then the read model answers a placeholder ("submitted; being accepted", no job).
-        while (not (doc := self.status(job_id)) or not doc.get("job")) and time.monotonic() < deadline:
-            await self.view.events.wait(0.05)
-        return doc
 
     def queue_full(self, waiting: int) -> BadRequest:
         return BadRequest(TOO_MANY, 429, "too_many")

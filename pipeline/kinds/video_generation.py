@@ -126,15 +126,17 @@ def write_video_results(ctx: JobContext, frames: list, fps: float) -> None:
         ctx.publish(name)
 
 
-def _kind(name: str, params: type[VideoParams], inputs: tuple[InputSpec, ...], description: str) -> KindSpec:
+def _kind(name: str, params: type[VideoParams], inputs: tuple[InputSpec, ...], description: str,
+          sized_by_input: tuple[str, ...] = ()) -> KindSpec:
     return KindSpec(name=name, params=params, run=run, inputs=inputs, frame_pixels=frame_pixels,
-                    main_result="video.mp4", needs_model=True, description=description)
+                    main_result="video.mp4", needs_model=True, description=description, sized_by_input=sized_by_input)
 
 
 KINDS = (
     _kind("text-to-video", TextToVideoParams, (), "A prompt to a generated video."),
     _kind("image-to-video", VideoParams, (InputSpec("image", media=("image",), required=True),),
           "An image (and an optional prompt) to a generated video."),
+    # The video keeps its size unless the job itself asks for another: a preset's is never stretched onto it.
     _kind("video-to-video", VideoToVideoParams, (InputSpec("video", media=("video",), required=True),),
-          "A video restyled by a prompt; strength says how far from it to go."),
+          "A video restyled by a prompt; strength says how far from it to go.", sized_by_input=("width", "height")),
 )
