@@ -12,9 +12,13 @@ run: setup
 	@mkdir -p spool
 	$(PY) -m daemon run
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them (its
+# module-scoped daemons shared): most tests wait on daemon processes, not on the CPU.
+TEST_WORKERS ?= 4
+
 test: setup
 	@bash scripts/test-setup.sh
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/run.py
