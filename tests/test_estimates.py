@@ -62,10 +62,12 @@ def run_seconds(doc: dict) -> float:
 
 
 def test_a_job_is_estimated_by_its_work(est):
-    # Load on a shared machine can change between the past runs and the job: a fresh model
-    # (its own history) is tried again when the job took more than twice or half its estimate.
+    # Load on a shared machine (other test files run beside this one) can change between the
+    # past runs and the job: a fresh model (its own history) is tried again when the estimate
+    # was under three times the past runs or not within a factor of two of what the job took.
     tries = []
     for model in ("w", "w2", "w3"):
+        run_job(est, f"{model}-warm", SMALL, model)  # its load: not a run of this size to scale from
         small = [run_seconds(run_job(est, f"{model}-small-{i}", SMALL, model)) for i in range(3)]
         # Paused, the job at four times the pixels waits in the queue with its estimate.
         (est.root / "PAUSE").write_text("")
@@ -75,12 +77,11 @@ def test_a_job_is_estimated_by_its_work(est):
         wait_for(lambda: (status(est.root, f"{model}-big") or {}).get("state") == "queued", 30, "big is queued")
         estimate = get(est.api + f"/api/v1/jobs/{model}-big")["estimated_time_seconds"]
         (est.root / "PAUSE").unlink()
-        assert estimate >= 3 * statistics.median(small), (estimate, small)
         took = run_seconds(wait_status(est.root, f"{model}-big", timeout=180, daemon=est))
         tries.append({"small": small, "estimate": estimate, "took": took})
-        if took / 2 <= estimate <= took * 2:
+        if estimate >= 3 * statistics.median(small) and took / 2 <= estimate <= took * 2:
             return
-    raise AssertionError(f"not within a factor of two of what the job took: {tries}")
+    raise AssertionError(f"not three times the past runs, or not within a factor of two of what the job took: {tries}")
 
 
 def test_a_running_job_counts_the_stages_still_to_come(est):
