@@ -278,7 +278,7 @@
       try {
         const q = await api("/queue");
         state.devices = q.devices || [];
-        renderDevices();
+        scheduleRender();  // cards and rows in one frame: a card never runs ahead of its job's row
         renderQueue(q.queued || []);
         renderPause(q.paused || null);
       } catch (exc) {
