@@ -7,7 +7,8 @@ status.json"), and the pure functions that make a job's next status from its cur
 written for); `seq` grows at every write, so no two bodies (hence no two ETags) of one
 status are ever equal and a stale compare-and-swap cannot succeed; `token` is the intake
 marker's, so a redo of accept knows its own status; `final` is the decided end state while
-results are published; `cancel` is a cancel asked of another host's attempt.
+results are published; `cancel` is a cancel asked of another host's attempt; `place` is the job's turn in the queue
+(`<rank>-<usec>` of its hints).
 
 Nothing here makes a request: each function returns a new document (its input is left as
 it was), and the caller writes it by compare-and-swap.
@@ -55,11 +56,13 @@ def _new_epoch(status: dict, **lease_changes) -> dict:
 
 # ----------------------------------------------------------------------------- accept
 
-def accepted(job_id: str, job: dict, token: str, error: dict | None = None) -> dict:
-    """The first status of a job (epoch 0): queued, or failed when the job is invalid."""
+def accepted(job_id: str, job: dict, token: str, place: str = "", error: dict | None = None) -> dict:
+    """The first status of a job (epoch 0): queued, or failed when the job is invalid.
+    `place` is its queue hint's `<rank>-<usec>`: a requeue keeps the job's turn."""
     state, fields = ("queued", {}) if error is None else ("failed", {"error": error, "finished_at": utc_now()})
     doc = new_status(job_id, job, state, **fields)
-    doc[LEASE] = {"host": None, "epoch": 0, "seq": 0, "token": token, "final": None, "cancel": False}
+    doc[LEASE] = {"host": None, "epoch": 0, "seq": 0, "token": token, "final": None, "cancel": False,
+                  "place": place}
     return doc
 
 
