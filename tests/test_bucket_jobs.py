@@ -169,6 +169,21 @@ def test_a_committed_job_is_published_once_whoever_finishes_it(s3_bucket):
     assert keys_under(store, "work") == [] and keys_under(store, "active") == []
 
 
+def test_a_takers_hint_left_by_a_lost_requeue_is_removed_by_its_next_reader(s3_bucket):
+    store = s3_bucket.store()
+    drop_job(store)
+    accept_all(store)
+    held, final = run_attempt(store, claim_next(store, "h1"))
+    # h2 thinks h1 dead: it writes the requeue's hint (epoch 2) first; h1, only slow, ends
+    # the job (epoch 2 too) before h2's requeue swap, which then fails.
+    store.put(keys.queue_key(*map(int, held.lease["place"].split("-")), "fox", held.lease["epoch"] + 1), b"")
+    end = publish(store, commit(store, held, "h1", final), finisher="h1")
+    assert end.lease["epoch"] == held.lease["epoch"] + 1 and len(list_queue(store)) == 1
+    assert claim_next(store, "h3") is None
+    assert list_queue(store) == [] and keys_under(store, "active") == []
+    assert read_status(store, "fox").status == end.status
+
+
 # ----------------------------------------------------------------------------- cancel, recovery
 
 def test_cancel_ends_a_queued_job_and_stops_a_running_one_at_its_next_write(s3_bucket):

@@ -229,11 +229,10 @@ def copy_inputs(store, marker: Marker, job_id: str, crash: CrashPoints) -> None:
         crash.hit("stage.media_moved")
 
 
-def accept_staged(store, marker: Marker, check: JobCheck, crash: CrashPoints = NEVER,
-                  body: bytes | None = None) -> str | None:
+def accept_staged(store, marker: Marker, check: JobCheck, crash: CrashPoints = NEVER) -> str | None:
     """Accepts a staged drop, from wherever an earlier try stopped: its job id, or None when
-    the drop was withdrawn first. `body` is the job file when the caller has just read it."""
-    body = body if body is not None else job_body(store, marker)
+    the drop is gone (withdrawn, or accepted by another host) and no status is ours."""
+    body = job_body(store, marker)
     held = reserve_id(store, marker, body, check)
     if held is None:
         store.delete([marker.key])
@@ -253,9 +252,11 @@ def accept_staged(store, marker: Marker, check: JobCheck, crash: CrashPoints = N
 
 
 def accept_drop(store, drop: Drop, host: str, check: JobCheck, crash: CrashPoints = NEVER) -> str | None:
-    """A complete drop, staged and accepted: its job id, or None when another host has it."""
+    """A complete drop, staged and accepted: its job id, or None when another host has it.
+    The job file is read again after the marker is made: a listing taken before another
+    host accepted the drop and removed its marker finds it gone (else: a second job)."""
     marker = stage_drop(store, drop, host, crash)
-    return None if marker is None else accept_staged(store, marker, check, crash, body=drop.job_body)
+    return None if marker is None else accept_staged(store, marker, check, crash)
 
 
 def read_markers(store) -> list[tuple[Marker, str]]:

@@ -60,8 +60,9 @@ def claim_hint(store, hint: QueueHint, host: str, crash: CrashPoints = NEVER) ->
         return None
     if lease.owned_by(now.status, host):
         return None  # mine already (recovery settles it): keep my intent
-    # Past the hint's epoch: a stale hint. Behind it: a requeue in progress; leave its hint.
-    store.delete([hint.key, intent] if epoch > hint.epoch else [intent])
+    # At or past the hint's epoch (and not queued at it): a stale hint, e.g. a requeue's
+    # whose swap lost to the job's end. Behind it: a requeue in progress; leave its hint.
+    store.delete([hint.key, intent] if epoch >= hint.epoch else [intent])
     return None
 
 

@@ -1,0 +1,61 @@
+"""Several hosts on one bucket spool, as real processes on a real SeaweedFS: every job runs
+to its end exactly once among them, with no coordinator, also when one host is SIGKILLed
+while it works and the others take its jobs over (docs/bucket-spool.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import time
+
+from daemon.bucket import keys
+from daemon.bucket.status_io import read_status
+from tests.s3servers import S3Bucket
+from tests.test_bucket_crash_walk import StatusWatch, check_job_runs, read_runs, start_runner
+
+JOBS = [f"j{n:02d}" for n in range(12)]
+
+
+def test_three_hosts_run_every_job_once_and_take_over_a_killed_one(seaweedfs, tmp_path):
+    bucket = S3Bucket(seaweedfs, seaweedfs.new_bucket())
+    store = bucket.store()
+    for job_id in JOBS:
+        store.put(f"inbox/{job_id}.bin", job_id.encode() * 100)
+        store.put(f"inbox/{job_id}.json", json.dumps({"kind": "checksum", "inputs": {"clip": f"{job_id}.bin"},
+                                                      "params": {"seconds": 0.2, "text": job_id}}).encode())
+    watch = StatusWatch(bucket.store(), JOBS)
+    runs_log = tmp_path / "runs.jsonl"
+    logs = {h: open(tmp_path / f"{h}.log", "w+") for h in ("h1", "h2", "h3")}
+    children = {h: start_runner(bucket, h, runs_log, logs[h], max_seconds=120) for h in logs}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(r["host"] == "h2" for rs in read_runs(runs_log).values()
+                                                       for r in rs):
+            time.sleep(0.02)
+        children["h2"].send_signal(signal.SIGKILL)  # while it runs a job
+        assert {h: children[h].wait(150) for h in ("h1", "h3")} == {"h1": 0, "h3": 0}, \
+            {h: (tmp_path / f"{h}.log").read_text()[-2000:] for h in logs}
+    finally:
+        faults = watch.stop()
+        for child in children.values():
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        for log in logs.values():
+            log.close()
+    assert faults == []
+
+    statuses = {j: read_status(store, j).status for j in JOBS}
+    assert {j: s["state"] for j, s in statuses.items()} == {j: "completed" for j in JOBS}
+    runs = read_runs(runs_log)
+    assert set(runs) == set(JOBS)
+    for job_id in JOBS:
+        check_job_runs(runs[job_id], statuses[job_id])
+        media = hashlib.sha256(job_id.encode() * 100).hexdigest()
+        assert store.get(keys.result_key(job_id, "digest.txt"))[0] == f"{media}  {job_id}.bin\n{job_id}\n".encode()
+    cut = [j for j in JOBS if len(runs[j]) == 2]
+    assert len(cut) == 1 and runs[cut[0]][0]["host"] == "h2" and statuses[cut[0]]["attempt"] == 2
+    assert {s["host"] for s in statuses.values()} <= {"h1", "h3"}  # h2 died in its first job
+    left = [e.key for e in store.list() if e.key.split("/")[0] in ("inbox", "intake", "queue", "active", "work")]
+    assert left == []
