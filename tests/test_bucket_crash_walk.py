@@ -111,14 +111,16 @@ class StatusWatch:
 
 
 def start_runner(bucket: S3Bucket, host: str, runs_log: Path, err, crash_at: str | None = None,
-                 max_seconds: float = 60) -> subprocess.Popen:
-    """`python -m daemon.bucket.runner` as `host` on the bucket, its stderr into `err`."""
+                 max_seconds: float = 60, port: int | None = None) -> subprocess.Popen:
+    """`python -m daemon.bucket.runner` as `host` on the bucket (through `port`, e.g. a
+    proxy's, else the server's own), its stderr into `err`."""
+    endpoint = bucket.config(port).endpoint_url
     env = base_env(AWS_ACCESS_KEY_ID=CREDENTIALS.access_key_id, AWS_SECRET_ACCESS_KEY=CREDENTIALS.secret_access_key)
     if crash_at:
         env[ENV] = crash_at
-    command = [sys.executable, "-m", "daemon.bucket.runner", "--endpoint", bucket.server.endpoint,
+    command = [sys.executable, "-m", "daemon.bucket.runner", "--endpoint", endpoint,
                "--bucket", bucket.name, "--prefix", bucket.prefix, "--host", host, "--runs-log", str(runs_log),
-               "--poll", "0.1", "--lease-seconds", str(LEASE_SECONDS), "--exit-when-settled",
+               "--poll", "0.1", "--lease-seconds", str(LEASE_SECONDS), "--sweep-seconds", "1", "--exit-when-settled",
                "--max-seconds", str(max_seconds)]
     return subprocess.Popen(command, env=env, cwd=REPO, stderr=err, stdout=subprocess.DEVNULL)
 

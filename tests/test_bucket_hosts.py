@@ -59,3 +59,46 @@ def test_three_hosts_run_every_job_once_and_take_over_a_killed_one(seaweedfs, tm
     assert {s["host"] for s in statuses.values()} <= {"h1", "h3"}  # h2 died in its first job
     left = [e.key for e in store.list() if e.key.split("/")[0] in ("inbox", "intake", "queue", "active", "work")]
     assert left == []
+
+
+def test_a_host_frozen_mid_job_is_taken_over_and_fenced_when_it_wakes(seaweedfs, tmp_path):
+    """h1 stops (SIGSTOP: alive, but its heartbeat stands still) while it runs a job; h2
+    takes the job over and completes it; h1 wakes, finishes its run and is fenced: it writes
+    nothing more for the job and removes only its own attempt's results."""
+    bucket = S3Bucket(seaweedfs, seaweedfs.new_bucket())
+    store = bucket.store()
+    store.put("inbox/fox.bin", b"fox" * 100)
+    store.put("inbox/fox.json", json.dumps({"kind": "checksum", "inputs": {"clip": "fox.bin"},
+                                            "params": {"seconds": 2, "text": "fox"}}).encode())
+    runs_log = tmp_path / "runs.jsonl"
+    logs = {h: open(tmp_path / f"{h}.log", "w+") for h in ("h1", "h2")}
+    children = {"h1": start_runner(bucket, "h1", runs_log, logs["h1"])}
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not read_runs(runs_log):
+            time.sleep(0.02)
+        children["h1"].send_signal(signal.SIGSTOP)
+        children["h2"] = start_runner(bucket, "h2", runs_log, logs["h2"])
+        assert children["h2"].wait(60) == 0, (tmp_path / "h2.log").read_text()[-2000:]
+        done = read_status(store, "fox")
+        assert (done.status["state"], done.status["host"], done.status["attempt"]) == ("completed", "h2", 2)
+        children["h1"].send_signal(signal.SIGCONT)
+        assert children["h1"].wait(60) == 0, (tmp_path / "h1.log").read_text()[-2000:]
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGCONT)
+                child.kill()
+                child.wait()
+        for log in logs.values():
+            log.close()
+    assert '"job.lease_lost"' in (tmp_path / "h1.log").read_text()
+    after = read_status(store, "fox")
+    assert after.etag == done.etag  # h1 wrote nothing after it woke
+    runs = read_runs(runs_log)["fox"]
+    # h1's run was fenced at its write after waking: it never reached its end.
+    assert [(r["host"], "end" in r) for r in runs] == [("h1", False), ("h2", True)]
+    media = hashlib.sha256(b"fox" * 100).hexdigest()
+    assert store.get(keys.result_key("fox", "digest.txt"))[0] == f"{media}  fox.bin\nfox\n".encode()
+    left = [e.key for e in store.list() if e.key.split("/")[0] in ("inbox", "intake", "queue", "active", "work")]
+    assert left == []

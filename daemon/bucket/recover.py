@@ -21,13 +21,17 @@ from daemon.crashpoints import NEVER, CrashPoints
 
 
 def settle_intent(store, job_id: str, owner: str, me: str, crash: CrashPoints = NEVER) -> None:
-    """Brings the job an intent of `owner` names (me at my start, or a dead host) to a state
-    nobody needs to act on, then removes the intents. A swap lost to another host is read
-    again: whoever won settled it."""
+    """Brings the job an intent of `owner` names (mine, or a dead host's) to a state nobody
+    needs to act on, then removes the intents. A swap lost to another host is read again:
+    whoever won settled it. An intent whose job is queued stays: a claim whose answer was
+    lost may still be applied by the server (it is conditional on the queued status's
+    ETag, so once the status moved on it never can, and the intent goes then)."""
     for _ in range(RETRIES):
         now = read_status(store, job_id)
         if now is None:
             break
+        if not lease.owned_by(now.status, owner) and now.status["state"] == "queued":
+            return  # a claim of `owner`'s may still land (its answer lost): keep the intent
         if not lease.owned_by(now.status, owner) or lease.is_final(now.status):
             clear_stale_work(store, job_id, now.lease["epoch"])
             break
@@ -54,8 +58,10 @@ def clear_stale_work(store, job_id: str, epoch: int) -> None:
 
 
 def recover_own(store, me: str, check: JobCheck, crash: CrashPoints = NEVER) -> None:
-    """At start (and after an attempt of ours was cut short): every intent and intake
-    marker of mine settled."""
+    """At start, after a request failed, and every sweep period while no job of mine runs:
+    every intent and intake marker of mine settled. The periodic sweep catches writes of
+    mine whose answers were lost and that the server applied after the read-back (a claim
+    or a marker landing late)."""
     for entry in list(store.list(keys.intents_folder(me))):
         parsed = keys.parse_intent(entry.key)
         if parsed is not None:

@@ -30,8 +30,8 @@ from daemon.bucket.accept import accept_drop, find_drops
 from daemon.bucket.claim import claim_next
 from daemon.bucket.credentials import StaticCredentials
 from daemon.bucket.errors import BucketError, NotFound
-from daemon.bucket.finish import (CancelAsked, LeaseLost, cancel_job, canceled_final, commit, publish, result_file,
-                                  write_progress)
+from daemon.bucket.finish import (CancelAsked, LeaseLost, cancel_job, canceled_final, clear_attempt, commit, publish,
+                                  result_file, write_progress)
 from daemon.bucket.location import BucketLocation
 from daemon.bucket.recover import HostWatch, recover_own, take_over
 from daemon.bucket.status_io import Held, read_status
@@ -41,6 +41,8 @@ from daemon.crashpoints import CrashPoints
 
 KIND = "checksum"
 RESULT = "digest.txt"
+# How often a host settles its own hints while it runs (writes of its own that landed late).
+SWEEP_SECONDS = 30.0
 
 
 def say(event: str, **fields) -> None:
@@ -65,11 +67,14 @@ def input_names(status: dict) -> list[str]:
 
 
 class Runner:
-    def __init__(self, store, host: str, runs_log: Path | None, lease_seconds: float, crash: CrashPoints):
+    def __init__(self, store, host: str, runs_log: Path | None, lease_seconds: float, crash: CrashPoints,
+                 sweep_seconds: float = SWEEP_SECONDS):
         self.store, self.host, self.runs_log, self.crash = store, host, runs_log, crash
         self.watch = HostWatch(host, lease_seconds)
         # Set when a request failed mid-job: the next turn settles my own hints first.
         self.recover = True
+        self.sweep_seconds = sweep_seconds
+        self.swept_at = time.monotonic()
 
     def log_run(self, held: Held, event: str) -> None:
         if self.runs_log is None:
@@ -84,9 +89,9 @@ class Runner:
     # one turn ---------------------------------------------------------------
     def turn(self) -> bool:
         """One pass over drops, cancels, dead hosts and the queue: whether anything was done."""
-        if self.recover:
+        if self.recover or time.monotonic() - self.swept_at >= self.sweep_seconds:
             recover_own(self.store, self.host, check_job, self.crash)
-            self.recover = False
+            self.recover, self.swept_at = False, time.monotonic()
         drops, cancels = find_drops(self.store)
         for drop in drops:
             job_id = accept_drop(self.store, drop, self.host, check_job, self.crash)
@@ -115,7 +120,9 @@ class Runner:
         except CancelAsked as asked:
             held = commit(self.store, asked.now, self.host, canceled_final(), self.crash)
         except LeaseLost as lost:
+            # Fenced: the job is another host's now. Only this attempt's own results go.
             say("job.lease_lost", job_id=lost.job_id)
+            clear_attempt(self.store, held.job_id, held.lease["epoch"], set())
             return
         end = publish(self.store, held, self.crash, finisher=self.host)
         say("job.ended", job_id=held.job_id, state=end.status["state"] if end else None)
@@ -179,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-log", type=Path)
     p.add_argument("--poll", type=float, default=0.2)
     p.add_argument("--lease-seconds", type=float, default=3.0)
+    p.add_argument("--sweep-seconds", type=float, default=SWEEP_SECONDS)
     p.add_argument("--exit-when-settled", action="store_true", help="exit once nothing is left to do")
     p.add_argument("--max-seconds", type=float, default=120)
     args = p.parse_args(argv)
@@ -186,20 +194,20 @@ def main(argv: list[str] | None = None) -> int:
                                     os.environ.get("AWS_SECRET_ACCESS_KEY", "vidspool"))
     store = BucketStore(BucketLocation(args.bucket, args.prefix),
                         S3Config(endpoint_url=args.endpoint, allow_http=True), credentials)
-    runner = Runner(store, args.host, args.runs_log, args.lease_seconds, CrashPoints.from_env())
+    runner = Runner(store, args.host, args.runs_log, args.lease_seconds, CrashPoints.from_env(), args.sweep_seconds)
     runner.watch.beat(store)
     threading.Thread(target=heartbeats, args=(store, runner.watch, args.poll), daemon=True).start()
     deadline = time.monotonic() + args.max_seconds
     while time.monotonic() < deadline:
         try:
-            busy = runner.turn()
+            if not runner.turn():
+                if args.exit_when_settled and not runner.recover and settled(store):
+                    say("runner.settled", host=args.host)
+                    return 0
+                time.sleep(args.poll)
         except BucketError as exc:  # no answer: the next turn starts from the bucket's state
             say("turn.failed", error=str(exc))
-            runner.recover, busy = True, False
-        if not busy:
-            if args.exit_when_settled and not runner.recover and settled(store):
-                say("runner.settled", host=args.host)
-                return 0
+            runner.recover = True
             time.sleep(args.poll)
     say("runner.timeout", host=args.host)
     return 3

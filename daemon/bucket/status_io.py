@@ -47,10 +47,13 @@ def create_status(store, job_id: str, status: dict) -> Held | None:
     try:
         etag = store.create(key, body, JSON)
     except Unavailable:
-        etag = None  # read back below: ours (written) or another's, or Unavailable again
-    if etag is not None:
-        return Held(job_id, status, etag)
-    there = read_status(store, job_id)
+        there = read_status(store, job_id)
+        if there is None:
+            raise  # not applied: the id is still free, try again later (not the next id)
+    else:
+        if etag is not None:
+            return Held(job_id, status, etag)
+        there = read_status(store, job_id)
     if there is not None and there.lease["token"] == lease_of(status)["token"]:
         return there
     return None
