@@ -67,13 +67,27 @@ def test_the_walk_covers_every_crash_point():
     assert set(SAME_STEP_AS.values()) <= walked
 
 
+def drop_checksum_job(store, name: str, media: bytes, seconds: float, kind: str = "checksum") -> None:
+    """A user's drop of a `checksum` job (the runner's): its input first, the job file last."""
+    store.put(f"inbox/{name}.bin", media)
+    job = {"kind": kind, "inputs": {"clip": f"{name}.bin"}, "params": {"seconds": seconds, "text": name}}
+    store.put(f"inbox/{name}.json", json.dumps(job).encode())
+
+
+def expected_digest(name: str, media: bytes) -> bytes:
+    """The result a `checksum` job dropped by drop_checksum_job makes."""
+    return f"{hashlib.sha256(media).hexdigest()}  {name}.bin\n{name}\n".encode()
+
+
+def spool_leftovers(store) -> list[str]:
+    """Hints, markers, intents, drops and attempt results still in the spool."""
+    return [e.key for e in store.list() if e.key.split("/")[0] in ("inbox", "intake", "queue", "active", "work")]
+
+
 def drop_jobs(store) -> None:
     """bad (an invalid kind), fox (runs), stop (canceled by an ID.cancel dropped with it)."""
     for name in MEDIA:
-        store.put(f"inbox/{name}.txt", MEDIA[name])
-        job = {"kind": "nope" if name == "bad" else "checksum", "inputs": {"clip": f"{name}.txt"},
-               "params": {"seconds": 0.3, "text": name}}
-        store.put(f"inbox/{name}.json", json.dumps(job).encode())
+        drop_checksum_job(store, name, MEDIA[name], 0.3, kind="nope" if name == "bad" else "checksum")
     store.put("inbox/stop.cancel", b"")
 
 
@@ -123,6 +137,17 @@ def start_runner(bucket: S3Bucket, host: str, runs_log: Path, err, crash_at: str
                "--poll", "0.1", "--lease-seconds", str(LEASE_SECONDS), "--sweep-seconds", "1", "--exit-when-settled",
                "--max-seconds", str(max_seconds)]
     return subprocess.Popen(command, env=env, cwd=REPO, stderr=err, stdout=subprocess.DEVNULL)
+
+
+def stop_runners(children: dict[str, subprocess.Popen], logs: dict) -> None:
+    """Kills every runner still running (a stopped one too) and closes their logs."""
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGCONT)
+            child.kill()
+            child.wait()
+    for log in logs.values():
+        log.close()
 
 
 def run(bucket: S3Bucket, host: str, spec: str | None, runs_log: Path) -> tuple[int, str]:
@@ -193,13 +218,12 @@ def test_a_kill_at_each_step_is_finished_by_the_next_runner(walk, seaweedfs, tmp
     statuses = {j: read_status(store, j).status for j in EXPECTED}
     assert {j: s["state"] for j, s in statuses.items()} == EXPECTED
     assert statuses["bad"]["error"]["code"] == "invalid_job"
-    left = [e.key for e in store.list() if e.key.split("/")[0] in ("inbox", "intake", "queue", "active", "work")]
-    assert left == []
+    assert spool_leftovers(store) == []
     assert sorted(e.key.split("/")[1] for e in store.list("outbox") if e.key.endswith("/status.json")) == sorted(EXPECTED)
     for name in EXPECTED:
-        assert store.get(keys.input_key(name, f"{name}.txt"))[0] == MEDIA[name]
+        assert store.get(keys.input_key(name, f"{name}.bin"))[0] == MEDIA[name]
     digest = store.get(keys.result_key("fox", "digest.txt"))[0]
-    assert digest == f"{hashlib.sha256(MEDIA['fox']).hexdigest()}  fox.txt\nfox\n".encode()
+    assert digest == expected_digest("fox", MEDIA["fox"])
     assert statuses["fox"]["result"]["files"][0]["sha256"] == hashlib.sha256(digest).hexdigest()
     fox_runs = check_runs(runs_log, statuses)
     if any(spec == KILL_MID_RUN for _, spec in WALKS[walk]):

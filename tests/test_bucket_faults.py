@@ -6,7 +6,6 @@ status ever goes back (docs/bucket-spool.md)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import signal
 import time
@@ -14,7 +13,8 @@ import time
 from daemon.bucket import keys
 from daemon.bucket.status_io import read_status
 from tests.s3servers import FaultProxy, S3Bucket
-from tests.test_bucket_crash_walk import StatusWatch, read_runs, start_runner
+from tests.test_bucket_crash_walk import (StatusWatch, drop_checksum_job, expected_digest, read_runs, spool_leftovers,
+                                          start_runner, stop_runners)
 
 JOBS = [f"f{n:02d}" for n in range(16)]
 CHAOS_SECONDS = 12
@@ -24,9 +24,7 @@ def test_hosts_cut_off_and_killed_over_and_over_still_run_every_job_once(seaweed
     bucket = S3Bucket(seaweedfs, seaweedfs.new_bucket())
     store = bucket.store()
     for job_id in JOBS:
-        store.put(f"inbox/{job_id}.bin", job_id.encode() * 50)
-        store.put(f"inbox/{job_id}.json", json.dumps({"kind": "checksum", "inputs": {"clip": f"{job_id}.bin"},
-                                                      "params": {"seconds": 0.1, "text": job_id}}).encode())
+        drop_checksum_job(store, job_id, job_id.encode() * 50, 0.1)
     watch = StatusWatch(bucket.store(), JOBS)  # straight to the server, not through the proxy
     proxy = FaultProxy(seaweedfs.port)
     runs_log, rng = tmp_path / "runs.jsonl", random.Random(28)
@@ -54,12 +52,7 @@ def test_hosts_cut_off_and_killed_over_and_over_still_run_every_job_once(seaweed
     finally:
         faults = watch.stop()
         proxy.close()
-        for child in children.values():
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-        for log in logs.values():
-            log.close()
+        stop_runners(children, logs)
     print(f"{cuts} cuts of every connection, {kills} hosts SIGKILLed, {proxy.requests_seen} requests")
     assert faults == [] and cuts >= 15 and kills >= 2
 
@@ -68,10 +61,8 @@ def test_hosts_cut_off_and_killed_over_and_over_still_run_every_job_once(seaweed
     for job_id in JOBS:
         status = read_status(store, job_id).status
         assert status["state"] == "completed", status
-        media = hashlib.sha256(job_id.encode() * 50).hexdigest()
         digest = store.get(keys.result_key(job_id, "digest.txt"))[0]
-        assert digest == f"{media}  {job_id}.bin\n{job_id}\n".encode()
+        assert digest == expected_digest(job_id, job_id.encode() * 50)
         assert status["result"]["files"][0]["sha256"] == hashlib.sha256(digest).hexdigest()
         assert len(read_runs(runs_log)[job_id]) <= status["attempt"]
-    left = [e.key for e in store.list() if e.key.split("/")[0] in ("inbox", "intake", "queue", "active", "work")]
-    assert left == []
+    assert spool_leftovers(store) == []

@@ -4,15 +4,14 @@ while it works and the others take its jobs over (docs/bucket-spool.md)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import signal
 import time
 
 from daemon.bucket import keys
 from daemon.bucket.status_io import read_status
 from tests.s3servers import S3Bucket
-from tests.test_bucket_crash_walk import StatusWatch, check_job_runs, read_runs, start_runner
+from tests.test_bucket_crash_walk import (StatusWatch, check_job_runs, drop_checksum_job, expected_digest, read_runs,
+                                          spool_leftovers, start_runner, stop_runners)
 
 JOBS = [f"j{n:02d}" for n in range(12)]
 
@@ -21,9 +20,7 @@ def test_three_hosts_run_every_job_once_and_take_over_a_killed_one(seaweedfs, tm
     bucket = S3Bucket(seaweedfs, seaweedfs.new_bucket())
     store = bucket.store()
     for job_id in JOBS:
-        store.put(f"inbox/{job_id}.bin", job_id.encode() * 100)
-        store.put(f"inbox/{job_id}.json", json.dumps({"kind": "checksum", "inputs": {"clip": f"{job_id}.bin"},
-                                                      "params": {"seconds": 0.2, "text": job_id}}).encode())
+        drop_checksum_job(store, job_id, job_id.encode() * 100, 0.2)
     watch = StatusWatch(bucket.store(), JOBS)
     runs_log = tmp_path / "runs.jsonl"
     logs = {h: open(tmp_path / f"{h}.log", "w+") for h in ("h1", "h2", "h3")}
@@ -38,12 +35,7 @@ def test_three_hosts_run_every_job_once_and_take_over_a_killed_one(seaweedfs, tm
             {h: (tmp_path / f"{h}.log").read_text()[-2000:] for h in logs}
     finally:
         faults = watch.stop()
-        for child in children.values():
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-        for log in logs.values():
-            log.close()
+        stop_runners(children, logs)
     assert faults == []
 
     statuses = {j: read_status(store, j).status for j in JOBS}
@@ -52,13 +44,11 @@ def test_three_hosts_run_every_job_once_and_take_over_a_killed_one(seaweedfs, tm
     assert set(runs) == set(JOBS)
     for job_id in JOBS:
         check_job_runs(runs[job_id], statuses[job_id])
-        media = hashlib.sha256(job_id.encode() * 100).hexdigest()
-        assert store.get(keys.result_key(job_id, "digest.txt"))[0] == f"{media}  {job_id}.bin\n{job_id}\n".encode()
+        assert store.get(keys.result_key(job_id, "digest.txt"))[0] == expected_digest(job_id, job_id.encode() * 100)
     cut = [j for j in JOBS if len(runs[j]) == 2]
     assert len(cut) == 1 and runs[cut[0]][0]["host"] == "h2" and statuses[cut[0]]["attempt"] == 2
     assert {s["host"] for s in statuses.values()} <= {"h1", "h3"}  # h2 died in its first job
-    left = [e.key for e in store.list() if e.key.split("/")[0] in ("inbox", "intake", "queue", "active", "work")]
-    assert left == []
+    assert spool_leftovers(store) == []
 
 
 def test_a_host_frozen_mid_job_is_taken_over_and_fenced_when_it_wakes(seaweedfs, tmp_path):
@@ -67,9 +57,7 @@ def test_a_host_frozen_mid_job_is_taken_over_and_fenced_when_it_wakes(seaweedfs,
     nothing more for the job and removes only its own attempt's results."""
     bucket = S3Bucket(seaweedfs, seaweedfs.new_bucket())
     store = bucket.store()
-    store.put("inbox/fox.bin", b"fox" * 100)
-    store.put("inbox/fox.json", json.dumps({"kind": "checksum", "inputs": {"clip": "fox.bin"},
-                                            "params": {"seconds": 2, "text": "fox"}}).encode())
+    drop_checksum_job(store, "fox", b"fox" * 100, 2)
     runs_log = tmp_path / "runs.jsonl"
     logs = {h: open(tmp_path / f"{h}.log", "w+") for h in ("h1", "h2")}
     children = {"h1": start_runner(bucket, "h1", runs_log, logs["h1"])}
@@ -85,20 +73,12 @@ def test_a_host_frozen_mid_job_is_taken_over_and_fenced_when_it_wakes(seaweedfs,
         children["h1"].send_signal(signal.SIGCONT)
         assert children["h1"].wait(60) == 0, (tmp_path / "h1.log").read_text()[-2000:]
     finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGCONT)
-                child.kill()
-                child.wait()
-        for log in logs.values():
-            log.close()
+        stop_runners(children, logs)
     assert '"job.lease_lost"' in (tmp_path / "h1.log").read_text()
     after = read_status(store, "fox")
     assert after.etag == done.etag  # h1 wrote nothing after it woke
     runs = read_runs(runs_log)["fox"]
     # h1's run was fenced at its write after waking: it never reached its end.
     assert [(r["host"], "end" in r) for r in runs] == [("h1", False), ("h2", True)]
-    media = hashlib.sha256(b"fox" * 100).hexdigest()
-    assert store.get(keys.result_key("fox", "digest.txt"))[0] == f"{media}  fox.bin\nfox\n".encode()
-    left = [e.key for e in store.list() if e.key.split("/")[0] in ("inbox", "intake", "queue", "active", "work")]
-    assert left == []
+    assert store.get(keys.result_key("fox", "digest.txt"))[0] == expected_digest("fox", b"fox" * 100)
+    assert spool_leftovers(store) == []
