@@ -1,6 +1,7 @@
 """Three bucket-spool hosts through a loopback proxy that cuts every connection over and
-over (requests whose answers are lost: the protocol reads back before it decides), while
-hosts are SIGKILLed and restarted: every job ends completed, once, with its result, and no
+over (requests whose answers are lost: the protocol reads back before it decides) and
+stalls them longer than the lease (live hosts are taken over, then fenced), while hosts
+are SIGKILLed and restarted: every job ends completed, once, with its result, and no
 status ever goes back (docs/bucket-spool.md)."""
 
 from __future__ import annotations
@@ -31,11 +32,16 @@ def test_hosts_cut_off_and_killed_over_and_over_still_run_every_job_once(seaweed
     logs = {h: open(tmp_path / f"{h}.log", "a+") for h in ("h1", "h2", "h3")}
     start = lambda h: start_runner(bucket, h, runs_log, logs[h], max_seconds=60, port=proxy.port)  # noqa: E731
     children = {h: start(h) for h in logs}
-    cuts = kills = 0
+    cuts = kills = stalls = 0
     try:
         chaos_until = time.monotonic() + CHAOS_SECONDS
         while time.monotonic() < chaos_until:
             time.sleep(rng.uniform(0.2, 0.6))
+            if rng.random() < 0.3:  # longer than the lease: live hosts are taken over, then fenced
+                proxy.stall()
+                time.sleep(rng.uniform(0.5, 2.5))
+                proxy.resume()
+                stalls += 1
             proxy.cut()
             cuts += 1
             if rng.random() < 0.25:
@@ -53,8 +59,8 @@ def test_hosts_cut_off_and_killed_over_and_over_still_run_every_job_once(seaweed
         faults = watch.stop()
         proxy.close()
         stop_runners(children, logs)
-    print(f"{cuts} cuts of every connection, {kills} hosts SIGKILLed, {proxy.requests_seen} requests")
-    assert faults == [] and cuts >= 15 and kills >= 2
+    print(f"{cuts} cuts of every connection, {stalls} stalls, {kills} hosts SIGKILLed, {proxy.requests_seen} requests")
+    assert faults == [] and cuts >= 10 and kills >= 2 and stalls >= 2
 
     statuses = {e.key.split("/")[1] for e in store.list("outbox") if e.key.endswith("/status.json")}
     assert statuses == set(JOBS)  # no job accepted twice

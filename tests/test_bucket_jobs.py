@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -16,7 +17,7 @@ from daemon.bucket.claim import claim_hint, claim_next, list_queue
 from daemon.bucket.counting import CountingStore
 from daemon.bucket.errors import Unavailable
 from daemon.bucket.finish import CancelAsked, LeaseLost, cancel_job, commit, publish, result_file, write_progress
-from daemon.bucket.recover import HostWatch, recover_own, take_over
+from daemon.bucket.recover import HostWatch, clear_old_attempts, recover_own, take_over
 from daemon.bucket.runner import check_job
 from daemon.bucket.status_io import read_status, swap_status
 from daemon.bucket.store import BucketStore
@@ -214,6 +215,21 @@ def test_recovery_requeues_its_own_cut_attempt_until_the_attempts_run_out(s3_buc
     status = read_status(store, "fox").status
     assert (status["state"], status["error"]["code"], status["attempt"]) == ("failed", "worker_crashed", 2)
     assert keys_under(store, "work") == [] and keys_under(store, "active") == [] and list_queue(store) == []
+
+
+def test_attempt_results_left_behind_are_swept_and_a_running_attempts_kept(s3_bucket):
+    store = s3_bucket.store()
+    drop_job(store)
+    accept_all(store)
+    held = claim_next(store, "h1")
+    running = keys.work_key("fox", held.lease["epoch"], "digest.txt")
+    store.put(running, b"this attempt's")
+    store.put(keys.work_key("fox", held.lease["epoch"] - 1, "digest.txt"), b"a fenced attempt's, landed late")
+    store.put(keys.work_key("gone", 3, "digest.txt"), b"a job removed since")
+    clear_old_attempts(store, timedelta(hours=1))
+    assert len(keys_under(store, "work")) == 3  # nothing that old
+    clear_old_attempts(store, timedelta(0))
+    assert keys_under(store, "work") == [running]
 
 
 def test_a_host_is_dead_when_its_heartbeat_stands_still_for_the_lease(s3_bucket):

@@ -9,9 +9,11 @@ attempt counted), a committed one is published, anything else only loses the hin
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from daemon.bucket import keys, lease
 from daemon.bucket.accept import JobCheck, accept_staged, adopt_marker, read_markers
@@ -55,6 +57,18 @@ def clear_stale_work(store, job_id: str, epoch: int) -> None:
     stale = [e.key for e in store.list(f"{keys.WORK}/{job_id}")
              if (parsed := keys.parse_work_key(e.key)) and parsed[1] < epoch]
     store.delete(stale)
+
+
+def clear_old_attempts(store, older_than: timedelta) -> None:
+    """Attempt results left behind in `work/` (an upload that landed after its attempt was
+    cleared, a fenced host cut off while it cleaned up): one LIST of work/, and for each job
+    with keys older than `older_than`, its status read and the epochs before it removed."""
+    cutoff = datetime.now(timezone.utc) - older_than
+    jobs = {parsed[0] for e in store.list(keys.WORK)
+            if e.last_modified < cutoff and (parsed := keys.parse_work_key(e.key))}
+    for job_id in sorted(jobs):
+        now = read_status(store, job_id)
+        clear_stale_work(store, job_id, now.lease["epoch"] if now else 1 << 62)
 
 
 def recover_own(store, me: str, check: JobCheck, crash: CrashPoints = NEVER) -> None:
@@ -105,12 +119,14 @@ class HostWatch:
     lease_seconds: float
     clock: Callable[[], float] = time.monotonic
     counter: int = 0
+    boot: str = field(default_factory=lambda: secrets.token_hex(4))
     # host → (the ETag last seen, when it was first seen so on my clock)
     seen: dict[str, tuple[str | None, float]] = field(default_factory=dict)
 
     def beat(self, store) -> None:
         self.counter += 1
-        store.put(keys.heartbeat_key(self.me), json.dumps({"host": self.me, "counter": self.counter}).encode())
+        body = {"host": self.me, "boot": self.boot, "counter": self.counter}  # no two lives beat alike
+        store.put(keys.heartbeat_key(self.me), json.dumps(body).encode())
 
     def dead_hosts(self, store) -> dict[str, str | None]:
         """One LIST of hosts/: the hosts whose heartbeat stood still for lease_seconds (with

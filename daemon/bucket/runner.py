@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from contract.errors import JobError
@@ -33,7 +34,7 @@ from daemon.bucket.errors import BucketError, NotFound
 from daemon.bucket.finish import (CancelAsked, LeaseLost, cancel_job, canceled_final, clear_attempt, commit, publish,
                                   result_file, write_progress)
 from daemon.bucket.location import BucketLocation
-from daemon.bucket.recover import HostWatch, recover_own, take_over
+from daemon.bucket.recover import HostWatch, clear_old_attempts, recover_own, take_over
 from daemon.bucket.status_io import Held, read_status
 from daemon.bucket.store import BucketStore
 from daemon.config import S3Config
@@ -91,6 +92,7 @@ class Runner:
         """One pass over drops, cancels, dead hosts and the queue: whether anything was done."""
         if self.recover or time.monotonic() - self.swept_at >= self.sweep_seconds:
             recover_own(self.store, self.host, check_job, self.crash)
+            clear_old_attempts(self.store, timedelta(seconds=2 * self.sweep_seconds))
             self.recover, self.swept_at = False, time.monotonic()
         drops, cancels = find_drops(self.store)
         for drop in drops:
@@ -157,8 +159,9 @@ class Runner:
 
 
 def settled(store) -> bool:
-    """No drop, marker, queue hint or intent left, and every status in an end state."""
-    busy = (keys.INBOX, keys.INTAKE, keys.QUEUE, keys.ACTIVE)
+    """No drop, marker, queue hint, intent or attempt result left, and every status in an
+    end state."""
+    busy = (keys.INBOX, keys.INTAKE, keys.QUEUE, keys.ACTIVE, keys.WORK)
     statuses = []
     for entry in store.list():
         if entry.key.split("/", 1)[0] in busy:
@@ -195,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     store = BucketStore(BucketLocation(args.bucket, args.prefix),
                         S3Config(endpoint_url=args.endpoint, allow_http=True), credentials)
     runner = Runner(store, args.host, args.runs_log, args.lease_seconds, CrashPoints.from_env(), args.sweep_seconds)
-    runner.watch.beat(store)
     threading.Thread(target=heartbeats, args=(store, runner.watch, args.poll), daemon=True).start()
     deadline = time.monotonic() + args.max_seconds
     while time.monotonic() < deadline:
