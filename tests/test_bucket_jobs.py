@@ -67,7 +67,7 @@ def test_a_drop_goes_accept_claim_run_commit_publish_and_costs_at_most_25_reques
 
     held = claim_next(store, "h1")
     assert (held.status["state"], held.status["host"], held.status["attempt"], held.lease["epoch"]) == ("running", "h1", 1, 1)
-    assert list_queue(plain) == [] and keys_under(plain, "active") == ["active/h1/fox"]
+    assert list_queue(plain) == [] and keys_under(plain, "active") == ["active/h1/fox.1"]
 
     held, final = run_attempt(store, held)
     held = commit(store, held, "h1", final)
@@ -130,7 +130,7 @@ def test_hosts_racing_for_one_job_have_exactly_one_winner(s3_bucket, s3_server):
     assert len(winners) == 1, won
     status = read_status(store, "fox").status
     assert (status["host"], status["attempt"]) == (winners[0].status["host"], 1)
-    assert keys_under(store, "active") == [f"active/{status['host']}/fox"] and list_queue(store) == []
+    assert keys_under(store, "active") == [f"active/{status['host']}/fox.1"] and list_queue(store) == []
 
 
 def test_a_host_that_lost_its_job_can_write_nothing_more_for_it(s3_bucket):

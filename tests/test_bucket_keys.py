@@ -24,15 +24,15 @@ def test_keys_that_are_not_queue_hints_are_none(key):
 
 
 def test_host_keys_round_trip_and_refuse_what_is_not_one_segment():
-    assert keys.parse_intent(keys.intent_key("gpu-7", "fox")) == ("gpu-7", "fox")
-    assert keys.parse_intent("active/gpu-7/fox/x") is None
+    assert keys.parse_intent(keys.intent_key("gpu-7", "fox.mp4", 3)) == ("gpu-7", "fox.mp4", 3)
+    assert keys.parse_intent("active/gpu-7/fox.1/x") is None and keys.parse_intent("active/gpu-7/fox") is None
     assert keys.drop_of_intake(keys.intake_key("inbox/a%2F/job.json")) == "inbox/a%2F/job.json"
     assert "/" not in keys.intake_key("inbox/a/b/job.json").removeprefix("intake/")
     assert keys.parse_work_key(keys.work_key("fox", 3, "out.txt")) == ("fox", 3)
     assert keys.host_of_heartbeat(keys.heartbeat_key("gpu-7")) == "gpu-7"
     for bad in ("a/b", ".h", ""):
         with pytest.raises(ValueError):
-            keys.intent_key(bad, "fox")
+            keys.intent_key(bad, "fox", 1)
     with pytest.raises(ValueError):
         keys.status_key("../x")
 

@@ -1,7 +1,7 @@
 """Claim on a bucket spool: queued → running on this host (docs/bucket-spool.md, "Claim").
 
     LIST queue/, in key order (priority, then first in first out)
-    PUT active/<me>/<id>                  the intent: whoever finds me dead looks here
+    PUT active/<me>/<id>.<epoch + 1>      the intent: whoever finds me dead looks here
     GET outbox/<id>/status.json
     CAS it to running on me, epoch + 1    → claim.moved (the attempt is counted in this write)
     DELETE the queue hint                 → attempt.running
@@ -42,7 +42,7 @@ def claim_order(hints: list[QueueHint], host: str, window: int = CLAIM_WINDOW) -
 def claim_hint(store, hint: QueueHint, host: str, crash: CrashPoints = NEVER) -> Held | None:
     """Claims the job `hint` names if its status is still queued at the hint's epoch: the
     running status, else None. A stale hint (its status moved past its epoch) is removed."""
-    intent = keys.intent_key(host, hint.job_id)
+    intent = keys.intent_key(host, hint.job_id, hint.epoch + 1)
     store.put(intent, b"")
     now = read_status(store, hint.job_id)
     if now is None:

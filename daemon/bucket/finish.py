@@ -110,7 +110,7 @@ def publish(store, held: Held, crash: CrashPoints = NEVER, finisher: str | None 
     crash.hit("publish.status_written")
     owners = {held.lease["host"], finisher} - {None}
     store.delete([keys.work_key(held.job_id, epoch, n) for n in names]
-                 + [keys.intent_key(h, held.job_id) for h in owners])
+                 + [keys.intent_key(h, held.job_id, epoch) for h in owners])
     crash.hit("publish.removing")
     return end
 
@@ -147,7 +147,7 @@ def requeue(store, held: Held, finisher: str, crash: CrashPoints = NEVER) -> Hel
 def clear_attempt(store, job_id: str, epoch: int, hosts: set[str | None]) -> None:
     """Removes an ended attempt's results and the intents of `hosts` for the job."""
     leftovers = [e.key for e in store.list(keys.work_folder(job_id, epoch))]
-    store.delete(leftovers + [keys.intent_key(h, job_id) for h in hosts - {None}])
+    store.delete(leftovers + [keys.intent_key(h, job_id, epoch) for h in hosts - {None}])
 
 
 # ----------------------------------------------------------------------------- cancel

@@ -114,21 +114,26 @@ def parse_queue_hint(key: str) -> QueueHint | None:
 
 # ----------------------------------------------------------------------------- the hosts' own keys
 
-def intent_key(host: str, job_id: str) -> str:
-    """active/<host>/<id>: <host> is (about to be) running the job."""
-    return f"{intents_folder(host)}/{_job(job_id)}"
+def intent_key(host: str, job_id: str, epoch: int) -> str:
+    """active/<host>/<id>.<epoch>: <host> is (about to be) running the job at lease epoch
+    <epoch> (its claim's). Named by epoch so that a DELETE of an old intent landing late
+    never removes the intent of a later claim of the same job."""
+    return f"{intents_folder(host)}/{_job(job_id)}.{epoch}"
 
 
 def intents_folder(host: str) -> str:
     return f"{ACTIVE}/{check_host(host)}"
 
 
-def parse_intent(key: str) -> tuple[str, str] | None:
-    """(host, job id) of an `active/<host>/<id>` key, None for anything else."""
+def parse_intent(key: str) -> tuple[str, str, int] | None:
+    """(host, job id, epoch) of an `active/<host>/<id>.<epoch>` key, None for anything else."""
     parts = key.split("/")
-    if len(parts) != 3 or parts[0] != ACTIVE or not _HOST.fullmatch(parts[1]) or not is_job_id(parts[2]):
+    if len(parts) != 3 or parts[0] != ACTIVE or not _HOST.fullmatch(parts[1]):
         return None
-    return parts[1], parts[2]
+    job_id, _, epoch = parts[2].rpartition(".")
+    if not is_job_id(job_id) or not epoch.isdigit():
+        return None
+    return parts[1], job_id, int(epoch)
 
 
 def intake_key(drop: str) -> str:

@@ -22,19 +22,19 @@ from daemon.bucket.status_io import read_status, swap_status
 from daemon.crashpoints import NEVER, CrashPoints
 
 
-def settle_intent(store, job_id: str, owner: str, me: str, crash: CrashPoints = NEVER) -> None:
-    """Brings the job an intent of `owner` names (mine, or a dead host's) to a state nobody
-    needs to act on, then removes the intents. A swap lost to another host is read again:
-    whoever won settled it. An intent whose job is queued stays: a claim whose answer was
-    lost may still be applied by the server (it is conditional on the queued status's
-    ETag, so once the status moved on it never can, and the intent goes then)."""
+def settle_intent(store, job_id: str, epoch: int, owner: str, me: str, crash: CrashPoints = NEVER) -> None:
+    """Brings the job an intent of `owner` at `epoch` names (mine, or a dead host's) to a
+    state nobody needs to act on, then removes the intents. A swap lost to another host is
+    read again: whoever won settled it. An intent ahead of its status stays: the claim it
+    announced may still be applied by the server (its answer lost); being conditional on
+    the queued status's ETag, it never can once the status moved on, and the intent goes."""
     for _ in range(RETRIES):
         now = read_status(store, job_id)
         if now is None:
             break
-        if not lease.owned_by(now.status, owner) and now.status["state"] == "queued":
-            return  # a claim of `owner`'s may still land (its answer lost): keep the intent
-        if not lease.owned_by(now.status, owner) or lease.is_final(now.status):
+        if now.lease["epoch"] < epoch:
+            return
+        if now.lease["epoch"] > epoch or not lease.owned_by(now.status, owner) or lease.is_final(now.status):
             clear_stale_work(store, job_id, now.lease["epoch"])
             break
         if now.lease["final"] is not None:
@@ -48,7 +48,7 @@ def settle_intent(store, job_id: str, owner: str, me: str, crash: CrashPoints = 
             continue
         if requeue(store, now, finisher=me, crash=crash) is not None:
             break
-    store.delete([keys.intent_key(owner, job_id), keys.intent_key(me, job_id)])
+    store.delete([keys.intent_key(owner, job_id, epoch), keys.intent_key(me, job_id, epoch)])
 
 
 def clear_stale_work(store, job_id: str, epoch: int) -> None:
@@ -79,7 +79,7 @@ def recover_own(store, me: str, check: JobCheck, crash: CrashPoints = NEVER) -> 
     for entry in list(store.list(keys.intents_folder(me))):
         parsed = keys.parse_intent(entry.key)
         if parsed is not None:
-            settle_intent(store, parsed[1], me, me, crash)
+            settle_intent(store, parsed[1], parsed[2], me, me, crash)
     for marker, _ in read_markers(store):
         if marker.host == me:
             accept_staged(store, marker, check, crash)
@@ -94,9 +94,10 @@ def take_over(store, dead: str, me: str, check: JobCheck, crash: CrashPoints = N
         if parsed is None:
             continue
         found += 1
-        store.put(keys.intent_key(me, parsed[1]), b"")
+        _, job_id, epoch = parsed
+        store.put(keys.intent_key(me, job_id, epoch), b"")
         crash.hit("takeover.moved")
-        settle_intent(store, parsed[1], dead, me, crash)
+        settle_intent(store, job_id, epoch, dead, me, crash)
     for marker, etag in read_markers(store):
         if marker.host == dead:
             found += 1
