@@ -68,6 +68,8 @@ def input_names(status: dict) -> list[str]:
 
 
 class Runner:
+    """One host of a bucket spool, one job at a time: its turns, its jobs, its own hints."""
+
     def __init__(self, store, host: str, runs_log: Path | None, lease_seconds: float, crash: CrashPoints,
                  sweep_seconds: float = SWEEP_SECONDS):
         self.store, self.host, self.runs_log, self.crash = store, host, runs_log, crash
@@ -117,10 +119,12 @@ class Runner:
     def run_job(self, held: Held) -> None:
         say("job.claimed", job_id=held.job_id, epoch=held.lease["epoch"])
         try:
-            held, final = self.attempt(held)
+            try:
+                held, final = self.attempt(held)
+            except CancelAsked as asked:  # what it uploaded is not the job's: removed first
+                clear_attempt(self.store, held.job_id, held.lease["epoch"], set())
+                held, final = asked.now, canceled_final()
             held = commit(self.store, held, self.host, final, self.crash)
-        except CancelAsked as asked:
-            held = commit(self.store, asked.now, self.host, canceled_final(), self.crash)
         except LeaseLost as lost:
             # Fenced: the job is another host's now. Only this attempt's own results go.
             say("job.lease_lost", job_id=lost.job_id)
