@@ -12,7 +12,9 @@ Designs (docs/design.md, docs/crash-points.md, docs/bucket-spool.md):
               tries its next entry. Every host reads every host's heartbeat file each beat.
               The server is an M/M/1 queue: each file op costs its measured service time,
               each listed entry its own, and an op's response time is service / (1 - load).
-  bucket      S3. Each host's turn (`poll_seconds`): LIST inbox/, LIST queue/ (1,000 keys a
+  folder-nas  the same with a file server 10× faster per op and per entry than sshd on this
+              machine (an assumption standing for a dedicated NFS server).
+  bucket      AWS S3 (a losing CAS is answered 412 at once). Each host's turn (`poll_seconds`): LIST inbox/, LIST queue/ (1,000 keys a
               page), LIST hosts/. A new drop is taken by an intake marker (PUT
               If-None-Match: every host whose turn sees it before the winner deletes it
               gets a 412); a claim is intent PUT, GET status, CAS PUT If-Match (412 for
@@ -26,13 +28,23 @@ Designs (docs/design.md, docs/crash-points.md, docs/bucket-spool.md):
   bucket-sw   the same on SeaweedFS: racing conditional writes to one key are serialised
               by a lock retried every second, so a loser that arrives while the key is
               locked is answered a whole second later (bench/bucket_latency.py's race).
-  sharded     queue/<k>/ for k < N/8: a job's hint and its intake go to one shard by its id's
-              hash; a host lists only its shard, and another (at random) when its own is
-              empty and it has an idle GPU.
+  sharded     queue/<k>/ and intake/<k>/ for k < N/8: a job's hint and its intake go to one
+              shard by its id's hash (only that shard's hosts take its drop); a host lists
+              only its shard, and another (at random) when its own is empty and it has an
+              idle GPU. inbox/ stays one prefix (the users write it).
   notify      S3 event notifications into a queue (SQS): no LIST of inbox/ or queue/; each
               drop's event, then each queued job's, is received by one host with an idle
-              GPU (`--notify-seconds` after the write, an assumption: AWS says "typically
-              seconds"). The claim CAS stays (exactly once), without races.
+              GPU (`--notify-seconds` after the write, 0.5 s on average: an assumption; AWS
+              says "typically seconds"). The claim CAS stays (exactly once), without races;
+              SQS requests ($0.40 per million) are counted, each idle host long-polling.
+  shard+ntf   notifications on the sharded prefixes.
+
+What is simplified: each host's spool work (listings, intake, claims, publishes) runs on one
+serial loop, as today's daemon's does; a drop goes to the first host whose turn lists it
+(others lose the race only within that winner's rename or accept: bursts, where several
+hosts stage different drops of one listing, are not modelled); a host stops trying its
+stale view after 64 lost claims in a row until its next turn; a run stops ("collapsed")
+once its server stays over 3× its capacity for 5 s. Media transfers are not requests here.
 
 Outputs per N and design: throughput (jobs/s ÷ offered), pickup (drop → running) p50/p99,
 claims lost per job (queue) and intake races lost per job, entries listed per second, the
@@ -48,8 +60,8 @@ over sshfs on loopback is ~0.17 ms (0.25 s per 0.2 s job at ~250 file syscalls p
 which 8.8 ms is the daemon's CPU), of which the server's (sshd, sftp-server) share is taken
 as half of the 43 ms of sshfs + sshd CPU per job; a listed entry costs 5 µs (readdir +
 lstat, as sftp-server does: 4.5 µs per entry measured here on a 10,000-entry folder). The
-calibration table (`--calibrate`, also printed by the full run) sets these beside the
-measured 1- and 3-host figures.
+calibration table, printed after the others (--no-calibration leaves it out), sets the
+simulated folder beside the measured 1- and 3-host figures.
 """
 
 from __future__ import annotations
@@ -65,7 +77,7 @@ import statistics
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -111,8 +123,8 @@ COLLAPSE_LOAD, COLLAPSE_SECONDS = 3.0, 5  # a host stops trying its stale view a
 
 # The designs, as named in the tables.
 FOLDER, FOLDER_NAS = "folder", "folder-nas"
-BUCKET, BUCKET_SW, SHARDED, NOTIFY = "bucket", "bucket-sw", "sharded", "notify"
-DESIGNS = (FOLDER, FOLDER_NAS, BUCKET_SW, BUCKET, SHARDED, NOTIFY)
+BUCKET, BUCKET_SW, SHARDED, NOTIFY, BOTH = "bucket", "bucket-sw", "sharded", "notify", "shard+ntf"
+DESIGNS = (FOLDER, FOLDER_NAS, BUCKET_SW, BUCKET, SHARDED, NOTIFY, BOTH)
 # folder-nas: a file server this much faster per op and per listed entry than sshd here (an
 # assumption, for a dedicated NFS server), to show where the folder's knee moves.
 NAS_SPEEDUP = 10.0
@@ -146,7 +158,11 @@ class Scenario:
 
     @property
     def shards(self) -> int:
-        return max(1, self.hosts // HOSTS_PER_SHARD) if self.design == SHARDED else 1
+        return max(1, self.hosts // HOSTS_PER_SHARD) if self.design in (SHARDED, BOTH) else 1
+
+    @property
+    def notify(self) -> bool:
+        return self.design in (NOTIFY, BOTH)
 
     @property
     def bucket(self) -> bool:
@@ -407,7 +423,7 @@ class Simulation:
         self.inbox += 1
         if self.in_window(t):
             self.stats["arrived"] += 1
-        if self.sc.design == NOTIFY:
+        if self.sc.notify:
             self.at(t + self.notify_delay(), self.notified, job)
             return
         host, seen = self.first_poller(t, job.shard)
@@ -500,10 +516,10 @@ class Simulation:
         self.at(done, self.accepted, job, host)
 
     def bucket_intake(self, t: float, job: Job, host: Host) -> None:
-        s3, shard = self.s3, self.shard_prefix(job.shard)
-        steps = [("PUT", "intake", "create"), ("GET", "inbox", "get"), ("GET", "inbox", "get"),
+        s3, shard, intake = self.s3, self.shard_prefix(job.shard), self.shard_prefix(job.shard, "intake")
+        steps = [("PUT", intake, "create"), ("GET", "inbox", "get"), ("GET", "inbox", "get"),
                  ("PUT", "outbox", "create"), ("COPY", "outbox", "put"), ("PUT", shard, "put"),
-                 ("DELETE", "inbox", "delete"), ("DELETE", "intake", "delete")]
+                 ("DELETE", "inbox", "delete"), ("DELETE", intake, "delete")]
         clock = max(t + s3.sample("list", self.inbox), host.loop_free)
         hint_at = gone = clock
         for kind, prefix, op in steps:
@@ -513,9 +529,9 @@ class Simulation:
             if prefix == "inbox" and kind == "DELETE":
                 gone = clock
         host.loop_free = clock
-        if self.sc.design != NOTIFY:
+        if not self.sc.notify:
             lost = self.turns_between(job.shard, t, gone)
-            s3.count(t, "PUT", "intake", lost)  # each: PUT If-None-Match answered 412
+            s3.count(t, "PUT", intake, lost)  # each: PUT If-None-Match answered 412
             self.record(t, "intake_lost", lost)
         self.at(gone, self.leave_inbox)
         self.at(hint_at, self.accepted, job, host)
@@ -523,8 +539,8 @@ class Simulation:
     def leave_inbox(self, t: float) -> None:
         self.inbox -= 1
 
-    def shard_prefix(self, shard: int) -> str:
-        return f"queue/{shard}" if self.sc.shards > 1 else "queue"
+    def shard_prefix(self, shard: int, folder: str = "queue") -> str:
+        return f"{folder}/{shard}" if self.sc.shards > 1 else folder
 
     def accepted(self, t: float, job: Job, host: Host) -> None:
         if not host.alive:  # died mid-accept: whoever takes it over redoes the accept
@@ -539,7 +555,7 @@ class Simulation:
         entry = Entry(job, t, len(q))
         q.append(entry)
         self.queued[job.shard] += 1
-        if self.sc.design == NOTIFY:
+        if self.sc.notify:
             if host is not None and host.alive and host.gpus_free > len(host.messages):
                 host.messages.append(entry)
                 self.try_claims(t, host)
@@ -566,7 +582,7 @@ class Simulation:
             return
         sc = self.sc
         self.at(t + sc.poll, self.poll, host)
-        if sc.design == NOTIFY:
+        if sc.notify:
             self.s3.list_pages(t, "hosts", sc.hosts)
             return
         view = host.shard
@@ -593,7 +609,7 @@ class Simulation:
     def next_entry(self, host: Host) -> Entry | None:
         """The entry the host tries next: its view of the queue's head (as listed at its last
         turn, plus what it queued itself since), the start rotated by its hash in the window."""
-        if self.sc.design == NOTIFY:
+        if self.sc.notify:
             return host.messages.pop(0) if host.messages else None
         q, window = self.queues[host.view], []
         width = self.sc.claim_window if self.sc.bucket else 1
@@ -617,7 +633,7 @@ class Simulation:
             return
         entry = self.next_entry(host)
         if entry is None:
-            if self.sc.design == NOTIFY and self.pending_messages:
+            if self.sc.notify and self.pending_messages:
                 entry = self.pending_messages.pop(0)
                 self.s3.count(t, "SQS", "sqs", 2)
             else:
@@ -753,7 +769,7 @@ class Simulation:
             job.lost_runs += 1
         for job in dead.orphans:
             job.killed_at = t
-        if self.sc.design == NOTIFY:  # its received events come back after the visibility timeout
+        if self.sc.notify:  # its received events come back after the visibility timeout
             for entry in dead.messages:
                 self.at(t + self.sc.lease, self.deliver, entry)
             dead.messages = []
@@ -848,7 +864,7 @@ class Simulation:
             kinds[kind] += n
         scale = 3600 / (self.now or 1)
         kinds["PUT"] += sc.hosts / sc.heartbeat * (self.now or 0)    # heartbeats
-        if sc.design == NOTIFY:
+        if sc.notify:
             kinds["SQS"] += sc.hosts / SQS_LONG_POLL * (self.now or 0)  # idle long polls
         per_hour = {k: v * scale for k, v in kinds.items()}
         jobs_per_hour = max(1e-9, len([j for j in self.jobs if j.completions]) * scale)
@@ -947,25 +963,25 @@ def print_tables(results: list[dict]) -> None:
     for (secs, gpus, load), rows in groups.items():
         title = f"{secs:g} s jobs, {gpus} GPU(s) per host, " + ("saturated queue" if load is None else f"{load:.0%} busy")
         print(f"\n{title}")
-        print(f"{'N':>5} {'design':9} {'jobs/s':>8} {'÷offer':>6} {'pickup p50':>10} {'p99':>7} {'lost/job':>8} "
+        print(f"{'N':>5} {'design':10} {'jobs/s':>8} {'÷offer':>6} {'pickup p50':>10} {'p99':>7} {'lost/job':>8} "
               f"{'intake':>7} {'listed/s':>9} {'load':>6} {'req/job':>7} {'$/h':>8} {'$/1k jobs':>9} "
               f"{'takeover':>13} {'cpu':>5}")
         for r in sorted(rows, key=lambda r: (r["hosts"], DESIGNS.index(r["design"]))):
             if r["collapsed_at"] is not None:
-                print(f"{r['hosts']:5d} {r['design']:9}  ✗ collapsed {r['collapsed_at']:.0f} s in: {r['busiest']} at "
+                print(f"{r['hosts']:5d} {r['design']:10}  ✗ collapsed {r['collapsed_at']:.0f} s in: {r['busiest']} at "
                       f"{r['server_load']:.0f}× capacity; listed {r['listed_per_s']:.3g} entries/s")
                 continue
             t = r["takeovers"]
             offered = r["offered"] or None
             ratio = r["throughput"] / offered if offered else None
-            print(f"{r['hosts']:5d} {r['design']:9} {r['throughput']:8.1f} {fmt(ratio):>6} "
+            print(f"{r['hosts']:5d} {r['design']:10} {r['throughput']:8.1f} {fmt(ratio):>6} "
                   f"{fmt(r['pickup_p50'], '.3f'):>10} {fmt(r['pickup_p99'], '.2f'):>7} {r['claims_lost']:8.2f} "
-                  f"{r['intake_lost']:7.2f} {r['listed_per_s']:9.3g} {r['server_load']:6.2f} "
+                  f"{r['intake_lost']:7.2f} {r['listed_per_s']:9.3g} {r['server_load']:5.2f}{'!' if r['server_load'] >= 1 else ' '}"
                   f"{fmt(r['requests_per_job'], '.1f'):>7} {fmt(r.get('cost_per_hour'), '.3f'):>8} "
                   f"{fmt(r.get('cost_per_1000_jobs'), '.3f'):>9} "
                   f"{(f'{t[len(t) // 2]:.1f}/{t[-1]:.1f} s' if t else '–'):>13} {r['cpu_seconds']:5.1f}")
-    print("\nload: folder = the file server's utilisation (≥ 0.99: saturated, response times capped at 100× "
-          "service); bucket = the busiest fixed-name prefix's requests ÷ S3's per-prefix limit (> 1: 503s).")
+    print("\nload: folder = the file server's utilisation (! ≥ 1: past its capacity; response times are capped "
+          "at 100× service); bucket = the busiest fixed-name prefix's requests ÷ S3's per-prefix limit (! > 1: 503s).")
     print(f"✗ collapsed: the server stayed over {COLLAPSE_LOAD:g}× its capacity for {COLLAPSE_SECONDS} s, and the run "
           "stopped: the design cannot run there.")
     print("lost/job: claim attempts lost per job started (stale entries and 412s); intake: intake races lost "
@@ -979,10 +995,10 @@ def print_requests(results: list[dict]) -> None:
         return
     print("\nS3 requests per hour by kind, and their cost at AWS list prices (80 % busy)")
     kinds = ("PUT", "COPY", "LIST", "GET", "DELETE", "SQS")
-    print(f"{'jobs':>6} {'N':>5} {'design':9} " + " ".join(f"{k + '/h':>9}" for k in kinds) + f" {'$/h':>8} {'$/1k jobs':>9}")
+    print(f"{'jobs':>6} {'N':>5} {'design':10} " + " ".join(f"{k + '/h':>9}" for k in kinds) + f" {'$/h':>8} {'$/1k jobs':>9}")
     for r in sorted(rows, key=lambda r: (r["job_seconds"], r["hosts"], DESIGNS.index(r["design"]))):
         h = r["requests_per_hour"]
-        print(f"{r['job_seconds']:5g}s {r['hosts']:5d} {r['design']:9} " + " ".join(f"{h.get(k, 0):9.3g}" for k in kinds)
+        print(f"{r['job_seconds']:5g}s {r['hosts']:5d} {r['design']:10} " + " ".join(f"{h.get(k, 0):9.3g}" for k in kinds)
               + f" {r['cost_per_hour']:8.3f} {r['cost_per_1000_jobs']:9.3f}")
 
 
@@ -992,12 +1008,14 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, nargs="*", help="the N to simulate (default 3 10 30 100 300 1000)")
     parser.add_argument("--rtt-ms", type=float, default=0.0,
                         help="a network round trip added to every S3 request (loopback: 0; a cloud region: ~10-20)")
+    parser.add_argument("--notify-seconds", type=float, default=0.5,
+                        help="notify: mean delay from a write to its event's delivery (an assumption)")
     parser.add_argument("--no-calibration", action="store_true")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write every raw figure here")
     args = parser.parse_args()
     hosts = tuple(args.hosts or (QUICK_HOSTS if args.quick else FULL_HOSTS))
-    runs = scenarios(hosts, args.quick, args.rtt_ms)
+    runs = [replace(sc, notify_seconds=args.notify_seconds) for sc in scenarios(hosts, args.quick, args.rtt_ms)]
     calib = [] if args.no_calibration or args.quick else calibration()
     started = time.monotonic()
     work = sorted(runs + [c[1] for c in calib], key=lambda s: -s.hosts * (s.seconds - s.warmup) / s.job_seconds ** 0.3)
