@@ -215,11 +215,6 @@ class Host:
         self.messages: list = []
 
 
-def lognormal(rng: random.Random, p50: float, p99: float) -> float:
-    sigma = max(1e-6, math.log(p99 / p50) / 2.326)
-    return p50 * math.exp(rng.gauss(0.0, sigma))
-
-
 def load_latencies(path: Path = LATENCY_FILE) -> dict:
     """{request: (p50 s, p99 s)}: bench/out/bucket_latency.json when there, else MEASURED_MS."""
     figures = dict(MEASURED_MS)
@@ -263,14 +258,23 @@ class S3:
 
     def __init__(self, latencies: dict, rtt: float, rng: random.Random):
         self.latencies, self.rtt, self.rng = latencies, rtt, rng
+        # op -> (median, sigma) of its lognormal latency
+        self.shapes = {op: (p50, max(1e-6, math.log(p99 / p50) / 2.326)) for op, (p50, p99) in latencies.items()}
         self.counts: Counter = Counter()          # (kind, prefix) -> requests
         self.per_second: dict = defaultdict(Counter)  # second -> (prefix, class) -> requests
+        self.limited: dict[str, bool] = {}
         self.throttled = 0
         self.entries = 0
 
+    def is_limited(self, prefix: str) -> bool:
+        limited = self.limited.get(prefix)
+        if limited is None:
+            limited = self.limited[prefix] = prefix.split("/")[0] in LIMITED_PREFIXES
+        return limited
+
     def count(self, t: float, kind: str, prefix: str, n: int = 1) -> None:
         self.counts[(kind, prefix)] += n
-        if prefix.split("/")[0] in LIMITED_PREFIXES:
+        if self.is_limited(prefix):
             self.per_second[int(t)][(prefix, "put" if kind in PUT_CLASS else "get")] += n
 
     def request(self, t: float, kind: str, prefix: str, op: str, listed: int = 0) -> float:
@@ -279,7 +283,7 @@ class S3:
         self.count(t, kind, prefix)
         self.entries += listed
         latency = base = self.sample(op, listed)
-        if prefix.split("/")[0] in LIMITED_PREFIXES:
+        if self.is_limited(prefix):
             cls = "put" if kind in PUT_CLASS else "get"
             limit = PUT_LIMIT if cls == "put" else GET_LIMIT
             rho = self.per_second.get(int(t) - 1, {}).get((prefix, cls), 0) / limit
@@ -297,15 +301,20 @@ class S3:
 
     def sample(self, op: str, listed: int = 0) -> float:
         """The latency of one request (a LIST: of `listed` keys), counted nowhere."""
+        gauss = self.rng.gauss
         if op != "list":
-            return lognormal(self.rng, *self.latencies[op]) + self.rtt
+            p50, sigma = self.shapes[op]
+            return p50 * math.exp(sigma * gauss(0.0, 1.0)) + self.rtt
         page = min(listed, LIST_PAGE) / LIST_PAGE
-        return self.rtt + lognormal(self.rng, *self.latencies["get"]) + page * (
-            lognormal(self.rng, *self.latencies["list"]) - self.latencies["get"][0])
+        (get, get_sigma), (full, list_sigma) = self.shapes["get"], self.shapes["list"]
+        return self.rtt + get * math.exp(get_sigma * gauss(0.0, 1.0)) + page * (
+            full * math.exp(list_sigma * gauss(0.0, 1.0)) - get)
 
     def list_pages(self, t: float, prefix: str, listed: int) -> float:
         """A LIST of `listed` keys, a page of 1,000 at a time."""
-        pages = max(1, math.ceil(listed / LIST_PAGE))
+        if listed <= LIST_PAGE:
+            return self.request(t, "LIST", prefix, "list", listed)
+        pages = math.ceil(listed / LIST_PAGE)
         return sum(self.request(t, "LIST", prefix, "list", min(LIST_PAGE, listed - p * LIST_PAGE))
                    for p in range(pages))
 
@@ -751,6 +760,7 @@ class Simulation:
         self.at(clock, self.try_claims, host)
 
     def record(self, t: float, what: str, n: int) -> None:
+        self.stats[what + "_all"] += n  # the whole run's, for a run that collapsed before its window
         if self.in_window(t):
             self.stats[what] += n
 
@@ -832,7 +842,9 @@ class Simulation:
                "throughput": self.stats["completed"] / window,
                "claims_lost": self.stats["claims_lost"] / started,
                "intake_lost": self.stats["intake_lost"] / max(1, self.stats["arrived"] or started),
-               "listed_per_s": self.stats["listed"] / window, "takeovers": sorted(self.takeovers),
+               "listed_per_s": (self.stats["listed"] / window if self.collapsed_at is None
+                                else self.stats["listed_all"] / max(1.0, self.now)),
+               "takeovers": sorted(self.takeovers),
                "completions": [j.completions for j in self.jobs], "collapsed_at": self.collapsed_at,
                "extra_runs": sum(j.runs - 1 - j.lost_runs for j in self.jobs)}
         p = sorted(self.pickups)
@@ -900,11 +912,11 @@ def scenarios(hosts: tuple, quick: bool, rtt_ms: float) -> list[Scenario]:
     out = []
     for n in hosts:
         for design in DESIGNS:
-            secs = 150.0 if quick else 240.0
+            secs = 150.0 if quick else 210.0
             out.append(Scenario(design, n, gpus=8, job_seconds=60.0, load=0.8, seconds=secs, warmup=60.0,
                                 rtt_ms=rtt_ms, seed=n))
             rate = 0.8 * n / 0.2
-            short = min(30.0, max(8.0, (4000 if quick else 8000) / rate)) + 4.0
+            short = min(30.0, max(6.0, (4000 if quick else 8000) / rate)) + 4.0
             out.append(Scenario(design, n, gpus=1, job_seconds=0.2, load=0.8, seconds=short, warmup=4.0,
                                 kills=0, rtt_ms=rtt_ms, seed=n))
             out.append(Scenario(design, n, gpus=1, job_seconds=0.2, load=None, backlog=max(100, 2 * n),
