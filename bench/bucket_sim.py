@@ -161,6 +161,17 @@ class Scenario:
         return max(1, self.hosts // HOSTS_PER_SHARD) if self.design in (SHARDED, BOTH) else 1
 
     @property
+    def kill_spacing(self) -> float:
+        return self.lease + 3 * self.poll + self.job_seconds / 4
+
+    @property
+    def window_end(self) -> float:
+        """Throughput and pickups are measured before the first kill (a dead host's jobs wait
+        a lease, which would swamp a small fleet's figures); the kills come after."""
+        kills = self.kills if self.hosts > 1 else 0
+        return max(self.warmup + 1, self.seconds - kills * self.kill_spacing)
+
+    @property
     def notify(self) -> bool:
         return self.design in (NOTIFY, BOTH)
 
@@ -362,7 +373,7 @@ class Simulation:
         heapq.heappush(self.heap, (t, next(self.order), fn, args))
 
     def in_window(self, t: float) -> bool:
-        return bool(self.sc.burst) or self.sc.warmup <= t < self.sc.seconds
+        return bool(self.sc.burst) or self.sc.warmup <= t < self.sc.window_end
 
     def on_loop(self, host: Host, t: float, latency: float) -> float:
         """Runs `latency` of work on the host's serial loop from t: when it ends."""
@@ -384,7 +395,7 @@ class Simulation:
         for h in self.hosts:
             self.at(h.phase, self.poll, h)
         for k in range(sc.kills if sc.hosts > 1 else 0):
-            self.at(sc.warmup + 5 + k * (sc.lease + 3 * sc.poll + sc.job_seconds / 4), self.kill)
+            self.at(sc.window_end + k * sc.kill_spacing, self.kill)
         end = sc.seconds if not (sc.drain or sc.burst) else sc.seconds * 20
         second, overloaded = 0, 0
         while self.heap:
@@ -833,7 +844,7 @@ class Simulation:
 
     def result(self) -> dict:
         sc = self.sc
-        window = max(1.0, min(sc.seconds, self.collapsed_at or INF) - sc.warmup)
+        window = max(1.0, min(sc.window_end, self.collapsed_at or INF) - sc.warmup)
         started = max(1, self.stats["started"])
         out = {"design": sc.design, "hosts": sc.hosts, "gpus": sc.gpus, "job_seconds": sc.job_seconds,
                "load": sc.load, "jobs": len(self.jobs),
@@ -866,7 +877,7 @@ class Simulation:
 
     def measured_seconds(self) -> range:
         """The whole seconds of the measured window (the last few before a collapse)."""
-        last = int(min(self.sc.seconds, self.collapsed_at or INF))
+        last = int(min(self.sc.window_end, self.collapsed_at or INF))
         return range(min(int(self.sc.warmup), max(0, last - COLLAPSE_SECONDS)), last)
 
     def s3_result(self, window: float, started: int) -> dict:
@@ -912,8 +923,8 @@ def scenarios(hosts: tuple, quick: bool, rtt_ms: float) -> list[Scenario]:
     out = []
     for n in hosts:
         for design in DESIGNS:
-            secs = 150.0 if quick else 210.0
-            out.append(Scenario(design, n, gpus=8, job_seconds=60.0, load=0.8, seconds=secs, warmup=60.0,
+            secs = 160.0 if quick else 230.0
+            out.append(Scenario(design, n, gpus=8, job_seconds=60.0, load=0.8, seconds=secs, warmup=50.0,
                                 rtt_ms=rtt_ms, seed=n))
             rate = 0.8 * n / 0.2
             short = min(30.0, max(6.0, (4000 if quick else 8000) / rate)) + 4.0
