@@ -52,7 +52,7 @@ def test_shards_and_notifications_cut_the_claims_lost():
     assert sharded["throughput"] > one_queue["throughput"]
 
 
-def test_seaweedfs_lock_slows_racing_claims_only():
+def test_seaweedfs_lock_slows_racing_claims():
     aws, seaweed = short_jobs(BUCKET, 32), short_jobs(BUCKET_SW, 32)
     assert seaweed["pickup_p50"] > aws["pickup_p50"]
 
