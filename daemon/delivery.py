@@ -90,7 +90,7 @@ class Deliveries:
             log.error("delivery.unrecorded", job_id=doc["id"], marker=str(marker), error=str(exc))
         self._begin(plan)
 
-    def resume(self) -> None:
+    def start(self) -> None:
         """Redoes the deliveries a previous run left (after the spool is opened)."""
         for name in sorted(os.listdir(self.spool.deliveries)):
             job_id = name.removesuffix(".json")

@@ -167,9 +167,12 @@ class Sweeper:
         self._thread = threading.Thread(target=run, args=(self._run,), name="retention", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 2.0) -> None:
+    def stop(self) -> None:
         """Ends the sweep at its next folder (a folder half removed is a leftover for later)."""
         self._stop.set()
+
+    def join(self, timeout: float = 2.0) -> None:
+        """Waits (off the loop) for the sweep to end, at most `timeout` seconds."""
         if self._thread is not None:
             self._thread.join(timeout)
 

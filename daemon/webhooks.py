@@ -73,7 +73,7 @@ class Webhooks:
         """`listener(result)` after each attempt, in a thread of the daemon (metrics count them)."""
         self.sender.attempt_listeners.append(listener)
 
-    def resume(self) -> None:
+    def start(self) -> None:
         """Starts the sender (which takes up the markers a previous run left) where webhooks
         are configured or owed (after the spool is opened)."""
         if self.settings().webhooks.secret or any(n.endswith(".json") for n in os.listdir(self.spool.webhooks)):
