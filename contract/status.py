@@ -85,7 +85,7 @@ class Status(BaseModel):
     step: int | None = None
     total_steps: int | None = None
     eta_seconds: float | None = Field(None, description=(
-        "running: seconds until the job is done, every stage still to come counted (daemon/estimates.py)"))
+        "running: seconds until the job is done, every stage still to come counted (daemon/outbox/estimates.py)"))
     queue_position: int | None = Field(None, ge=1, description="queued jobs: 1 is next")
     attempt: int = Field(0, ge=0)
     max_attempts: int | None = None

@@ -5,9 +5,9 @@ intake accept complete drops, refreshes the queue, hands jobs to idle workers, b
 heartbeat, lets recovery take over dead hosts' jobs, checks running jobs (lost, canceled,
 timed out, stalled) and restarts dead workers. Workers talk back over their pipes in
 contract/messages.py's messages (read with loop.add_reader), so a result or a crash is
-handled the moment it lands. What a job needs before it starts is daemon/jobpolicy.py's;
-how jobs end, daemon/jobends.py's; recovery, daemon/recovery.py's; what the HTTP fronts
-see, daemon/readmodel.py's.
+handled the moment it lands. What a job needs before it starts is daemon/jobs/policy.py's;
+how jobs end, daemon/jobs/ends.py's; recovery, daemon/jobs/recovery.py's; what the HTTP fronts
+see, daemon/view/readmodel.py's.
 """
 
 from __future__ import annotations
@@ -28,37 +28,37 @@ import structlog
 from contract import messages as m
 from contract.errors import ErrorCode
 from contract.status import FINAL_STATES, new_status, utc_now
-from daemon.accepting import Intake
+from daemon.jobs.accepting import Intake
 from daemon.config import ConfigError, Settings, load_settings
-from daemon.crashpoints import ENV as CRASH_ENV
-from daemon.crashpoints import CrashPoints
-from daemon.delivery import Deliveries
+from daemon.spool.crashpoints import ENV as CRASH_ENV
+from daemon.spool.crashpoints import CrashPoints
+from daemon.delivery.service import Deliveries
 from daemon.devices import worker_devices
-from daemon.estimates import StageClock
-from daemon.fds import raise_nofile_limit
-from daemon.fscheck import FsClass, classify, spool_fault
-from daemon.fsops import create_exclusive, read_json
-from daemon.history import History
-from daemon.hostpaths import HostPaths
-from daemon.hosts import Heartbeat, LeaseTracker
-from daemon.intake import InboxScanner, error_line, printable
-from daemon.jobends import JobEnds
-from daemon.jobpolicy import End, Start, Unreadable, before_start, run_message
+from daemon.outbox.estimates import StageClock
+from daemon.http.fds import raise_nofile_limit
+from daemon.spool.fscheck import FsClass, classify, spool_fault
+from daemon.spool.fsops import create_exclusive, read_json
+from daemon.outbox.history import History
+from daemon.view.hostpaths import HostPaths
+from daemon.spool.hosts import Heartbeat, LeaseTracker
+from daemon.jobs.intake import InboxScanner, error_line, printable
+from daemon.jobs.ends import JobEnds
+from daemon.jobs.policy import End, Start, Unreadable, before_start, run_message
 from daemon.notify import Notifier
-from daemon.outbox_index import OutboxIndex
-from daemon.pause import Pause, PauseWatch
-from daemon.pause import pause as write_pause
-from daemon.pause import resume as remove_pause
-from daemon.quarantine import quarantine
-from daemon.recovery import Recovery
+from daemon.outbox.index import OutboxIndex
+from daemon.spool.pause import Pause, PauseWatch
+from daemon.spool.pause import pause as write_pause
+from daemon.spool.pause import resume as remove_pause
+from daemon.spool.quarantine import quarantine
+from daemon.jobs.recovery import Recovery
 from daemon.registry import refresh_models
-from daemon.retention import Sweeper
-from daemon.spool import CANCEL_MARK, JOB_DOC, QueueName, Spool, is_valid_job_id
-from daemon.spoolhealth import SpoolHealth
-from daemon.status import StatusWriter
-from daemon.transitions import Transitions
-from daemon.watcher import Hints, SpoolWatcher
-from daemon.webhooks import Webhooks
+from daemon.outbox.retention import Sweeper
+from daemon.spool.layout import CANCEL_MARK, JOB_DOC, QueueName, Spool, is_valid_job_id
+from daemon.spool.health import SpoolHealth
+from daemon.spool.status import StatusWriter
+from daemon.spool.transitions import Transitions
+from daemon.spool.watcher import Hints, SpoolWatcher
+from daemon.webhooks.service import Webhooks
 from daemon.workers import RunningJob, WorkerHandle
 from pipeline.kinds import load_kinds
 
@@ -120,19 +120,19 @@ class Arbiter:
         self._listeners: list[Callable[[dict], None]] = []  # status changes, for the read model
         self.statuses = StatusWriter(self.spool, settings.status.progress_interval_seconds, self._status_changed,
                                      shown=HostPaths(lambda: self.settings).status)
-        # The outbox as listings and estimates need it (daemon/outbox_index.py), built in a
+        # The outbox as listings and estimates need it (daemon/outbox/index.py), built in a
         # thread from run(), then kept current by this daemon's status writes and sweeps.
         self.index = OutboxIndex(self.spool)
         self.on_status(self.index.seen)
-        # Past runs from the index (daemon/history.py): each job's estimated stages, its eta_seconds.
+        # Past runs from the index (daemon/outbox/history.py): each job's estimated stages, its eta_seconds.
         self.history = History(self.index)
-        # Presets' deliver_to folders (daemon/delivery.py): started by the `completed` status write.
+        # Presets' deliver_to folders (daemon/delivery/service.py): started by the `completed` status write.
         self.deliveries = Deliveries(self.spool, self.kinds, lambda: self.settings, self.statuses.current, self.statuses.write)
         self.on_status(self.deliveries.on_status)
-        # Signed webhooks (daemon/webhooks.py): each event recorded by the status write that makes it.
+        # Signed webhooks (daemon/webhooks/service.py): each event recorded by the status write that makes it.
         self.webhooks = Webhooks(self.spool, lambda: self.settings)
         self.on_status(self.webhooks.on_status)
-        # [outbox] keep_days (daemon/retention.py): old ended jobs' folders removed, in a thread.
+        # [outbox] keep_days (daemon/outbox/retention.py): old ended jobs' folders removed, in a thread.
         self.retention = Sweeper(self.spool, lambda: self.settings,
                                  may_sweep=lambda: self._opened and self.health.ok and not self.draining)
         self.retention.on_removed(self.index.removed)
@@ -167,7 +167,7 @@ class Arbiter:
         self._next_rescan = self._next_beat = self._next_settle = 0.0
         # Why this daemon must not claim on a shared spool (a filesystem without exclusive claims).
         self.sharing_refused: str | None = None
-        # PAUSE / hosts/<me>.pause (daemon/pause.py): claims stop, drops still queue.
+        # PAUSE / hosts/<me>.pause (daemon/spool/pause.py): claims stop, drops still queue.
         self.pausing = PauseWatch(self.spool, sc.host)
         self._freeing: set[int] = set()  # workers asked to unload their models while paused
         self._opened = False
@@ -235,7 +235,7 @@ class Arbiter:
     async def _start_http(self) -> None:
         """The native API and the seed personalities: one read model, on this loop, sharing
         the connection budget."""
-        from daemon.readmodel import ReadModel
+        from daemon.view.readmodel import ReadModel
 
         personalities = self.settings.compat.enabled()
         listeners = len(personalities) + bool(self.settings.api.enabled)
@@ -243,12 +243,12 @@ class Arbiter:
             return
         view = ReadModel(self)
         if self.settings.api.enabled:
-            from daemon.api import start_api
+            from daemon.http.api import start_api
 
             self._api_runner, self.api_url = await start_api(view, self.settings.api.host, self.settings.api.port, listeners)
         if personalities:
-            from daemon.compat import start_personalities
-            from daemon.fds import connection_budget
+            from daemon.http.compat import start_personalities
+            from daemon.http.fds import connection_budget
 
             budget = connection_budget(self.settings.api.max_connections, listeners)
             self._compat_runners, self.compat_urls = await start_personalities(view, budget)
@@ -841,7 +841,7 @@ class Arbiter:
             log.error("daemon.stop_unrecorded", reason=str(exc))
         log.info("daemon.stopped", **self.ends.counts)
 
-    # -- what the read model asks (daemon/readmodel.py's Supervisor) ------------------
+    # -- what the read model asks (daemon/view/readmodel.py's Supervisor) ------------------
     def queued(self) -> list[QueueName]:
         return self.queue
 

@@ -293,7 +293,7 @@ class WebhooksConfig(Section):
     @field_validator("allowed_urls")
     @classmethod
     def _prefixes(cls, v):
-        # "https://" alone: any https URL, public addresses only (daemon/webhook_urls.py).
+        # "https://" alone: any https URL, public addresses only (daemon/webhooks/urls.py).
         return [u if u in ("http://", "https://") else check_http_url(u) for u in v]
 
 

@@ -3,7 +3,7 @@
 Reads only model_index.json files and file names (no torch). A folder `models/NAME/`
 holding a diffusers model_index.json becomes model NAME, serving the kinds its pipeline
 family can do (a hub download's link `ORG--NAME` becomes model `ORG/NAME`,
-daemon/downloads.py); one in a lip-sync layout (Wav2Lip, MuseTalk 1.5) serves talking-head.
+daemon/view/downloads.py); one in a lip-sync layout (Wav2Lip, MuseTalk 1.5) serves talking-head.
 A folder still being copied (a required file or a named component missing) is left out
 until it is complete.
 The folder is read at start and reload, and rescanned (refresh_models) before a job fails
@@ -20,7 +20,7 @@ import structlog
 from contract.lipsync_folders import backend_of
 from contract.families import kinds_of
 from contract.model_folders import INDEX, folder_missing
-from daemon.downloads import registered_name
+from daemon.view.downloads import registered_name
 
 log = structlog.get_logger()
 

@@ -96,7 +96,7 @@ class ChannelEnd:
             names = self._message_names(tree)
             if names:
                 trees[path] = (tree, names)
-        # Functions that build a message for a send (daemon.jobpolicy.run_message → RunJob).
+        # Functions that build a message for a send (daemon.jobs.policy.run_message → RunJob).
         self.factories = {node.name: self._types(node.returns, names) for tree, names in trees.values()
                           for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and self._types(node.returns, names)}
         for path, (tree, names) in trees.items():
