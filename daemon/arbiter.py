@@ -29,6 +29,7 @@ from contract import messages as m
 from contract.errors import ErrorCode
 from contract.status import FINAL_STATES, new_status, utc_now
 from daemon.jobs.accepting import Intake
+from daemon.jobs.drops import DropReader
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.spool.crashpoints import ENV as CRASH_ENV
 from daemon.spool.crashpoints import CrashPoints
@@ -36,13 +37,16 @@ from daemon.delivery.service import Deliveries
 from daemon.devices import worker_devices
 from daemon.outbox.estimates import StageClock
 from daemon.http.fds import raise_nofile_limit
+from daemon.http.paths import API
 from daemon.spool.fscheck import FsClass, classify, spool_fault
 from daemon.spool.fsops import create_exclusive, read_json
 from daemon.outbox.history import History
 from daemon.view.hostpaths import HostPaths
 from daemon.spool.hosts import Heartbeat, LeaseTracker
-from daemon.jobs.intake import InboxScanner, error_line, printable
+from daemon.jobs.intake import InboxScanner
+from daemon.lines import error_line, printable
 from daemon.jobs.ends import JobEnds
+from daemon.jobs.jobfile import validate_job
 from daemon.jobs.policy import End, Start, Unreadable, before_start, run_message
 from daemon.notify import Notifier
 from daemon.outbox.index import OutboxIndex
@@ -119,7 +123,7 @@ class Arbiter:
         self.kinds = load_kinds()
         self._listeners: list[Callable[[dict], None]] = []  # status changes, for the read model
         self.statuses = StatusWriter(self.spool, settings.status.progress_interval_seconds, self._status_changed,
-                                     shown=HostPaths(lambda: self.settings).status)
+                                     shown=HostPaths(lambda: self.settings).status, api=API)
         # The outbox as listings and estimates need it (daemon/outbox/index.py), built in a
         # thread from run(), then kept current by this daemon's status writes and sweeps.
         self.index = OutboxIndex(self.spool)
@@ -138,11 +142,12 @@ class Arbiter:
         self.retention.on_removed(self.index.removed)
         self.crash = CrashPoints.from_env()  # tests only: kill this daemon at a named step
         self.health = SpoolHealth(self.spool.root)
-        self.transitions = Transitions(self.spool, settings, self.kinds, self.statuses, self.crash)
+        self.transitions = Transitions(self.spool, self.statuses, self.crash)
         self.ends = JobEnds(self.transitions, self.statuses, self.health, on_requeued=self.refresh_queue)
         self.scanner = InboxScanner(self.spool.inbox, sc.stable_seconds, sc.input_wait_seconds, settings.limits.job_json_bytes)
         self.scanner.presets = {name: p.accept for name, p in settings.presets.items()}
-        self.intake = Intake(self.spool, self.scanner, self.transitions, self.ends, self.crash,
+        drops = DropReader(self.spool, lambda: self.settings, self.kinds)
+        self.intake = Intake(self.spool, self.scanner, drops, self.transitions, self.ends, self.crash,
                              on_queued=self._queued, cancel=self.cancel, keep_lease=self._beat_if_due)
         self.heartbeat = Heartbeat(self.spool.hosts, sc.host, sc.lease_seconds)
         self.leases = LeaseTracker(self.spool.hosts, self.spool.owed_roots, sc.host, sc.lease_seconds)
@@ -780,7 +785,6 @@ class Arbiter:
                 log.warning("daemon.reload_needs_restart", section=section)
             setattr(new, section, getattr(self.settings, section))
         self.settings = new
-        self.transitions.settings = new
         self.scanner.presets = {name: p.accept for name, p in new.presets.items()}
         self.scanner.json_limit = new.limits.job_json_bytes
         self.spool.create(list(new.presets))
@@ -859,6 +863,10 @@ class Arbiter:
         if failing := self.loop_failures.problem():  # e.g. one bad inbox entry breaking every turn
             problems.append(failing)
         return problems
+
+    def validate_job(self, doc: dict, staging: Path) -> dict:
+        """A job submitted through a front, checked as intake will (daemon/jobs/jobfile.py)."""
+        return validate_job(doc, staging, self.kinds, self.settings)
 
     def dropped(self, path: Path) -> None:
         """A front renamed a drop into the inbox: take it at once."""

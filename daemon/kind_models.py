@@ -13,8 +13,7 @@ from contract.errors import JobError
 from contract.kinds import KindSpec
 from contract.model_folders import model_folder
 from daemon.config import Settings
-from daemon.view.modelview import served_kinds
-from daemon.registry import refresh_models
+from daemon.registry import refresh_models, served_kinds
 
 
 @dataclass(frozen=True)

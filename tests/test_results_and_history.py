@@ -159,7 +159,7 @@ def test_estimates_come_from_measured_runs(tmp_path):
 
 
 def _seconds(a: str, b: str) -> float:
-    from daemon.outbox.history import epoch
+    from contract.status import epoch
 
     return epoch(b) - epoch(a)
 

@@ -22,7 +22,8 @@ from urllib.parse import quote
 from daemon.http.auth import load_tokens
 from daemon.config import Settings
 from daemon.view.operator_key import key_file, read_key
-from daemon.view.modelview import model_entries, served_kinds
+from daemon.registry import served_kinds
+from daemon.view.modelview import model_entries
 from contract.errors import JobError
 
 

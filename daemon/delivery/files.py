@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
+from contract.status import status_time
+from daemon.spool.fsops import unlink_quietly
 from daemon.spool.job_files import OpenedFile
 
 # link(2) errors that mean "no hard links here", not "that name is taken" (measured: an
@@ -51,10 +53,7 @@ def drop_stem(doc: dict) -> str:
 
 def finished_date(doc: dict) -> str:
     """{date}: the day the job finished, in this host's local time (YYYY-MM-DD)."""
-    try:
-        when = datetime.fromisoformat((doc.get("finished_at") or "").replace("Z", "+00:00"))
-    except ValueError:
-        when = datetime.now().astimezone()
+    when = status_time(doc.get("finished_at")) or datetime.now().astimezone()
     return when.astimezone().strftime("%Y-%m-%d")
 
 
@@ -182,10 +181,3 @@ def publish(temp: Path, wanted: str, before_try: Callable[[Path], None]) -> Path
         os.rename(temp, final)  # no hard links here: the exists check above is all there is
         return final
     raise AssertionError("unreachable: numbered() never ends")
-
-
-def unlink_quietly(path: Path | str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

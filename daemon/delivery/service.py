@@ -30,8 +30,8 @@ import structlog
 from contract.files import file_sha256
 from daemon.config import Settings
 from daemon.delivery.files import (Stopped, delivery_name, drop_stem, finished_date, in_folder, is_numbered,
-                                   is_temp_of, publish, temp_name, unlink_quietly, write_temp)
-from daemon.spool.fsops import atomic_write_json, move, read_json
+                                   is_temp_of, publish, temp_name, write_temp)
+from daemon.spool.fsops import atomic_write_json, move, read_json, unlink_quietly
 from daemon.spool.job_files import open_job_file
 from daemon.spool.layout import Spool, is_valid_job_id
 

@@ -20,7 +20,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ValidationError
 
-from daemon.http.auth import find_token, load_tokens, presented_token
+from daemon.http.auth import load_tokens, may_submit, presented_token, token_refusal
 from daemon.config import format_validation_error
 from daemon.http.fds import connection_budget
 from daemon.http.file_response import OpenedFileResponse
@@ -37,15 +37,14 @@ from daemon.http.guard import (
     json_error,
     read_body,
     read_form,
-    spool_answer,
+    spool_fault_answers,
     timeout_response,
     within,
 )
 from daemon.http.metrics import Metrics
-from daemon.spool.job_files import OpenedFile, read_job_file
-from daemon.spool.pause import PauseRequest, ResumeRequest
+from daemon.view.for_fronts import OpenedFile, is_valid_job_id, read_job_file
+from daemon.http.pause_requests import PauseRequest, ResumeRequest
 from daemon.view.readmodel import JobFilter, QueueFull, ReadModel
-from daemon.spool.layout import is_valid_job_id
 from contract.status import PREVIEW_FILE
 
 log = structlog.get_logger()
@@ -106,17 +105,14 @@ class Api:
     async def authorize(self, request: web.Request, handler):
         if not self.tokens or request.path in OPEN_PATHS or request.path.startswith("/static/"):
             return await handler(request)
-        # ?access_token= only for reads: EventSource and <video src> cannot send headers,
-        # and a token in a URL must never be able to change anything.
-        query = request.query if request.method in ("GET", "HEAD") else {}
-        token = find_token(self.tokens, presented_token(request.headers, query))
-        if token is None:
+        refused = token_refusal(self.tokens, request)
+        if refused is None:
+            return await handler(request)
+        status, scope = refused
+        if status == 401:
             return error(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer …)",
                          headers={"WWW-Authenticate": 'Bearer realm="vidspool"'})
-        scope = "read" if request.method in ("GET", "HEAD") else "submit"
-        if scope not in token.scopes:
-            return error(403, "forbidden", f"this token lacks the {scope!r} scope")
-        return await handler(request)
+        return error(403, "forbidden", f"this token lacks the {scope!r} scope")
 
     @web.middleware
     async def measure(self, request: web.Request, handler):
@@ -466,24 +462,13 @@ class Api:
             return error(400, "bad_request", f"unknown field {unknown[0]!r}: send repo and revision" if unknown
                          else "repo is required, e.g. {\"repo\": \"Wan-AI/Wan2.1-T2V-1.3B-Diffusers\"}")
         try:  # with tokens, authorize() has checked the submit scope; without, the operator key or download_allow
-            download = await self.view.download_model(doc["repo"], doc.get("revision", "main"), authorized=bool(self.tokens),
-                                                      bearer=presented_token(request.headers, {}))
+            bearer = presented_token(request.headers, {})
+            download = await self.view.download_model(doc["repo"], doc.get("revision", "main"), bearer=bearer,
+                                                      authorized=bool(self.tokens) or may_submit(self.view.settings.api, bearer))
         except DownloadRefused as exc:
             return error(exc.status, exc.code, exc.message,
                          headers={"Retry-After": "60"} if exc.code == "too_many_downloads" else None)
         return web.json_response(download, status=202)
-
-
-@web.middleware
-async def spool_errors(request: web.Request, handler):
-    """A request that meets a broken spool (dead mount, full disk) gets 503/507, not 500."""
-    try:
-        return await handler(request)
-    except OSError as exc:
-        found = spool_answer(exc)
-        if found is None:
-            raise
-        return error(*found)
 
 
 @web.middleware
@@ -504,7 +489,7 @@ async def start_api(view: ReadModel, host: str, port: int, listeners: int = 1):
     policy = HttpPolicy.for_listener(host, settings.allowed_hosts, settings.allowed_origins,
                                      read_timeout=settings.read_timeout_seconds)
     app = web.Application(client_max_size=view.settings.limits.job_json_bytes + 1024,
-                          middlewares=[json_errors, api.measure, guard_middleware(policy), spool_errors, api.authorize])
+                          middlewares=[json_errors, api.measure, guard_middleware(policy), spool_fault_answers(error), api.authorize])
     app.add_routes(api.routes())
     app.on_response_prepare.append(add_security_headers)
     # keepalive_timeout closes a connection whose request head has not arrived in time

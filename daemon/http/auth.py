@@ -57,6 +57,32 @@ def find_token(tokens: list[Token], presented: str | None) -> Token | None:
     return found
 
 
+def token_refusal(tokens: list[Token], request) -> tuple[int, str | None] | None:
+    """Why a request may not pass: (401, None) without a configured token, (403, SCOPE)
+    when its token lacks the scope the request needs (`read` for GET and HEAD, else
+    `submit`); None when it may. ?access_token= counts only for reads: EventSource, <video
+    src> and browser WebSockets cannot send headers, and a token in a URL must never be
+    able to change anything."""
+    query = request.query if request.method in ("GET", "HEAD") else {}
+    token = find_token(tokens, presented_token(request.headers, query))
+    if token is None:
+        return 401, None
+    scope = "read" if request.method in ("GET", "HEAD") else "submit"
+    return (403, scope) if scope not in token.scopes else None
+
+
+def may_submit(api, bearer: str | None) -> bool:
+    """Whether `bearer` is a configured token of the submit scope ([api] tokens and
+    tokens_file, read now); an unreadable tokens file, or bytes no token has: no."""
+    if not bearer:
+        return False
+    try:
+        token = find_token(load_tokens(api.tokens, api.tokens_file), bearer)
+    except (OSError, ValueError):
+        token = None
+    return token is not None and "submit" in token.scopes
+
+
 def presented_token(headers, query) -> str | None:
     auth = headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":

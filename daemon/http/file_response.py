@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from daemon.spool.job_files import OpenedFile
+from daemon.view.for_fronts import OpenedFile
 
 
 class OpenedFileResponse(web.FileResponse):

@@ -29,7 +29,7 @@ import structlog
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from daemon.config import LimitsConfig
-from daemon.spool.fscheck import spool_fault
+from daemon.view.for_fronts import spool_fault
 
 log = structlog.get_logger()
 
@@ -63,6 +63,23 @@ def spool_answer(exc: OSError) -> tuple[int, str, str] | None:
     if "ENOSPC" in reason or "EDQUOT" in reason:
         return 507, "insufficient_storage", f"spool unavailable: {reason}"
     return 503, "spool_unavailable", f"spool unavailable: {reason}"
+
+
+def spool_fault_answers(error: Callable[..., web.StreamResponse]):
+    """The middleware that answers a request meeting a broken spool (dead mount, full disk)
+    with error(503 or 507, code, message) in its front's shape, not a 500."""
+
+    @web.middleware
+    async def spool_faults(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except OSError as exc:
+            found = spool_answer(exc)
+            if found is None:
+                raise
+            return error(*found)
+
+    return spool_faults
 
 
 def host_name(value: str) -> str | None:

@@ -6,10 +6,11 @@ middleware); gauges that describe the present (queue, workers, memory) are read 
 
 from __future__ import annotations
 
-from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from contract.status import seconds_between
 
 disable_created_metrics()  # no *_created series: they double the output and say nothing here
 
@@ -18,10 +19,8 @@ API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, float("inf
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
-    return max(0.0, (parse(end) - parse(start)).total_seconds())
+    seconds = seconds_between(start, end)
+    return None if seconds is None else max(0.0, seconds)
 
 
 class Metrics:
@@ -41,9 +40,8 @@ class Metrics:
                                   ["outcome"], registry=self.registry)
         self.webhooks = Counter("vidspool_webhook_deliveries", "Webhook delivery attempts, by result (delivered, retry, given_up, refused)",
                                 ["result"], registry=self.registry)
-        hooks = getattr(getattr(view, "daemon", None), "webhooks", None)
-        if hooks is not None:  # daemon/webhooks/service.py calls back from its sender threads (Counter is thread-safe)
-            hooks.on_attempt(lambda result: self.webhooks.labels(result).inc())
+        # Called back from the webhook sender's threads (Counter is thread-safe).
+        view.on_webhook_attempt(lambda result: self.webhooks.labels(result).inc())
         self.registry.register(_PresentState(view))
         view.on_status(self.on_status)
         self._request_children: dict[tuple, tuple] = {}
@@ -111,9 +109,8 @@ class _PresentState:
             loads.add_metric([d["device"]], d["model_loads"])
             busy.add_metric([d["device"]], 1 if d["busy"] else 0)
         yield from (restarts, memory, models, loads, busy)
-        sweeper = getattr(self.view.daemon, "retention", None)  # daemon/outbox/retention.py's, this daemon's sweeps
-        if sweeper is not None:
-            yield CounterMetricFamily("vidspool_retention_removed", "Ended jobs' outbox folders removed past [outbox] keep_days",
-                                      value=sweeper.removed)
-            yield CounterMetricFamily("vidspool_retention_freed_bytes", "Bytes freed by removing outbox folders past keep_days",
-                                      value=sweeper.freed_bytes)
+        removed, freed_bytes = self.view.retention_totals()  # this daemon's sweeps
+        yield CounterMetricFamily("vidspool_retention_removed", "Ended jobs' outbox folders removed past [outbox] keep_days",
+                                  value=removed)
+        yield CounterMetricFamily("vidspool_retention_freed_bytes", "Bytes freed by removing outbox folders past keep_days",
+                                  value=freed_bytes)

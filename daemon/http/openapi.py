@@ -16,7 +16,7 @@ from contract.status import LIST_FIELDS, PREVIEW_FILE, STATES
 from daemon import __version__
 from daemon.http.paths import API, STATIC_FILES
 from daemon.config import WebhookTarget
-from daemon.spool.pause import PauseRequest, ResumeRequest
+from daemon.http.pause_requests import PauseRequest, ResumeRequest
 
 if TYPE_CHECKING:
     from daemon.config import Settings

@@ -11,7 +11,9 @@ import structlog
 
 from daemon.spool.crashpoints import CrashPoints
 from daemon.spool.fscheck import spool_fault
-from daemon.jobs.intake import Drop, InboxScanner, entry_fault, error_line, note_accept_failure, printable, stage_drop
+from daemon.jobs.drops import DropReader
+from daemon.jobs.intake import Drop, InboxScanner, entry_fault, note_accept_failure, stage_drop
+from daemon.lines import error_line, printable
 from daemon.jobs.ends import JobEnds
 from daemon.spool.layout import QueueName, Spool
 from daemon.spool.transitions import Transitions
@@ -23,11 +25,12 @@ MAX_ACCEPT_TRIES = 3
 
 
 class Intake:
-    def __init__(self, spool: Spool, scanner: InboxScanner, transitions: Transitions, ends: JobEnds,
+    def __init__(self, spool: Spool, scanner: InboxScanner, drops: DropReader, transitions: Transitions, ends: JobEnds,
                  crash: CrashPoints, on_queued: Callable[[QueueName], None], cancel: Callable[[str, str], str],
                  keep_lease: Callable[[], object]):
         self.spool = spool
         self.scanner = scanner
+        self.drops = drops  # reads a staged drop (daemon/jobs/drops.py) before the moves take it
         self.transitions = transitions
         self.ends = ends
         self.crash = crash
@@ -64,7 +67,12 @@ class Intake:
 
     def accept(self, staging: Path) -> None:
         try:
-            qn = self.transitions.accept(staging)
+            drop = self.drops.read(staging)
+            if drop is None:
+                self.transitions.discard(staging)
+                qn = None
+            else:
+                qn = self.transitions.accept(drop)
         except Exception as exc:  # noqa: BLE001 - one drop must never stop the intake
             if spool_fault(exc) is not None:
                 raise  # a broken spool, not a bad drop: never fail a job for it; recovery retries
@@ -88,7 +96,11 @@ class Intake:
                 self._retry.add(staging)
                 return False
             log.error("intake.accept_given_up", staging=str(staging), tries=tries, error=error)
-            self.transitions.fail_staged(staging, f"accepting the drop failed {tries} times, last: {error}")
+            drop = self.drops.read_to_fail(staging)
+            if drop is None:
+                self.transitions.discard(staging)
+            else:
+                self.transitions.fail_staged(drop, f"accepting the drop failed {tries} times, last: {error}")
         except Exception as again:  # noqa: BLE001 - left staged: the next start tries again
             if spool_fault(again) is not None:
                 raise

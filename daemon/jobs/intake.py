@@ -22,9 +22,9 @@ import structlog
 
 from daemon.spool.crashpoints import NEVER, CrashPoints
 from daemon.spool.fscheck import spool_fault
-from daemon.spool.fsops import atomic_write_json, create_exclusive, file_type_words, move, read_json, read_regular_file
-from daemon.spool.layout import DROP_DOC, sanitize_job_id
-from contract.errors import MOUNT_ERRNOS, ErrorCode, JobError
+from daemon.spool.fsops import atomic_write_json, create_exclusive, move, read_regular_file
+from daemon.lines import error_line, printable
+from daemon.spool.layout import DROP_DOC
 
 log = structlog.get_logger()
 
@@ -44,9 +44,6 @@ def entry_fault(exc: BaseException) -> bool:
     return spool_fault(exc) is not None and exc.errno not in (errno.EACCES, errno.EPERM)
 
 
-def error_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception in one line: its type and the start of its message."""
-    return f"{type(exc).__name__}: {str(exc)[:limit]}"
 
 
 def error_kind(exc: BaseException) -> str:
@@ -61,9 +58,6 @@ def plain_name(name) -> bool:
     return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
 
 
-def printable(name: str) -> str:
-    """A file name as text: bytes that are not UTF-8 shown as U+FFFD."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @dataclass
@@ -404,75 +398,14 @@ def _discard_staging(staging: Path) -> None:
             pass
 
 
-def staged_job_file(staging: Path) -> tuple[Path | None, str, dict]:
-    """For a staged drop: (its job file, None for a bare file or a link; default id; drop doc)."""
-    info = read_json(staging / DROP_DOC)
-    if not _sound_drop_doc(info):  # lost with power (written without fsync), or damaged
-        info = {"form": "folder", "name": "job", "preset": None}
-    payload = staging / "payload"
-    name = info["name"]
-    if info["form"] == "json":
-        return payload / name, sanitize_job_id(name[: -len(".json")]), info
-    if info["form"] == "folder":
-        return payload / "job.json", sanitize_job_id(name), info
-    if info["form"] == "link":
-        return None, sanitize_job_id(name), info
-    return None, sanitize_job_id(os.path.splitext(name)[0]), info  # bare
 
 
-def _sound_drop_doc(info: dict | None) -> bool:
-    """Whether a staging folder's drop doc is one stage_drop wrote (not lost or damaged)."""
-    if not isinstance(info, dict) or info.get("form") not in ("json", "folder", "link", "bare"):
-        return False
-    name, preset = info.get("name"), info.get("preset")
-    if not plain_name(name):
-        return False
-    if info["form"] == "json" and not name.endswith(".json"):
-        return False
-    return isinstance(preset, str) if info["form"] == "bare" else preset is None or isinstance(preset, str)
 
 
-def read_job_file(path: Path, what: str, limit: int) -> bytes | None:
-    """The bytes of a staged job file, None if there is none; JobError if it cannot be one."""
-    try:
-        st, raw = read_regular_file(path, limit)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno in MOUNT_ERRNOS:
-            raise
-        raise JobError(ErrorCode.INVALID_JOB, f"{what} cannot be read: {exc.strerror}") from None
-    if raw is not None:
-        return raw
-    if stat.S_ISLNK(st.st_mode):
-        raise JobError(ErrorCode.INVALID_JOB, f"{what} is {link_words(path)}; drop the file itself, not a link to it")
-    if stat.S_ISREG(st.st_mode):
-        raise JobError(ErrorCode.INVALID_JOB, f"{what} is {st.st_size} bytes, over the limit of {limit} ([limits] job_json_bytes)")
-    raise JobError(ErrorCode.INVALID_JOB, f"{what} is {file_type_words(st.st_mode)}, not a regular file")
 
 
-def link_words(path: Path) -> str:
-    """What a symbolic link is, in words: a loop, dangling, or pointing out of its folder."""
-    try:
-        os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "a symbolic link loop"
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return "a symbolic link to a missing file"
-    real = Path(os.path.realpath(path))
-    if path.parent.resolve() not in real.parents:
-        return "a symbolic link out of its folder"
-    return "a symbolic link"
 
 
-def link_drop_error(info: dict) -> JobError:
-    return JobError(ErrorCode.INVALID_JOB, (
-        f"{printable(info['name'])} is a symbolic link to a folder; drop the folder itself (copy it, then rename it in)"))
-
-
-def write_id_marker(staging: Path, job_id: str) -> None:
-    create_exclusive(staging / f".id-{job_id}")
 
 
 def note_accept_failure(staging: Path) -> int:
@@ -482,33 +415,3 @@ def note_accept_failure(staging: Path) -> int:
     while not create_exclusive(staging / f".accept-failed-{n}"):
         n += 1
     return n
-
-
-def read_id_marker(staging: Path) -> str | None:
-    for name in os.listdir(staging):
-        if name.startswith(".id-"):
-            return name[4:]
-    return None
-
-
-def bare_file_job(path: Path, preset_kind: str, accept_as: str | None, kind_spec, text_limit: int) -> dict:
-    """The job a preset makes of a bare file: the file becomes an input or a text param."""
-    target = accept_as or (kind_spec.inputs[0].name if kind_spec.inputs else None)
-    if target is None:
-        return {"kind": preset_kind}
-    spec = kind_spec.input_spec(target)
-    if spec is not None:
-        return {"kind": preset_kind, "inputs": {target: [path.name] if spec.many else path.name}}
-    field_info = kind_spec.params.model_fields.get(target)
-    if field_info is None:
-        raise ValueError(f"preset accept_as {target!r} is neither an input nor a param of kind {kind_spec.name}")
-    st, raw = read_regular_file(path, text_limit)  # a FIFO would block, a link could read any file
-    if raw is None and stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{printable(path.name)} is {st.st_size} bytes, over the limit of {text_limit} bytes for a text drop")
-    if raw is None:
-        raise ValueError(f"{printable(path.name)} is {file_type_words(st.st_mode)}, not a regular file; drop the file itself")
-    text = raw.decode("utf-8", errors="replace")
-    is_list = "list" in str(field_info.annotation)
-    value = [line.strip() for line in text.splitlines() if line.strip()] if is_list else text
-    return {"kind": preset_kind, "params": {target: value}}
-

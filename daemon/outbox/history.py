@@ -30,15 +30,6 @@ RECENT_RUNS = 50
 STATS_FRESH_SECONDS = 1.0
 
 
-def epoch(value) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def _summary(values: list[float]) -> dict:
     if not values:
         return {"average": None, "median": None, "fastest": None, "slowest": None}

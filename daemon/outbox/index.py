@@ -33,7 +33,7 @@ import structlog
 from contract.status import FINAL_STATES, LIST_FIELDS
 from daemon.outbox.estimates import SIZE_KEYS, Measured
 from daemon.spool.fsops import read_regular_file
-from daemon.outbox.history import epoch
+from contract.status import epoch
 from daemon.spool.layout import STATUS, Spool, is_valid_job_id
 
 log = structlog.get_logger()

@@ -30,7 +30,7 @@ import structlog
 from contract.status import FINAL_STATES, utc_now
 from daemon.config import Settings
 from daemon.spool.fsops import move, read_json, remove_tree
-from daemon.outbox.history import epoch
+from contract.status import epoch
 from daemon.outbox.results import LOCK, release_lock, take_lock
 from daemon.spool.layout import STATUS, Spool, is_valid_job_id
 

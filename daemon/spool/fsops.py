@@ -27,13 +27,13 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     os.close(fd)
     try:
         os.replace(tmp, path)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
 
 
@@ -150,7 +150,8 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: Path | str) -> None:
+    """Removes a file if it is there; an error (gone, or not removable) is left unsaid."""
     try:
         os.unlink(path)
     except OSError:

@@ -16,10 +16,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from contract.status import utc_now
-from daemon.config import HOST_PATTERN
 from daemon.spool.fsops import atomic_write_json
 from daemon.spool.layout import Spool
 
@@ -27,23 +24,6 @@ PAUSE_FILE = "PAUSE"
 HOST_PAUSE_SUFFIX = ".pause"
 # What is read of a pause file at most (it is a few fields).
 PAUSE_FILE_BYTES = 64 * 1024
-
-
-class PauseRequest(BaseModel):
-    """POST /api/v1/pause: every field optional."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    now: bool = Field(False, description="also requeue running jobs at their next step (the attempt is not counted)")
-    free_memory: bool = Field(False, description="idle workers unload their models")
-    host: str | None = Field(None, pattern=HOST_PATTERN, description="pause only this host (default: every host)")
-    reason: str | None = Field(None, max_length=500)
-
-
-class ResumeRequest(BaseModel):
-    """POST /api/v1/resume: `host` lifts that host's pause; none lifts every pause."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    host: str | None = Field(None, pattern=HOST_PATTERN)
 
 
 @dataclass(frozen=True)

@@ -9,21 +9,18 @@ import time
 
 from contract.status import PREVIEW_FILE, PROGRESS_KEYS, utc_now
 from daemon.spool.fsops import atomic_write_json, read_json
-from daemon.http.paths import API
 from daemon.spool.layout import Spool
-
-
-def preview_of(job_id: str, step: int) -> dict:
-    """A running status's `preview`: where its live preview.jpg is served, and its step."""
-    return {"url": f"{API}/jobs/{job_id}/{PREVIEW_FILE}", "step": step}
 
 
 class StatusWriter:
     """Writes outbox/<id>/status.json; keeps the last document of each job this daemon runs
     in memory (its throttled progress)."""
 
-    def __init__(self, spool: Spool, progress_interval: float, on_write=None, shown=None):
+    def __init__(self, spool: Spool, progress_interval: float, on_write=None, shown=None, *, api: str):
         self.spool = spool
+        # The path the HTTP API serves jobs under (daemon/http/paths.py's API), for the urls
+        # a status gives: the spool knows no HTTP path of its own.
+        self.api = api
         self.progress_interval = progress_interval
         self._docs: dict[str, dict] = {}
         self._last_write: dict[str, float] = {}
@@ -32,6 +29,14 @@ class StatusWriter:
         # shown(doc): its host paths shortened (daemon/view/hostpaths.py): a status is read by anyone
         # who may read the job; the logs keep the absolute paths.
         self._shown = shown
+
+    def file_url(self, job_id: str, name: str) -> str:
+        """Where a result file of the job is served."""
+        return f"{self.api}/jobs/{job_id}/files/{name}"
+
+    def preview_of(self, job_id: str, step: int) -> dict:
+        """A running status's `preview`: where its live preview.jpg is served, and its step."""
+        return {"url": f"{self.api}/jobs/{job_id}/{PREVIEW_FILE}", "step": step}
 
     @property
     def has_pending(self) -> bool:
@@ -71,7 +76,7 @@ class StatusWriter:
         if doc is None or doc["state"] != "running":
             return
         if update.get("preview_step") is not None:  # the worker has just written a new preview.jpg
-            doc["preview"] = preview_of(job_id, update["preview_step"])
+            doc["preview"] = self.preview_of(job_id, update["preview_step"])
         update = {k: update.get(k) for k in PROGRESS_KEYS if k in update}
         if "progress" in update:
             update["progress"] = max(doc.get("progress") or 0, update["progress"] or 0)

@@ -16,24 +16,13 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from daemon.config import Settings
 from daemon.spool.crashpoints import NEVER, CrashPoints
 from daemon.spool.fsops import atomic_write_json, create_exclusive, move, read_json
-from daemon.jobs.intake import (
-    bare_file_job,
-    link_drop_error,
-    plain_name,
-    read_id_marker,
-    read_job_file,
-    staged_job_file,
-    write_id_marker,
-)
-from daemon.jobs.jobfile import job_webhook, parse_job_bytes, validate_job
 from daemon.spool.layout import (
     ATTEMPT_PREFIX,
     CANCEL_MARK,
@@ -51,7 +40,6 @@ from daemon.spool.layout import (
 from contract.status import FINAL_STATES, PREVIEW_FILE, new_status, utc_now
 from daemon.spool.status import StatusWriter
 from contract.errors import ErrorCode, JobError
-from contract.kinds import KindSpec
 from contract.files import file_sha256, media_type
 
 log = structlog.get_logger()
@@ -60,41 +48,50 @@ log = structlog.get_logger()
 MAX_ERROR_MESSAGE = 2000
 
 
+@dataclass
+class StagedDrop:
+    """A drop staged out of the inbox and read (daemon/jobs/drops.py): everything accept
+    needs to queue it or end it failed, so that the moves never read a drop themselves."""
+
+    staging: Path  # active/<me>/.intake.<t>/, holding payload/ and the drop doc
+    info: dict  # the drop doc: form (json, folder, bare, link), name, drop, preset, inputs
+    default_id: str  # the id the drop's name gives when its job asks for none
+    doc: dict  # the dropped job document ({} when there is none)
+    error: JobError | None  # why the drop cannot run, if it cannot
+    job: dict | None = None  # the validated job, when it can
+    webhook: dict | None = None  # {"webhook": …} a failed drop still calls (its preset's or the default)
+    validation_crash: BaseException | None = None  # the validator itself raised (error says internal)
+
+    @property
+    def payload(self) -> Path:
+        return self.staging / "payload"
+
+
 class Transitions:
-    def __init__(self, spool: Spool, settings: Settings, kinds: Mapping[str, KindSpec], statuses: StatusWriter,
-                 crash: CrashPoints = NEVER):
+    def __init__(self, spool: Spool, statuses: StatusWriter, crash: CrashPoints = NEVER):
         self.spool = spool
-        self.settings = settings
-        self.kinds = kinds
         self.statuses = statuses
         self.crash = crash  # named steps a test may kill the daemon at (daemon/spool/crashpoints.py)
 
     # -- accept ------------------------------------------------------------------
-    def accept(self, staging: Path) -> QueueName | None:
+    def accept(self, drop: StagedDrop) -> QueueName | None:
         """Turns a staged drop into a queued job (or a failed one). Safe to call again
         after a crash: the reserved id is remembered in the staging folder."""
-        payload = staging / "payload"
-        if not payload.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-            return None
-        job_file, default_id, info = staged_job_file(staging)
-        self._gather_media(payload, info)
-        doc, error = self._read_drop(payload, job_file, info)
+        staging, payload, info = drop.staging, drop.payload, drop.info
+        error = None
         if info["form"] == "folder" and read_id_marker(staging) is None:  # a retry finds its own .job.json there
-            error = _set_aside_daemon_names(payload) or error
-        job_id = self._job_id(staging, doc, default_id, info)
+            error = _set_aside_daemon_names(payload)
+        error = error or drop.error
+        job_id = self._job_id(staging, drop.doc, drop.default_id, info)
         self.crash.hit("accept.id_reserved")
+        doc = drop.doc
         # Only what is sure to be plain goes into a failed job's status (not 900-deep "labels").
         job: dict = {"id": job_id, "kind": doc.get("kind") if isinstance(doc.get("kind"), str) else None,
-                     "labels": _plain_labels(doc.get("labels")), **self._trusted_webhook(doc, info)}
+                     "labels": _plain_labels(doc.get("labels")), **(drop.webhook or {})}
         if error is None:
-            try:
-                job = validate_job(doc, payload, self.kinds, self.settings, info.get("preset"))
-            except JobError as exc:
-                error = exc
-            except (RecursionError, ValueError, TypeError) as exc:  # never leave a drop without a status
-                log.exception("job.validation_crashed", job_id=job_id)
-                error = JobError(ErrorCode.INTERNAL, f"validating the job failed: {type(exc).__name__}: {exc}")
+            job = dict(drop.job)
+        elif error is drop.error and drop.validation_crash is not None:
+            log.error("job.validation_crashed", job_id=job_id, exc_info=drop.validation_crash)
         job["id"] = job_id
         job["_meta"] = self._meta(info)
         if error is not None:
@@ -112,65 +109,16 @@ class Transitions:
         log.info("job.queued", job_id=job_id, kind=job["kind"], priority=job["priority"], drop=info.get("drop"))
         return qn
 
-    def fail_staged(self, staging: Path, message: str) -> None:
+    @staticmethod
+    def discard(staging: Path) -> None:
+        """A staging folder whose payload is gone (queued or ended before a crash)."""
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def fail_staged(self, drop: StagedDrop, message: str) -> None:
         """Ends a staged drop that accept keeps failing on: `internal`, its files kept."""
-        if not os.path.lexists(staging / "payload"):
-            shutil.rmtree(staging, ignore_errors=True)
-            return
-        job_file, default_id, info = staged_job_file(staging)
-        try:  # the id the job asked for (or the API promised), if the file still says it
-            doc, _ = self._read_drop(staging / "payload", job_file, info)
-        except Exception:  # noqa: BLE001 - whatever broke accept may break this too
-            doc = {}
-        job = {"id": self._job_id(staging, doc, default_id, info), "kind": None, "labels": {}, "_meta": self._meta(info),
-               **self._trusted_webhook(doc, info)}
-        self._end_drop(staging, job, JobError(ErrorCode.INTERNAL, message))
-
-    def _gather_media(self, payload: Path, info: dict) -> None:
-        """Media a NAME.json named that a crash kept from following it out of the inbox."""
-        names, drop = info.get("inputs"), info.get("drop")
-        if info.get("form") != "json" or not isinstance(names, list) or not isinstance(drop, str):
-            return
-        folder = (self.spool.root / drop).parent
-        for name in names:
-            if plain_name(name) and not os.path.lexists(payload / name) and os.path.lexists(folder / name):
-                move(folder / name, payload / name)
-
-    def _read_drop(self, payload: Path, job_file: Path | None, info: dict) -> tuple[dict, JobError | None]:
-        """The dropped job document ({} if there is none) and what is wrong with the drop."""
-        limit = self.settings.limits.job_json_bytes
-        try:
-            if info["form"] == "link":
-                raise link_drop_error(info)
-            if info["form"] == "bare":
-                return self._bare_job(payload, info), None
-            what = "job.json" if info["form"] == "folder" else info["name"]
-            raw = read_job_file(job_file, what, limit)
-            if raw is None:
-                raise JobError(ErrorCode.INVALID_JOB, f"folder {info['name']} has no job.json")
-            return parse_job_bytes(raw, limit, what), None
-        except JobError as exc:
-            return {}, exc
-
-    def _bare_job(self, payload: Path, info: dict) -> dict:
-        preset = self.settings.presets.get(info["preset"])
-        if preset is None:  # removed from the config (SIGHUP) after the file was taken
-            raise JobError(ErrorCode.INVALID_JOB, f"preset {info['preset']!r} is no longer configured")
-        kind = self.kinds.get(preset.kind or "")
-        if kind is None:
-            raise JobError(ErrorCode.INVALID_JOB, f"preset {info['preset']}: unknown kind {preset.kind!r}")
-        try:
-            return bare_file_job(payload / info["name"], preset.kind, preset.accept_as, kind, self.settings.limits.job_json_bytes)
-        except ValueError as exc:
-            raise JobError(ErrorCode.INVALID_JOB, str(exc)) from None
-
-    def _trusted_webhook(self, doc: dict, info: dict) -> dict:
-        """A failed drop's webhook: its preset's, else [webhooks] default; none when its job
-        file names its own (it would have replaced those, and the file is not trusted)."""
-        if doc.get("webhook") is not None:
-            return {}
-        webhook = job_webhook(None, self.settings.presets.get(info.get("preset") or ""), self.settings)
-        return {"webhook": webhook} if webhook else {}
+        job = {"id": self._job_id(drop.staging, drop.doc, drop.default_id, drop.info), "kind": None, "labels": {},
+               "_meta": self._meta(drop.info), **(drop.webhook or {})}
+        self._end_drop(drop.staging, job, JobError(ErrorCode.INTERNAL, message))
 
     def _job_id(self, staging: Path, doc: dict, default_id: str, info: dict) -> str:
         """The drop's id, reserved once: a marker in the staging folder remembers it across crashes."""
@@ -378,9 +326,20 @@ class Transitions:
                 "size": path.stat().st_size,
                 "sha256": f.get("sha256") or file_sha256(path),
                 "media_type": f.get("media_type") or media_type(f["name"]),
-                "url": f"/api/v1/jobs/{job_id}/files/{f['name']}",
+                "url": self.statuses.file_url(job_id, f["name"]),
             })
         return {**result, "files": files}
+
+
+def write_id_marker(staging: Path, job_id: str) -> None:
+    create_exclusive(staging / f".id-{job_id}")
+
+
+def read_id_marker(staging: Path) -> str | None:
+    for name in os.listdir(staging):
+        if name.startswith(".id-"):
+            return name[4:]
+    return None
 
 
 def _is_daemon_file(name: str) -> bool:

@@ -46,7 +46,7 @@ from pathlib import Path
 import structlog
 
 from contract.model_folders import INDEX, hub_cache_dir
-from daemon.http.auth import find_token, load_tokens
+from daemon.registry import registered_name
 from daemon.view.operator_key import key_file, publish_key
 
 log = structlog.get_logger()
@@ -117,26 +117,9 @@ def storage_folder(repo: str) -> Path:
     return hub_cache_dir() / f"models--{repo.replace('/', '--')}"
 
 
-def hub_repo(path) -> str | None:
-    """ORG/NAME of a hub cache snapshot folder (…/models--ORG--NAME/snapshots/SHA), or None."""
-    parts = Path(path).parts if path else ()
-    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
-        return parts[-3][len("models--"):].replace("--", "/", 1)
-    return None
-
-
 def link_name(repo: str) -> str:
     """The [registry] dir entry of a downloaded repo (a folder name holds no '/')."""
     return repo.replace("/", "--", 1)
-
-
-def registered_name(entry: Path) -> str:
-    """The model name of a [registry] dir entry: ORG/NAME for a download's link ORG--NAME to
-    a snapshot of that very repo, else the entry's own name."""
-    repo = entry.name.replace("--", "/", 1)
-    if "--" in entry.name and entry.is_symlink() and hub_repo(os.path.realpath(entry)) == repo:
-        return repo
-    return entry.name
 
 
 def check_request(repo, revision) -> None:
@@ -171,23 +154,18 @@ class Downloads:
 
     def permits(self, repo: str, bearer: str | None) -> bool:
         """Whether a caller presenting `bearer` (or none) may download `repo` on a front
-        that did not check tokens itself."""
+        that found no token of the submit scope in it (daemon/http/auth.py's may_submit):
+        the operator key, or a repo [registry] download_allow lets anyone fetch."""
         s = self.settings()
         if bearer:
             given = bearer.encode("utf-8", "surrogateescape")
             if self._operator_key and hmac.compare_digest(given, self._operator_key.encode()):
                 return True
-            try:
-                token = find_token(load_tokens(s.api.tokens, s.api.tokens_file), bearer)
-            except (OSError, ValueError):  # an unreadable tokens file (or bytes no token has)
-                token = None
-            if token is not None and "submit" in token.scopes:
-                return True
         return any(fnmatch.fnmatchcase(repo, pattern) for pattern in s.registry.download_allow)
 
     async def start(self, repo, revision="main", *, bearer: str | None = None, authorized: bool = False) -> dict:
         """Starts a download (or answers the one running for this repo); `authorized`: the
-        front has checked a token of the submit scope. DownloadRefused names why not."""
+        front has found a token of the submit scope. DownloadRefused names why not."""
         from huggingface_hub import constants
 
         check_request(repo, revision)

@@ -6,16 +6,12 @@ failed, is listed under the name it will have, with the state and the error."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 from contract.errors import JobError
-from contract.families import kinds_of
-from contract.lipsync_folders import backend_of
-from contract.model_folders import model_folder, read_index
+from contract.model_folders import model_folder
 from daemon.config import ModelConfig, Settings
-from daemon.view.downloads import hub_repo
+from daemon.registry import hub_repo, refresh_models
 from daemon.view.hostpaths import HostPaths
-from daemon.registry import refresh_models
 
 
 def model_entries(settings: Settings, workers: Iterable = (), downloads: Iterable[dict] = ()) -> list[dict]:
@@ -47,24 +43,6 @@ def _entry(name: str, entry: ModelConfig, folder: str | None, problem: str | Non
         "loading_on": [w.device for w in workers if name in w.loading],
         "download": download,
     }
-
-
-def served_kinds(entry: dict) -> list[str]:
-    """The kinds a listed model runs: its configured `kinds`, else what its folder holds (a
-    lip-sync layout: talking-head; a diffusers pipeline: its family's kinds); empty when
-    neither says (jobs of any kind may name it)."""
-    if entry["kinds"]:
-        return entry["kinds"]
-    folder = Path(entry["folder"]) if entry.get("folder") else None
-    if entry.get("backend") or (folder and backend_of(folder)):
-        return ["talking-head"]
-    class_name = entry.get("pipeline")
-    if not class_name and folder:
-        try:
-            class_name = read_index(entry["name"], folder)["_class_name"]
-        except JobError:
-            return []  # a broken folder: its problem shows on loading
-    return kinds_of(class_name or "")
 
 
 def shown_entry(entry: dict, paths: HostPaths) -> dict:

@@ -35,7 +35,8 @@ from daemon.view.downloads import Downloads
 from daemon.outbox.estimates import MIN_REMAINING, RunPlan
 from daemon.view.events import EventLog
 from daemon.spool.fsops import atomic_write_bytes, read_json
-from daemon.outbox.history import History, epoch
+from contract.status import epoch
+from daemon.outbox.history import History
 from daemon.view.hostpaths import HostPaths
 from daemon.view.modelview import model_entries, shown_entry
 from daemon.spool.job_files import JobFolder, OpenedFile, plain_name
@@ -61,6 +62,19 @@ class QueueFull(Exception):
         self.waiting = waiting
 
 
+class WebhookAttempts(Protocol):
+    """The daemon's webhook sender (daemon/webhooks/service.py), as /metrics counts it."""
+
+    def on_attempt(self, listener: Callable[[str], None]) -> None: ...
+
+
+class RetentionTotals(Protocol):
+    """The daemon's retention sweeps (daemon/outbox/retention.py): what they removed."""
+
+    removed: int
+    freed_bytes: int
+
+
 class Supervisor(Protocol):
     """What the read model needs of the daemon's main loop (the Arbiter is one)."""
 
@@ -72,6 +86,8 @@ class Supervisor(Protocol):
     workers: list
     settings: Settings
     stop_requested: bool
+    webhooks: WebhookAttempts
+    retention: RetentionTotals
 
     def queued(self) -> list[QueueName]: ...
 
@@ -84,6 +100,8 @@ class Supervisor(Protocol):
     def unload_model(self, name: str) -> list[str]: ...
 
     def dropped(self, path: Path) -> None: ...
+
+    def validate_job(self, doc: dict, staging: Path) -> dict: ...
 
     def on_status(self, listener: Callable[[dict], None]) -> None: ...
 
@@ -377,6 +395,19 @@ class ReadModel:
         return self.history.model_stats(name)
 
     # -- submitting and canceling -----------------------------------------------------------
+    def validate_job(self, doc: dict, staging: Path) -> dict:
+        """The job as the daemon's intake will take it (daemon/jobs/jobfile.py); JobError
+        says why it would fail."""
+        return self.daemon.validate_job(doc, staging)
+
+    def on_webhook_attempt(self, listener: Callable[[str], None]) -> None:
+        """listener(result) for every webhook delivery attempt (from the sender's threads)."""
+        self.daemon.webhooks.on_attempt(listener)
+
+    def retention_totals(self) -> tuple[int, int]:
+        """Ended jobs' outbox folders removed past [outbox] keep_days, and the bytes freed."""
+        return self.daemon.retention.removed, self.daemon.retention.freed_bytes
+
     def new_submission(self) -> tuple[str, Path]:
         """A staging folder under a dot-name in the inbox, and its token."""
         token = secrets.token_hex(6)

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from daemon.http.compat.front import BadRequest, Personality
 from daemon.http.compat.readiness import findings
-from daemon.http.guard import GuardedSite, HttpPolicy, add_security_headers, guard_middleware, spool_answer
+from daemon.http.guard import GuardedSite, HttpPolicy, add_security_headers, guard_middleware, spool_fault_answers
 from daemon.view.readmodel import ReadModel
 
 log = structlog.get_logger()
@@ -28,7 +28,8 @@ def personality(name: str, view: ReadModel) -> Personality:
 
 
 def seed_errors(front: Personality):
-    """BadRequest, aiohttp's HTTP errors and spool faults answered in the seed's shape."""
+    """BadRequest and aiohttp's HTTP errors answered in the seed's shape (spool faults:
+    spool_fault_answers, just inside it)."""
 
     @web.middleware
     async def errors(request: web.Request, handler):
@@ -40,11 +41,6 @@ def seed_errors(front: Personality):
             if exc.status < 400:
                 raise
             return front.error(exc.status, AIOHTTP_CODES.get(exc.status, "bad_request"), exc.reason)
-        except OSError as exc:
-            found = spool_answer(exc)
-            if found is None:
-                raise
-            return front.error(*found)
 
     return errors
 
@@ -56,7 +52,7 @@ async def start_personality(front: Personality, max_connections: int) -> tuple[w
                                      read_timeout=api.read_timeout_seconds)
     limits = front.settings.limits
     app = web.Application(client_max_size=limits.job_json_bytes + 1024, client_max_fields=limits.form_fields,
-                          middlewares=[seed_errors(front), guard_middleware(policy, front.error), *front.middlewares()])
+                          middlewares=[seed_errors(front), spool_fault_answers(front.error), guard_middleware(policy, front.error), *front.middlewares()])
     app.add_routes(front.routes())
     app.on_response_prepare.append(add_security_headers)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,

@@ -27,17 +27,15 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from contract.errors import JobError
 from contract.families import Family, family_of
-from contract.status import FINAL_STATES
+from contract.status import FINAL_STATES, epoch
+from contract.status import seconds_between as status_seconds_between
 from contract.model_folders import INDEX
-from daemon.http.auth import find_token, load_tokens, presented_token
+from daemon.http.auth import load_tokens, token_refusal
 from daemon.config import CompatConfig, PresetConfig, Settings
 from daemon.http.file_response import OpenedFileResponse
 from daemon.http.guard import JSON_AND_MULTIPART, FormBudget, FormTooLarge, ReadTimeout, read_body, read_form, within
-from daemon.jobs.jobfile import validate_job
 from contract.jsonread import JsonProblem, read_json
-from daemon.kind_models import KindModel, kind_model
-from daemon.spool.job_files import OpenedFile
-from daemon.outbox.index import JobSummary
+from daemon.view.for_fronts import JobSummary, KindModel, OpenedFile, kind_model
 from daemon.view.readmodel import QueueFull, ReadModel
 
 FORM_TYPES = JSON_AND_MULTIPART | {"application/x-www-form-urlencoded"}
@@ -110,17 +108,13 @@ def iso(value: str | None) -> str | None:
 
 
 def unix_seconds(value: str | None) -> int | None:
-    if not value:
-        return None
-    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+    seconds = epoch(value)
+    return None if seconds is None else int(seconds)
 
 
 def seconds_between(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    a = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    b = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    return round((b - a).total_seconds(), 3)
+    seconds = status_seconds_between(start, end)
+    return None if seconds is None else round(seconds, 3)
 
 
 def now_iso() -> str:
@@ -187,15 +181,14 @@ class Personality:
         and browser WebSockets cannot send headers), with the native scopes."""
         if request.path in self.open_paths:
             return await handler(request)
-        query = request.query if request.method in ("GET", "HEAD") else {}
-        token = find_token(self.tokens, presented_token(request.headers, query))
-        if token is None:
+        refused = token_refusal(self.tokens, request)
+        if refused is None:
+            return await handler(request)
+        status, scope = refused
+        if status == 401:
             return self.error(401, "unauthorized", "a valid API key is required (Authorization: Bearer YOUR_API_KEY)",
                               headers={"WWW-Authenticate": f'Bearer realm="{self.name}"'})
-        scope = "read" if request.method in ("GET", "HEAD") else "submit"
-        if scope not in token.scopes:
-            return self.error(403, "forbidden", f"this API key lacks the {scope!r} scope")
-        return await handler(request)
+        return self.error(403, "forbidden", f"this API key lacks the {scope!r} scope")
 
     # -- reading requests ------------------------------------------------------------------
     @property
@@ -313,7 +306,7 @@ class Personality:
         if preset and preset.priority:
             doc["priority"] = preset.priority
         try:
-            validate_job(doc, staging, self.view.kinds, self.settings)
+            self.view.validate_job(doc, staging)
         except JobError as exc:
             raise self.refused(exc) from None
         except (RecursionError, ValueError, TypeError):

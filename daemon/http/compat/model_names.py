@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from daemon.kind_models import registry_models
+from daemon.view.for_fronts import registry_models
 
 # The words of a name (lower case, without the hub org) → the families (contract/families.py) it means.
 FAMILY_WORDS = (

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from contract.kinds import KindSpec
 from daemon.http.compat import faces
 from daemon.config import Settings
-from daemon.kind_models import kind_model
+from daemon.view.for_fronts import kind_model
 
 TALKING_HEAD = "talking-head"
 

@@ -33,11 +33,11 @@ from contract.model_folders import hub_cache_dir, model_folder
 from contract.status import FINAL_STATES
 from daemon import __version__
 from daemon.http.compat.front import BadRequest, Form, Personality, Submission, gpu_index, iso, notes
-from daemon.http.auth import presented_token
+from daemon.http.auth import may_submit, presented_token
 from daemon.config import format_validation_error
-from daemon.view.downloads import DownloadRefused, hub_repo
+from daemon.view.downloads import DownloadRefused
+from daemon.view.for_fronts import hub_repo, is_valid_job_id
 from daemon.http.compat.ffmpeg_input import run_on_file
-from daemon.spool.layout import is_valid_job_id
 
 API = "/api/v1"
 T2V, I2V, V2V = "text-to-video", "image-to-video", "video-to-video"
@@ -367,8 +367,9 @@ class Wan(Personality):
         if not isinstance(repo, str) or not repo.strip():
             raise invalid("model_id is required")
         try:  # with require_tokens, authorize() has checked the submit scope; else a token, the operator key or download_allow
-            started = await self.view.download_model(repo.strip(), authorized=bool(self.tokens),
-                                                     bearer=presented_token(request.headers, {}))
+            bearer = presented_token(request.headers, {})
+            started = await self.view.download_model(repo.strip(), bearer=bearer,
+                                                     authorized=bool(self.tokens) or may_submit(self.view.settings.api, bearer))
         except DownloadRefused as exc:
             raise BadRequest(exc.message, exc.status, exc.code) from None
         failed = started["state"] == "failed"

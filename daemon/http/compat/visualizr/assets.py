@@ -8,11 +8,12 @@ is UTC) filter on the video's `created_at`, the moment its job completed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
+from contract.status import status_time
 from daemon.http.compat.front import BadRequest, iso, seconds_between
 from daemon.http.compat.visualizr.status import metadata, result_files, urls, video_id
-from daemon.outbox.index import JobSummary
+from daemon.view.for_fronts import JobSummary
 
 MAX_LIMIT = 100
 
@@ -20,13 +21,10 @@ MAX_LIMIT = 100
 def parse_date(name: str, raw: str | None, end: bool = False) -> datetime | None:
     if raw is None or raw == "":
         return None
-    try:
-        value = datetime.fromisoformat(raw.strip())
-    except ValueError:
+    value = status_time(raw.strip())
+    if value is None:
         raise BadRequest(f"{name} must be an ISO 8601 date or time (e.g. 2024-01-15 or 2024-01-15T10:30:00Z), got {raw!r}",
-                         400, "INVALID_PARAMETERS") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+                         400, "INVALID_PARAMETERS")
     if end and len(raw.strip()) == 10:  # a date alone: up to the end of that day
         value += timedelta(days=1)
     return value

@@ -22,7 +22,7 @@ from aiohttp import WSMsgType, web
 
 from daemon.http.compat.visualizr.status import ws_message
 from contract.jsonread import JsonProblem, read_json
-from daemon.spool.layout import is_valid_job_id
+from daemon.view.for_fronts import is_valid_job_id
 
 log = structlog.get_logger()
 
