@@ -18,7 +18,7 @@
   --profile       a daemon under cProfile (load window only), loaded by wrk;
   --variants      wrk against the daemon patched in a wrapper with candidate fixes (raw status
                   bytes, an in-memory cache of final statuses, cached prometheus label children);
-                  daemon/api.py itself is not changed;
+                  daemon/http/api.py itself is not changed;
   --fsync-trace N wrk N times against a daemon under strace (fsync/fdatasync only): the fsyncs
                   its API loop waits for during the load.
   --compat        the seed personalities' translated status beside the native GET, on one daemon
@@ -78,7 +78,7 @@ def new_daemon(root: Path, log_dir: Path, **settings: str) -> Daemon:
     return Daemon(root, host=HOST, workers=["cpu", "cpu"], log_dir=log_dir, **settings)
 
 
-# The personalities' status paths (daemon/compat/), in wrk's id format.
+# The personalities' status paths (daemon/http/compat/), in wrk's id format.
 COMPAT_PATHS = {"wan": "/api/v1/job/", "visualizr": "/api/v1/generate/status/"}
 
 
@@ -446,8 +446,8 @@ def time_list(base: str, query: str, reps: int, warmup: int = 5) -> dict:
 def handler_parts(root: Path, ids: list[str], n: int = 3000) -> dict:
     from aiohttp import web
 
-    from daemon.fsops import read_json
-    from daemon.spool import is_valid_job_id
+    from daemon.spool.fsops import read_json
+    from daemon.spool.layout import is_valid_job_id
 
     rnd = random.Random(1)
     sample = [ids[rnd.randrange(len(ids))] for _ in range(n)]
@@ -505,7 +505,7 @@ prof, path = cProfile.Profile(), sys.argv[1]
 signal.signal(signal.SIGUSR1, lambda *a: prof.enable())
 signal.signal(signal.SIGUSR2, lambda *a: (prof.disable(), prof.dump_stats(path)))
 sys.argv = ["daemon", "run"]
-from daemon.cli import main
+from daemon.cli.commands import main
 sys.exit(main())
 """
 
@@ -550,11 +550,11 @@ def profile_daemon(root: Path, log_dir: Path, wrk: str, lua: Path, prep, seconds
 
     idle = tot(("<method 'poll' of 'select.epoll' objects>",))
     busy = total - idle
-    handler = cum("get_job", "daemon/api.py")
-    current = cum("current", "daemon/status.py")
+    handler = cum("get_job", "daemon/http/api.py")
+    current = cum("current", "daemon/spool/status.py")
     json_resp = cum("json_response", "aiohttp")
-    outer_mw = cum("json_errors", "daemon/api.py")
-    observe = cum("observe_request", "daemon/metrics.py")
+    outer_mw = cum("json_errors", "daemon/http/api.py")
+    observe = cum("observe_request", "daemon/http/metrics.py")
     send = tot(("<method 'send' of '_socket.socket' objects>",))
     file_io = tot(("<built-in method io.open>", "<method 'read' of '_io.BufferedReader' objects>"))
     loads = sum(x["tottime_s"] for x in rows if x["func"].endswith("(raw_decode)"))
@@ -580,15 +580,15 @@ def profile_daemon(root: Path, log_dir: Path, wrk: str, lua: Path, prep, seconds
             "prof_file": str(prof_path)}
 
 
-# -- A/B: the fixes, tried by patching the daemon in a wrapper (daemon/api.py is not changed) -------
+# -- A/B: the fixes, tried by patching the daemon in a wrapper (daemon/http/api.py is not changed) -------
 VARIANT_DAEMON = """
 import json, sys
 variant = sys.argv[1]
 sys.argv = ["daemon", "run"]
 from aiohttp import web
-import daemon.api as api
-import daemon.metrics as metrics
-from daemon.spool import is_valid_job_id
+import daemon.http.api as api
+import daemon.http.metrics as metrics
+from daemon.spool.layout import is_valid_job_id
 
 if variant in ("raw", "cache", "cache+metrics"):
     FINAL = {"completed", "failed", "canceled"}
@@ -636,7 +636,7 @@ if variant == "cache+metrics":
 
     metrics.Metrics.observe_request = observe_request
 
-from daemon.cli import main
+from daemon.cli.commands import main
 sys.exit(main())
 """
 VARIANTS = {
@@ -835,7 +835,7 @@ def print_report(R: dict) -> None:
     V = R.get("variants")
     if V:
         print()
-        print("A/B, wrk against the daemon patched in a wrapper (daemon/api.py unchanged):")
+        print("A/B, wrk against the daemon patched in a wrapper (daemon/http/api.py unchanged):")
         b = V["base"]["requests_per_s"]
         for k, v in V.items():
             print(f"  {k:<14} {v['requests_per_s']:7.0f} req/s (x{v['requests_per_s'] / b:.2f})  p50/p99 {v['latency_ms'].get('p50', 0):6.2f} / "

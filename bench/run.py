@@ -809,7 +809,7 @@ def fs_probe(base: Path, n: int = 300) -> float:
 
 def queue_listing_ms(base: Path, n: int = 1000) -> float:
     """ms for one Spool.queued_names() over n queued jobs (what refresh_queue costs)."""
-    from daemon.spool import QueueName, Spool
+    from daemon.spool.layout import QueueName, Spool
 
     sp = Spool(base / "queue-listing", HOST)
     sp.create()

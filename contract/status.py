@@ -27,6 +27,31 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def status_time(value) -> datetime | None:
+    """A time as a status gives it (utc_now()'s form, or any ISO 8601 time: UTC when it
+    names no zone); None for anything else, since whoever can write the spool can write a
+    status. The one reader of status times (and of times a request gives in that form)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def epoch(value) -> float | None:
+    """A status time in seconds since the epoch; None where status_time() reads none."""
+    when = status_time(value)
+    return None if when is None else when.timestamp()
+
+
+def seconds_between(start, end) -> float | None:
+    """The seconds from one status time to another; None unless both are times."""
+    a, b = status_time(start), status_time(end)
+    return None if a is None or b is None else (b - a).total_seconds()
+
+
 class StatusError(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -85,7 +110,7 @@ class Status(BaseModel):
     step: int | None = None
     total_steps: int | None = None
     eta_seconds: float | None = Field(None, description=(
-        "running: seconds until the job is done, every stage still to come counted (daemon/estimates.py)"))
+        "running: seconds until the job is done, every stage still to come counted (daemon/outbox/estimates.py)"))
     queue_position: int | None = Field(None, ge=1, description="queued jobs: 1 is next")
     attempt: int = Field(0, ge=0)
     max_attempts: int | None = None

@@ -3,11 +3,11 @@
 It only supervises: signals (a flag and a wake), the worker processes (spawn, pipe, reap,
 restart back-off), opening and probing the spool, the heartbeat, reload, drain and the
 health line. Each turn takes watcher hints, lets the intake accept complete drops, hands
-the queue to daemon/dispatch.py (placement, start, models, pause), lets recovery take over
-dead hosts' jobs, and has daemon/attempts.py check running jobs. Workers talk back over
+the queue to daemon/jobs/dispatch.py (placement, start, models, pause), lets recovery take over
+dead hosts' jobs, and has daemon/jobs/attempts.py check running jobs. Workers talk back over
 their pipes in contract/messages.py's messages (read with loop.add_reader), handed to
 attempts.py the moment they land: how an attempt ends is said there, once. Deliveries,
-webhooks and retention are daemon/services.py's list; the HTTP fronts, daemon/fronts.py's.
+webhooks and retention are daemon/services.py's list; the HTTP fronts, daemon/http/fronts.py's.
 """
 
 from __future__ import annotations
@@ -25,34 +25,39 @@ from pathlib import Path
 import structlog
 
 from contract import messages as m
-from daemon.accepting import Intake
-from daemon.attempts import Attempts
+from daemon.jobs.accepting import Intake
+from daemon.jobs.drops import DropReader
+from daemon.jobs.jobfile import validate_job
+from daemon.http.paths import API
+from daemon.jobs.attempts import Attempts
 from daemon.config import ConfigError, Settings, load_settings
-from daemon.crashpoints import ENV as CRASH_ENV
-from daemon.crashpoints import CrashPoints
-from daemon.delivery import Deliveries
+from daemon.spool.crashpoints import ENV as CRASH_ENV
+from daemon.spool.crashpoints import CrashPoints
+from daemon.delivery.service import Deliveries
 from daemon.devices import worker_devices
-from daemon.dispatch import Dispatcher
-from daemon.fds import raise_nofile_limit
-from daemon.fronts import Fronts
-from daemon.fscheck import FsClass, classify, spool_fault
-from daemon.history import History
-from daemon.hostpaths import HostPaths
-from daemon.hosts import Heartbeat, LeaseTracker
-from daemon.intake import InboxScanner, error_line
-from daemon.jobends import JobEnds
+from daemon.jobs.dispatch import Dispatcher
+from daemon.http.fds import raise_nofile_limit
+from daemon.http.fronts import Fronts
+from daemon.spool.fscheck import FsClass, classify, spool_fault
+from daemon.outbox.estimates import StageClock
+from daemon.outbox.history import History
+from daemon.view.hostpaths import HostPaths
+from daemon.spool.hosts import Heartbeat, LeaseTracker
+from daemon.jobs.intake import InboxScanner
+from daemon.lines import error_line
+from daemon.jobs.ends import JobEnds
 from daemon.notify import Notifier
-from daemon.outbox_index import OutboxIndex
-from daemon.pause import Pause
-from daemon.recovery import Recovery
-from daemon.retention import Sweeper
+from daemon.outbox.index import OutboxIndex
+from daemon.spool.pause import Pause
+from daemon.jobs.recovery import Recovery
+from daemon.outbox.retention import Sweeper
 from daemon.services import Services
-from daemon.spool import QueueName, Spool
-from daemon.spoolhealth import SpoolHealth
-from daemon.status import StatusWriter
-from daemon.transitions import Transitions
-from daemon.watcher import Hints, SpoolWatcher
-from daemon.webhooks import Webhooks
+from daemon.spool.layout import QueueName, Spool
+from daemon.spool.health import SpoolHealth
+from daemon.spool.status import StatusWriter
+from daemon.spool.transitions import Transitions
+from daemon.spool.watcher import Hints, SpoolWatcher
+from daemon.webhooks.service import Webhooks
 from daemon.workers import WorkerHandle
 from pipeline.kinds import load_kinds
 
@@ -98,18 +103,18 @@ class Arbiter:
         self.kinds = load_kinds()
         self._listeners: list[Callable[[dict], None]] = []  # status changes, for the read model
         self.statuses = StatusWriter(self.spool, settings.status.progress_interval_seconds, self._status_changed,
-                                     shown=HostPaths(lambda: self.settings).status)
-        # The outbox as listings and estimates need it (daemon/outbox_index.py), built in a
+                                     shown=HostPaths(lambda: self.settings).status, api=API)
+        # The outbox as listings and estimates need it (daemon/outbox/index.py), built in a
         # thread from run(), then kept current by this daemon's status writes and sweeps.
         self.index = OutboxIndex(self.spool)
         self.on_status(self.index.seen)
-        # Past runs from the index (daemon/history.py): each job's estimated stages, its eta_seconds.
+        # Past runs from the index (daemon/outbox/history.py): each job's estimated stages, its eta_seconds.
         self.history = History(self.index)
-        # Presets' deliver_to folders (daemon/delivery.py): started by the `completed` status write.
+        # Presets' deliver_to folders (daemon/delivery/service.py): started by the `completed` status write.
         deliveries = Deliveries(self.spool, self.kinds, lambda: self.settings, self.statuses.current, self.statuses.write)
-        # Signed webhooks (daemon/webhooks.py): each event recorded by the status write that makes it.
+        # Signed webhooks (daemon/webhooks/service.py): each event recorded by the status write that makes it.
         self.webhooks = Webhooks(self.spool, lambda: self.settings)
-        # [outbox] keep_days (daemon/retention.py): old ended jobs' folders removed, in a thread.
+        # [outbox] keep_days (daemon/outbox/retention.py): old ended jobs' folders removed, in a thread.
         self.retention = Sweeper(self.spool, lambda: self.settings,
                                  may_sweep=lambda: self._opened and self.health.ok and not self.dispatcher.draining)
         self.retention.on_removed(self.index.removed)
@@ -117,23 +122,24 @@ class Arbiter:
         self.on_status(self.services.on_status)
         self.crash = CrashPoints.from_env()  # tests only: kill this daemon at a named step
         self.health = SpoolHealth(self.spool.root)
-        self.transitions = Transitions(self.spool, settings, self.kinds, self.statuses, self.crash)
+        self.transitions = Transitions(self.spool, self.statuses, self.crash)
         self.ends = JobEnds(self.transitions, self.statuses, self.health, on_requeued=lambda: self.dispatcher.refresh())
         self.workers = [
             WorkerHandle(i, d, settings.workers.model_memory_gb, settings.workers.compile_cache_dir)
             for i, d in enumerate(worker_devices(settings.workers.devices, settings.workers.cpu_workers))
         ]
-        # How attempts end (daemon/attempts.py), and which worker runs what (daemon/dispatch.py).
+        # How attempts end (daemon/jobs/attempts.py), and which worker runs what (daemon/jobs/dispatch.py).
         self.attempts = Attempts(self.spool, lambda: self.settings, self.workers, self.transitions, self.ends,
                                  self.statuses, self.health, self.crash, self.wake)
         self.dispatcher = Dispatcher(self.spool, lambda: self.settings, self.kinds, self.workers, self.transitions,
-                                     self.ends, self.statuses, self.history, self.crash, self.wake, self.attempts.stop)
+                                     self.ends, self.statuses, self._stage_clock, self.crash, self.wake, self.attempts.stop)
         self.dispatcher.on_pause_change = self._beat_soon
         self.attempts.dispatcher = self.dispatcher
         self.pausing = self.dispatcher.pausing
         self.scanner = InboxScanner(self.spool.inbox, sc.stable_seconds, sc.input_wait_seconds, settings.limits.job_json_bytes)
         self.scanner.presets = {name: p.accept for name, p in settings.presets.items()}
-        self.intake = Intake(self.spool, self.scanner, self.transitions, self.ends, self.crash,
+        drops = DropReader(self.spool, lambda: self.settings, self.kinds)
+        self.intake = Intake(self.spool, self.scanner, drops, self.transitions, self.ends, self.crash,
                              on_queued=self.dispatcher.queued, cancel=self.attempts.cancel, keep_lease=self._beat_if_due)
         self.heartbeat = Heartbeat(self.spool.hosts, sc.host, sc.lease_seconds)
         self.leases = LeaseTracker(self.spool.hosts, self.spool.owed_roots, sc.host, sc.lease_seconds)
@@ -142,7 +148,7 @@ class Arbiter:
                                  owed=(self.services.take_over,))
         self.notifier = Notifier()
         self.watcher: SpoolWatcher | None = None
-        self.fronts = Fronts()  # daemon/fronts.py
+        self.fronts = Fronts()  # daemon/http/fronts.py
         self.stop_requested = False
         self.reload_requested = False
         self.loop_failures = LoopFailures()
@@ -210,7 +216,7 @@ class Arbiter:
         return self.exit_code
 
     async def _start_http(self) -> None:
-        from daemon.readmodel import ReadModel
+        from daemon.view.readmodel import ReadModel
 
         await self.fronts.start(self.settings, lambda: ReadModel(self))
 
@@ -384,6 +390,10 @@ class Arbiter:
             (log.error if reason else log.info)("spool.shared_refused" if reason else "spool.shared_clear", reason=reason)
         self.sharing_refused = reason
 
+    def _stage_clock(self, job: dict, will_load: bool) -> StageClock:
+        """A starting attempt's stages as past runs estimate them (daemon/outbox/history.py)."""
+        return StageClock(self.history.run_plan(job, self.spool.host, will_load=will_load))
+
     def _beat_soon(self) -> None:
         self._next_beat = 0.0  # hosts/<me>.json says it at the next turn
 
@@ -477,7 +487,6 @@ class Arbiter:
                 log.warning("daemon.reload_needs_restart", section=section)
             setattr(new, section, getattr(self.settings, section))
         self.settings = new
-        self.transitions.settings = new
         self.scanner.presets = {name: p.accept for name, p in new.presets.items()}
         self.scanner.json_limit = new.limits.job_json_bytes
         self.spool.create(list(new.presets))
@@ -534,7 +543,11 @@ class Arbiter:
             log.error("daemon.stop_unrecorded", reason=str(exc))
         log.info("daemon.stopped", **self.ends.counts)
 
-    # -- what the read model asks (daemon/readmodel.py's Supervisor) ------------------
+    # -- what the read model asks (daemon/view/readmodel.py's Supervisor) ------------------
+    def validate_job(self, doc: dict, staging: Path) -> dict:
+        """A job submitted through a front, checked as intake will (daemon/jobs/jobfile.py)."""
+        return validate_job(doc, staging, self.kinds, self.settings)
+
     def queued(self) -> list[QueueName]:
         return self.dispatcher.queue
 

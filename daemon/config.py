@@ -7,6 +7,7 @@ import socket
 import tomllib
 import typing
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ from pydantic_settings import (
 from contract.acceleration import Accelerate, Dtype, calibration_file, check_dtype_table
 from contract.voices import VoiceBook
 from daemon.bucket.location import BucketLocation, is_bucket_url, parse_bucket_url
+from daemon.registry import FoundModel, discover_models
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 CONFIG_NAME = "config.toml"
@@ -293,7 +295,7 @@ class WebhooksConfig(Section):
     @field_validator("allowed_urls")
     @classmethod
     def _prefixes(cls, v):
-        # "https://" alone: any https URL, public addresses only (daemon/webhook_urls.py).
+        # "https://" alone: any https URL, public addresses only (daemon/webhooks/urls.py).
         return [u if u in ("http://", "https://") else check_http_url(u) for u in v]
 
 
@@ -550,6 +552,12 @@ class Settings(BaseSettings):
     # replaces or drops; None: not built by load_settings, so every entry counts as one.
     _configured_models: frozenset[str] | None = PrivateAttr(None)
 
+    @staticmethod
+    def registered(found: Mapping[str, FoundModel]) -> dict[str, ModelConfig]:
+        """Folders found in [registry] dir (daemon/registry.py) as model entries."""
+        return {name: ModelConfig(path=f.path, kinds=list(f.kinds), **({"backend": f.backend} if f.backend else {}))
+                for name, f in found.items()}
+
     @property
     def configured_models(self) -> frozenset[str]:
         """The [models.*] names, as opposed to folders found in [registry] dir."""
@@ -633,10 +641,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(format_validation_error(exc, f"config {path}")) from None
     except (OSError, ValueError) as exc:  # unreadable, or a TOML syntax error
         raise ConfigError(f"config {path}: {exc}") from None
-    from daemon.registry import discover_models
-
     settings._configured_models = frozenset(settings.models)
-    settings.models = {**discover_models(settings.registry.dir), **settings.models}
+    settings.models = {**settings.registered(discover_models(settings.registry.dir)), **settings.models}
     attach_calibrations(settings, path.resolve().parent)
     return settings
 

@@ -2,7 +2,7 @@
 registry model that does the kind (a diffusers folder whose family does it, a lip-sync
 folder for talking-head). With none or several there is no default: such a job fails
 `model_not_found` naming the key to set, and start-up and `vidspool doctor` say so before
-any job (daemon/compat/readiness.py). Reads model_index.json files only (no torch).
+any job (daemon/http/compat/readiness.py). Reads model_index.json files only (no torch).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from contract.errors import JobError
 from contract.kinds import KindSpec
 from contract.model_folders import model_folder
 from daemon.config import Settings
-from daemon.modelview import served_kinds
-from daemon.registry import refresh_models
+from daemon.registry import refresh_models, served_kinds
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import time
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
-from daemon.spool import LOG, is_valid_job_id
+from daemon.spool.layout import LOG, is_valid_job_id
 
 
 class JobLogTee:

@@ -14,7 +14,7 @@ import structlog
 
 from contract.messages import ToWorker
 from daemon.devices import worker_env
-from daemon.estimates import StageClock
+from daemon.outbox.estimates import StageClock
 
 log = structlog.get_logger()
 _spawn = multiprocessing.get_context("spawn")

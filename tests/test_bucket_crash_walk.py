@@ -24,7 +24,7 @@ from contract.status import FINAL_STATES
 
 from daemon.bucket import keys
 from daemon.bucket.status_io import read_status
-from daemon.crashpoints import ENV, POINTS
+from daemon.spool.crashpoints import ENV, POINTS
 from tests.s3servers import CREDENTIALS, S3Bucket
 from tests.support import REPO, base_env
 

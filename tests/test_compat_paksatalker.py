@@ -364,7 +364,7 @@ def test_another_daemon_on_the_spool_answers(tasks, other, tmp_path):
 def test_without_a_configured_face_the_packaged_one(other, files):
     """No default_face: a request without an image shows scikit-image's astronaut, the face
     the project ships (as its document makes a default avatar)."""
-    from daemon.compat.faces import packaged_face
+    from daemon.http.compat.faces import packaged_face
 
     o, url = other
     assert requests.get(f"{url}/capabilities", timeout=30).json()["data"]["vidspool"]["default_face"] is True

@@ -386,7 +386,7 @@ def test_no_answer_of_any_front_names_a_host_path(front, jobs, tiny_models):
 
 def test_host_paths_are_shortened_as_whole_paths_only():
     from daemon.config import load_settings
-    from daemon.hostpaths import HostPaths
+    from daemon.view.hostpaths import HostPaths
 
     settings = load_settings(None, spool={"root": "/srv/spool"}, registry={"dir": "/srv/models"},
                              presets={"p": {"kind": "tts", "deliver_to": "/mnt/done"}})

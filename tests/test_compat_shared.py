@@ -218,7 +218,7 @@ def test_require_tokens_guards_a_seed_without_auth_in_its_document(tmp_path):
 def test_fit_moves_values_to_the_nearest_the_model_and_the_kind_take(tiny_models):
     from types import SimpleNamespace
 
-    from daemon.compat.front import Personality, Submission
+    from daemon.http.compat.front import Personality, Submission
     from daemon.config import load_settings
     from pipeline.kinds import load_kinds
 

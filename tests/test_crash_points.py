@@ -1,4 +1,4 @@
-"""Every crash point (daemon/crashpoints.py), walked on purpose, on a local spool and over
+"""Every crash point (daemon/spool/crashpoints.py), walked on purpose, on a local spool and over
 sshfs: a real daemon is armed to SIGKILL itself at one named step of one transition, the
 scenario that reaches that step runs, the daemon dies there, and a new daemon on the same
 spool (the same host, or for a takeover the host that took over) finishes the work. Each
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.crashpoints import ENV, POINTS
+from daemon.spool.crashpoints import ENV, POINTS
 from tests.netfs import SshExport
 from tests.support import (REPO, Daemon, assert_exactly_once, drop_folder, drop_json, executions, leftovers, wait_for,
                            wait_status)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.webhook_send import marker_mac
+from daemon.webhooks.send import marker_mac
 from tests.support import Daemon, drop_json, holds, leftovers, wait_for, wait_status
 from tests.test_webhooks import SECRET, Receiver, journal, wait_journal, webhook_env
 

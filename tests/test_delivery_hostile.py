@@ -40,7 +40,7 @@ def test_a_name_of_many_multibyte_characters_is_cut_by_bytes_and_delivered(deliv
     assert doc["result"]["delivery_error"] is None, doc["result"]
     [delivered] = doc["result"]["delivered"]
     name = Path(delivered).name
-    # The status names it under the preset's deliver_to, no host path (daemon/hostpaths.py).
+    # The status names it under the preset's deliver_to, no host path (daemon/view/hostpaths.py).
     assert Path(delivered).parent == Path("deliver_to") and name.endswith(".mp4") and name.startswith("\N{GRINNING FACE}" * 40)
     assert len(name.encode()) <= 200 and len(f".{name}.part-01234567".encode()) <= 255
     assert sha256(folder / name) == {f["name"]: f for f in doc["result"]["files"]}["video.mp4"]["sha256"]

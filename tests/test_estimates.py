@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from daemon.history import epoch
+from contract.status import epoch
 from tests.support import Daemon, drop_json, status, wait_for, wait_status
 
 SMALL = {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 4}

@@ -35,7 +35,7 @@ LEASE_SECONDS = 30.0
 STALE_BOUND = 1.5
 CLIENTS = 24
 FLOOD_SECONDS = 10.0
-STORY_LIST_MAX = 1000  # daemon/compat/story.py: the newest jobs its /jobs lists
+STORY_LIST_MAX = 1000  # daemon/http/compat/story.py: the newest jobs its /jobs lists
 KEEP_DAYS = 7
 NOW = datetime.now(timezone.utc)
 

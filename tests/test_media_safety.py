@@ -288,7 +288,7 @@ def test_heygem_refuses_a_playlist_upload_with_a_400(daemon, outside, canary, ge
 
 
 def test_heygem_clones_the_voice_of_a_genuine_upload(daemon, genuine):
-    """The upload's sound, extracted by ffmpeg reading it as daemon.ffmpeg_input does, is the
+    """The upload's sound, extracted by ffmpeg reading it as daemon.http.compat.ffmpeg_input does, is the
     reference recording; coqui gets it as the plain WAV the worker writes."""
     url = urls(daemon)["heygem"]
     r = requests.post(f"{url}/api/generate", data={"text": SAY}, files={"video": ("my_video.mp4", genuine["face.mp4"])},
@@ -440,7 +440,7 @@ def test_the_forced_demuxer_holds_without_the_sniffing(outside, canary, tmp_path
 
 
 def test_ffmpeg_command_line_reads_only_the_checked_file(outside, canary, genuine, tmp_path):
-    from daemon.ffmpeg_input import run_on_file
+    from daemon.http.compat.ffmpeg_input import run_on_file
 
     async def probe(path: Path):
         return await run_on_file("ffprobe", path, ("video",), ["-v", "error"],

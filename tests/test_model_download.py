@@ -1,4 +1,4 @@
-"""Model download from the Hugging Face hub (daemon/downloads.py): POST /api/v1/models/download,
+"""Model download from the Hugging Face hub (daemon/view/downloads.py): POST /api/v1/models/download,
 Wan's POST /api/v1/models/download and `vidspool models download` against a real hub on
 loopback (tests/hubserver.py, HF_ENDPOINT) serving the tiny Wan text-to-video model of
 scripts/tiny_models.py in the hub's file layout.

@@ -1,4 +1,4 @@
-"""The OpenAPI document (daemon/openapi.py): a valid OpenAPI 3.1 document of every route, and
+"""The OpenAPI document (daemon/http/openapi.py): a valid OpenAPI 3.1 document of every route, and
 true: schemathesis sends generated requests to a real daemon and checks every answer
 against it (no 5xx, documented status codes, content types and schemas), with auth off and on.
 
@@ -19,9 +19,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from daemon.api import Api
+from daemon.http.api import Api
 from daemon.config import load_settings
-from daemon.openapi import openapi_document
+from daemon.http.openapi import openapi_document
 from pipeline.kinds import load_kinds
 from tests.support import REPO, Daemon, wait_status
 

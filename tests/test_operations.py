@@ -128,7 +128,7 @@ def test_daemon_process_never_loads_torch(daemon, spool_root):
         assert wait_status(spool_root, job_id, daemon=daemon, timeout=120)["state"] == "completed"
     maps = open(f"/proc/{daemon.proc.pid}/maps").read()
     assert "torch" not in maps and "diffusers" not in maps
-    code = ("import sys, daemon.arbiter, daemon.api, daemon.cli, pipeline.kinds as k; k.load_kinds();"
+    code = ("import sys, daemon.arbiter, daemon.http.api, daemon.cli.commands, pipeline.kinds as k; k.load_kinds();"
             "bad = [m for m in ('torch', 'diffusers', 'TTS', 'transformers') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=base_env(), capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -102,7 +102,7 @@ def test_purge_command(daemon):
 
 
 def test_a_crashed_deleter_is_finished_by_the_next_delete(daemon):
-    from daemon.results import STALE_LOCK_SECONDS
+    from daemon.outbox.results import STALE_LOCK_SECONDS
 
     drop_json(daemon.root / "inbox", "c", probe())
     wait_status(daemon.root, "c")
@@ -159,7 +159,7 @@ def test_estimates_come_from_measured_runs(tmp_path):
 
 
 def _seconds(a: str, b: str) -> float:
-    from daemon.history import epoch
+    from contract.status import epoch
 
     return epoch(b) - epoch(a)
 

@@ -304,7 +304,7 @@ def test_errors_name_the_problem(gen, tmp_path):
     }
     docs = run_jobs(gen, jobs)
     expect = {
-        # The folder by its own name: a status shows no host path (daemon/hostpaths.py).
+        # The folder by its own name: a status shows no host path (daemon/view/hostpaths.py).
         "e-missing": ("model_not_found", ["not-here does not exist", "[models.missing] path"]),
         "e-corrupt": ("model_load_failed", ["model_index.json", "corrupt"]),
         "e-notimage": ("unsupported_input", ["face.png", "not a readable image"]),

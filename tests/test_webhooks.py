@@ -422,7 +422,7 @@ def loopback_name() -> tuple[str, str] | None:
     import ipaddress
     import socket
 
-    from daemon.webhook_urls import address_problem, job_url_problem
+    from daemon.webhooks.urls import address_problem, job_url_problem
 
     names = [socket.gethostname()]
     try:

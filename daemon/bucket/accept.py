@@ -27,7 +27,7 @@ from daemon.bucket import keys, lease
 from daemon.bucket.errors import NotFound, PreconditionFailed, Unavailable
 from daemon.bucket.location import check_key
 from daemon.bucket.status_io import JSON, Held, create_status, read_status
-from daemon.crashpoints import NEVER, CrashPoints
+from daemon.spool.crashpoints import NEVER, CrashPoints
 
 JOB_FILE = "job.json"
 JOB_SUFFIX = ".json"

@@ -17,7 +17,7 @@ import zlib
 from daemon.bucket import keys, lease
 from daemon.bucket.keys import QueueHint
 from daemon.bucket.status_io import Held, read_status, swap_status
-from daemon.crashpoints import NEVER, CrashPoints
+from daemon.spool.crashpoints import NEVER, CrashPoints
 
 # How many equal-rank entries at the head of the queue hosts spread their first tries over.
 CLAIM_WINDOW = 8

@@ -12,7 +12,7 @@ from __future__ import annotations
 from daemon.bucket import keys, lease
 from daemon.bucket.errors import NotFound
 from daemon.bucket.status_io import Held, read_status, swap_status
-from daemon.crashpoints import NEVER, CrashPoints
+from daemon.spool.crashpoints import NEVER, CrashPoints
 
 # How often one step re-reads and decides again before it gives the turn up.
 RETRIES = 5

@@ -19,7 +19,7 @@ from daemon.bucket import keys, lease
 from daemon.bucket.accept import JobCheck, accept_staged, adopt_marker, read_markers
 from daemon.bucket.finish import RETRIES, canceled_final, publish, requeue
 from daemon.bucket.status_io import read_status, swap_status
-from daemon.crashpoints import NEVER, CrashPoints
+from daemon.spool.crashpoints import NEVER, CrashPoints
 
 
 def settle_intent(store, job_id: str, epoch: int, owner: str, me: str, crash: CrashPoints = NEVER) -> None:

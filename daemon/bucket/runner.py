@@ -38,7 +38,7 @@ from daemon.bucket.recover import HostWatch, clear_old_attempts, recover_own, ta
 from daemon.bucket.status_io import Held, read_status
 from daemon.bucket.store import BucketStore
 from daemon.config import S3Config
-from daemon.crashpoints import CrashPoints
+from daemon.spool.crashpoints import CrashPoints
 
 KIND = "checksum"
 RESULT = "digest.txt"
