@@ -242,8 +242,8 @@ class Arbiter:
         self.recovery.resume_folders("daemon restarted", running=())
         self.recovery_seconds = time.monotonic() - started
         self.heartbeat.beat(**self._beat_info())
+        self._opened = True  # before the services: retention sweeps only an opened spool
         self.services.start()  # each takes up what a previous run left
-        self._opened = True
         return None
 
     def _shared_refusal(self) -> str | None:

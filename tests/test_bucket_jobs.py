@@ -125,12 +125,22 @@ def test_hosts_racing_for_one_job_have_exactly_one_winner(s3_bucket, s3_server):
     drop_job(store)
     accept_all(store)
     (hint,) = list_queue(store)
-    won = race(RACERS[s3_server.name], lambda i: claim_hint(store, hint, f"h{i}"))
-    winners = [h for h in won if h is not None]
+    def attempt(i: int):
+        try:
+            return claim_hint(store, hint, f"h{i}")
+        except Unavailable:  # moto answers some racing requests 500: that host tries again next turn
+            return "unavailable"
+
+    won = race(RACERS[s3_server.name], attempt)
+    winners = [h for h in won if h not in (None, "unavailable")]
     assert len(winners) == 1, won
     status = read_status(store, "fox").status
     assert (status["host"], status["attempt"]) == (winners[0].status["host"], 1)
-    assert keys_under(store, "active") == [f"active/{status['host']}/fox.1"] and list_queue(store) == []
+    # Every loser removed its intent, but one whose request went unanswered (its host's
+    # sweep removes it later: docs/bucket-spool.md, "Late writes").
+    unanswered = {f"active/h{i}/fox.1" for i, h in enumerate(won) if h == "unavailable"}
+    left = set(keys_under(store, "active")) - unanswered
+    assert left == {f"active/{status['host']}/fox.1"} and list_queue(store) == [], (left, won)
 
 
 def test_a_host_that_lost_its_job_can_write_nothing_more_for_it(s3_bucket):

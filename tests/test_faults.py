@@ -100,7 +100,9 @@ def test_daemon_started_on_a_read_only_spool_comes_up_and_recovers(small_spool, 
     d = daemon_on(small_spool, tmp_path)
     d.start(wait=False)
     try:
-        time.sleep(3)
+        # (its log follows the first run's: the fault is said after a start that may be slow)
+        wait_for(lambda: d.proc.poll() is not None or "spool.unavailable" in [e["event"] for e in d.log_events()],
+                 60, "the daemon to report its read-only spool")
         assert d.proc.poll() is None, d.log()
         assert "spool.unavailable" in [e["event"] for e in d.log_events()]
         subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=True)
