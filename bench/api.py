@@ -618,7 +618,7 @@ def profile_daemon(root: Path, log_dir: Path, wrk: str, lua: Path, prep, seconds
     handler = cum("get_job", "daemon/http/api.py")
     current = cum("current", "daemon/spool/status.py")
     json_resp = cum("json_response", "aiohttp")
-    outer_mw = cum("json_errors", "daemon/http/api.py")
+    outer_mw = cum("chain", "daemon/http/chain.py")  # the fronts' one middleware (daemon/http/chain.py)
     observe = cum("observe_request", "daemon/http/metrics.py")
     send = tot(("<method 'send' of '_socket.socket' objects>",))
     file_io = tot(("<built-in method io.open>", "<method 'read' of '_io.BufferedReader' objects>"))
@@ -630,9 +630,9 @@ def profile_daemon(root: Path, log_dir: Path, wrk: str, lua: Path, prep, seconds
         "    open + read syscalls (tottime)": file_io,
         "    json.loads (raw_decode tottime)": loads,
         "  web.json_response (json.dumps + Response)": json_resp,
-        "4 middlewares without the handler": outer_mw - handler,
+        "the fronts' chain without the handler": outer_mw - handler,
         "  of which Metrics.observe_request (prometheus)": observe,
-        "aiohttp outside the middlewares (parse, route, write)": busy - outer_mw,
+        "aiohttp outside the chain (parse, route, write)": busy - outer_mw,
         "  of which socket.send (tottime)": send,
     }
     n = r.get("requests") or 1
