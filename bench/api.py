@@ -21,6 +21,10 @@
                   daemon/http/api.py itself is not changed;
   --fsync-trace N wrk N times against a daemon under strace (fsync/fdatasync only): the fsyncs
                   its API loop waits for during the load.
+  --bare ROUNDS   only this (after the fill): the native GET /jobs/{id} beside a bare aiohttp
+                  handler serving the same status.json bytes from memory (one route, no
+                  middleware, its own process), alternating, ROUNDS times; the median of
+                  native req/s ÷ bare req/s (issue 27 item 9: >= 0.6x, goal 0.8x).
   --compat        the seed personalities' translated status beside the native GET, on one daemon
                   (Wan's GET /api/v1/job/{id}, Visualizr's GET /api/v1/generate/status/{id}),
                   the same ids at random: each personality's run between two native runs,
@@ -134,6 +138,67 @@ def compat_rounds(root: Path, log_dir: Path, wrk: str, ids: list[str], measured,
 
 
 # -- fill ---------------------------------------------------------------------------------
+BARE_SERVER = """
+import asyncio, os, sys
+from pathlib import Path
+from aiohttp import web
+outbox = Path(sys.argv[1]) / "outbox"
+bodies = {j: (outbox / j / "status.json").read_bytes() for j in os.listdir(outbox) if (outbox / j / "status.json").is_file()}
+
+async def get_job(request):
+    body = bodies.get(request.match_info["id"])
+    if body is None:
+        raise web.HTTPNotFound()
+    return web.Response(body=body, content_type="application/json")
+
+async def main():
+    app = web.Application()
+    app.add_routes([web.get("/api/v1/jobs/{id}", get_job)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(site._server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def bare_rounds(root: Path, base: str, daemon_pids: tuple, wrk: str, lua: Path, measured, args) -> dict:
+    """The native GET /jobs/{id} and a bare aiohttp handler serving the same bytes (BARE_SERVER),
+    alternating on the same machine, `args.bare` rounds; per round native req/s ÷ the mean of
+    the bare runs beside it (the machine drifts over minutes)."""
+    bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(root)], stdout=subprocess.PIPE, text=True)
+    try:
+        bare_base = f"http://127.0.0.1:{int(bare.stdout.readline())}"
+        targets = {"native": (base, daemon_pids), "bare": (bare_base, (bare.pid, []))}
+        for url, _ in targets.values():
+            run_wrk(wrk, url + f"{API}/jobs/x", 2, args.connections, args.threads, lua, None)  # warm-up
+
+        def load(name: str) -> dict:
+            url, pids = targets[name]
+            return measured(lambda: run_wrk(wrk, url + f"{API}/jobs/x", args.seconds, args.connections, args.threads,
+                                            lua, CpuWindow(*pids)))
+
+        bare_runs, rounds = [load("bare")], []
+        for _ in range(args.bare):
+            native = load("native")
+            bare_runs.append(load("bare"))
+            beside = (bare_runs[-2]["requests_per_s"] + bare_runs[-1]["requests_per_s"]) / 2
+            rounds.append({"native_requests_per_s": native["requests_per_s"], "bare_requests_per_s": round(beside, 1),
+                           "ratio": round(native["requests_per_s"] / beside, 3),
+                           "native_cpu_us_per_request": round(native["daemon_cpu_us_per_request"], 1),
+                           "non_2xx": native["non_2xx"]})
+            print(f"  bare: native {native['requests_per_s']:.0f} req/s, bare {beside:.0f} req/s: "
+                  f"x{rounds[-1]['ratio']:.2f}", flush=True)
+    finally:
+        bare.kill()
+        bare.wait()
+    ratios = sorted(r["ratio"] for r in rounds)
+    return {"rounds": rounds, "median_ratio": ratios[len(ratios) // 2]}
+
+
 def final_state(root: Path, jid: str) -> str | None:
     try:
         with open(root / "outbox" / jid / "status.json", "rb") as f:
@@ -553,7 +618,7 @@ def profile_daemon(root: Path, log_dir: Path, wrk: str, lua: Path, prep, seconds
     handler = cum("get_job", "daemon/http/api.py")
     current = cum("current", "daemon/spool/status.py")
     json_resp = cum("json_response", "aiohttp")
-    outer_mw = cum("json_errors", "daemon/http/api.py")
+    outer_mw = cum("chain", "daemon/http/chain.py")  # the fronts' one middleware (daemon/http/chain.py)
     observe = cum("observe_request", "daemon/http/metrics.py")
     send = tot(("<method 'send' of '_socket.socket' objects>",))
     file_io = tot(("<built-in method io.open>", "<method 'read' of '_io.BufferedReader' objects>"))
@@ -565,9 +630,9 @@ def profile_daemon(root: Path, log_dir: Path, wrk: str, lua: Path, prep, seconds
         "    open + read syscalls (tottime)": file_io,
         "    json.loads (raw_decode tottime)": loads,
         "  web.json_response (json.dumps + Response)": json_resp,
-        "4 middlewares without the handler": outer_mw - handler,
+        "the fronts' chain without the handler": outer_mw - handler,
         "  of which Metrics.observe_request (prometheus)": observe,
-        "aiohttp outside the middlewares (parse, route, write)": busy - outer_mw,
+        "aiohttp outside the chain (parse, route, write)": busy - outer_mw,
         "  of which socket.send (tottime)": send,
     }
     n = r.get("requests") or 1
@@ -874,6 +939,8 @@ def main() -> int:
                     help="also run wrk against the daemon patched (in a wrapper) with candidate fixes: " + ", ".join(VARIANTS))
     ap.add_argument("--fsync-trace", type=int, default=0, metavar="RUNS",
                     help="also run wrk RUNS times against a daemon under strace (fsync/fdatasync only), timing its fsyncs")
+    ap.add_argument("--bare", type=int, default=0, metavar="ROUNDS",
+                    help="only the native GET beside a bare aiohttp handler serving the same bytes, ROUNDS rounds")
     ap.add_argument("--compat", action="store_true",
                     help="also load the seed personalities' translated status beside the native GET (rounds, ratios)")
     ap.add_argument("--out", type=Path, default=OUT / "api.json")
@@ -941,6 +1008,12 @@ def main() -> int:
             best = min(attempts, key=disturbance)
             best["attempts"] = [{k: x.get(k) for k in ("requests_per_s", "latency_ms", "latency_max_ms", "cpu")} for x in attempts]
             return best
+
+        if args.bare:
+            print(f"bare: native GET /jobs/{{id}} beside a bare aiohttp handler, {args.bare} rounds ...", flush=True)
+            R["bare"] = bare_rounds(root, base, pids, wrk, lua, measured, args)
+            print(f"bare: median native / bare x{R['bare']['median_ratio']:.2f}")
+            return 0
 
         # 2. GET /jobs/{id}: wrk (warm-up, measured), the health floor, the Python client, a cold run
         print(f"get: wrk {args.seconds:.0f} s, {args.connections} connections ...", flush=True)

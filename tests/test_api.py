@@ -389,3 +389,29 @@ def test_a_full_queue_answers_429(tmp_path):
         assert answers[:3] == [202, 202, 202] and 429 in answers[3:], answers
     finally:
         d.stop()
+
+
+def test_an_ended_status_is_served_as_the_file_is_now(api_daemon):
+    """GET /jobs/{id} keeps an ended status's bytes (issue 27 item 9), checked by the file's
+    signature: a status replaced, or rewritten in place at the same size, is served anew."""
+    folder = api_daemon.root / "outbox" / "cached-status"
+    folder.mkdir()
+
+    def status(message: str) -> bytes:
+        return json.dumps({"id": "cached-status", "kind": "probe", "state": "completed", "message": message}).encode()
+
+    def served() -> bytes:
+        return call(api_daemon.api, "GET", "/api/v1/jobs/cached-status", raw=True)[2]
+
+    (folder / "status.json").write_bytes(status("first"))
+    assert served() == status("first")
+    time.sleep(1.2)  # older than a timestamp tick: now kept
+    assert served() == served() == status("first")
+    (folder / "next.json").write_bytes(status("again"))
+    (folder / "next.json").rename(folder / "status.json")
+    assert served() == status("again")
+    time.sleep(1.2)
+    assert served() == status("again")
+    with open(folder / "status.json", "r+b") as f:  # the same size, written in place
+        f.write(status("AGAIN"))
+    assert served() == status("AGAIN")

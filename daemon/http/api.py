@@ -20,7 +20,8 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ValidationError
 
-from daemon.http.auth import load_tokens, may_submit, presented_token, token_refusal
+from daemon.http.auth import load_tokens, may_submit, presented_token
+from daemon.http.chain import FrontChain
 from daemon.config import format_validation_error
 from daemon.http.fds import connection_budget
 from daemon.http.file_response import OpenedFileResponse
@@ -33,11 +34,9 @@ from daemon.http.guard import (
     HttpPolicy,
     ReadTimeout,
     add_security_headers,
-    guard_middleware,
     json_error,
     read_body,
     read_form,
-    spool_fault_answers,
     timeout_response,
     within,
 )
@@ -60,6 +59,11 @@ error = json_error
 # when it is rerun or purged).
 REVALIDATE = "private, no-cache"
 PREVIEW_BYTES = 16 << 20  # a live preview is a small JPEG; a larger file there is not one
+
+
+def open_path(path: str) -> bool:
+    """Whether anyone may fetch `path`, tokens or not: health, the page and its files."""
+    return path in OPEN_PATHS or path.startswith("/static/")
 
 
 class Api:
@@ -100,34 +104,11 @@ class Api:
             web.get(f"{API}/openapi.json", self.openapi),
         ]
 
-    # -- middlewares ------------------------------------------------------------------
-    @web.middleware
-    async def authorize(self, request: web.Request, handler):
-        if not self.tokens or request.path in OPEN_PATHS or request.path.startswith("/static/"):
-            return await handler(request)
-        refused = token_refusal(self.tokens, request)
-        if refused is None:
-            return await handler(request)
-        status, scope = refused
+    def token_refused(self, status: int, scope: str | None) -> web.Response:
         if status == 401:
             return error(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer …)",
                          headers={"WWW-Authenticate": 'Bearer realm="vidspool"'})
         return error(403, "forbidden", f"this token lacks the {scope!r} scope")
-
-    @web.middleware
-    async def measure(self, request: web.Request, handler):
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-            self.metrics.observe_request(request.method, route, status, time.perf_counter() - started)
 
     # -- the page, metrics, the document ------------------------------------------------
     async def page(self, request: web.Request) -> web.StreamResponse:
@@ -471,25 +452,13 @@ class Api:
         return web.json_response(download, status=202)
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler):
-    """aiohttp's own 404/405/413 answers in the API's error shape."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "bad_request")
-        return error(exc.status, code, exc.reason)
-
-
 async def start_api(view: ReadModel, host: str, port: int, listeners: int = 1):
     api = Api(view)
     settings = view.settings.api
     policy = HttpPolicy.for_listener(host, settings.allowed_hosts, settings.allowed_origins,
                                      read_timeout=settings.read_timeout_seconds)
-    app = web.Application(client_max_size=view.settings.limits.job_json_bytes + 1024,
-                          middlewares=[json_errors, api.measure, guard_middleware(policy), spool_fault_answers(error), api.authorize])
+    chain = FrontChain(policy, error, api.tokens, open_path, api.token_refused, api.metrics.observe_request)
+    app = web.Application(client_max_size=view.settings.limits.job_json_bytes + 1024, middlewares=[chain.middleware()])
     app.add_routes(api.routes())
     app.on_response_prepare.append(add_security_headers)
     # keepalive_timeout closes a connection whose request head has not arrived in time

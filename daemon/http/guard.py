@@ -18,6 +18,7 @@ acting for someone else, so they pass the origin check.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import socket
@@ -63,23 +64,6 @@ def spool_answer(exc: OSError) -> tuple[int, str, str] | None:
     if "ENOSPC" in reason or "EDQUOT" in reason:
         return 507, "insufficient_storage", f"spool unavailable: {reason}"
     return 503, "spool_unavailable", f"spool unavailable: {reason}"
-
-
-def spool_fault_answers(error: Callable[..., web.StreamResponse]):
-    """The middleware that answers a request meeting a broken spool (dead mount, full disk)
-    with error(503 or 507, code, message) in its front's shape, not a 500."""
-
-    @web.middleware
-    async def spool_faults(request: web.Request, handler):
-        try:
-            return await handler(request)
-        except OSError as exc:
-            found = spool_answer(exc)
-            if found is None:
-                raise
-            return error(*found)
-
-    return spool_faults
 
 
 def host_name(value: str) -> str | None:
@@ -171,48 +155,51 @@ def own_origin(request: web.Request) -> str | None:
     return origin_of(f"{request.scheme}://{host}") if host else None
 
 
-def guard_middleware(policy: HttpPolicy, error: Callable[..., web.Response] = json_error):
-    """The request checks of one HTTP front, as an aiohttp middleware (run it first);
-    `error(status, code, message)` answers a refusal in the front's error shape."""
+@functools.lru_cache(maxsize=256)  # a client sends the same Host on every request
+def host_refused(policy: HttpPolicy, host: str) -> bool:
+    """Whether a `Host` header names no name of this daemon."""
+    name = host_name(host)
+    return name is None or not policy.host_allowed(name)
 
-    @web.middleware
-    async def guard(request: web.Request, handler):
-        host = request.headers.get("Host")
-        if host is not None:  # HTTP/1.0 without Host comes from no browser
-            name = host_name(host)
-            if name is None or not policy.host_allowed(name):
-                return error(421, "misdirected_request", (
-                    f"Host {host!r} is not a name of this daemon; add it to [api] allowed_hosts "
-                    "if clients reach the daemon by it"))
-        origin = request_origin(request)
-        cors = origin is not None and origin in policy.allowed_origins
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            if not cors:
-                return error(403, "forbidden_origin", f"cross-origin requests from {origin!r} are not allowed "
-                                  "(add the front-end's origin to [api] allowed_origins)")
-            return web.Response(status=204, headers={
-                **cors_headers(origin), "Access-Control-Allow-Methods": CORS_METHODS,
-                "Access-Control-Allow-Headers": CORS_HEADERS, "Access-Control-Max-Age": "600"})
-        if request.method in STATE_CHANGING and origin is not None and not cors and origin != own_origin(request):
-            log.warning("api.cross_origin_refused", method=request.method, path=request.path, origin=origin)
-            return error(403, "forbidden_origin", (
-                f"{request.method} from origin {origin!r} refused: only this daemon's own page and "
-                "[api] allowed_origins may change things"))
-        if request.method in STATE_CHANGING and request.body_exists and request.content_type not in policy.body_types:
+
+def guard_refusal(policy: HttpPolicy, request: web.Request, error: Callable[..., web.Response] = json_error) -> web.Response | None:
+    """The request checks of one HTTP front (run first: daemon/http/chain.py): the answer
+    to a request refused, `error(status, code, message)` in the front's error shape, or the
+    answer to a CORS preflight; None when the request may go on."""
+    host = request.headers.get("Host")
+    if host is not None and host_refused(policy, host):  # HTTP/1.0 without Host comes from no browser
+        return error(421, "misdirected_request", (
+            f"Host {host!r} is not a name of this daemon; add it to [api] allowed_hosts "
+            "if clients reach the daemon by it"))
+    origin = request_origin(request)
+    cors = origin is not None and origin in policy.allowed_origins
+    method = request.method
+    if method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        if not cors:
+            return error(403, "forbidden_origin", f"cross-origin requests from {origin!r} are not allowed "
+                              "(add the front-end's origin to [api] allowed_origins)")
+        return web.Response(status=204, headers={
+            **cors_headers(origin), "Access-Control-Allow-Methods": CORS_METHODS,
+            "Access-Control-Allow-Headers": CORS_HEADERS, "Access-Control-Max-Age": "600"})
+    if method in STATE_CHANGING and origin is not None and not cors and origin != own_origin(request):
+        log.warning("api.cross_origin_refused", method=method, path=request.path, origin=origin)
+        return error(403, "forbidden_origin", (
+            f"{method} from origin {origin!r} refused: only this daemon's own page and "
+            "[api] allowed_origins may change things"))
+    if request.body_exists:
+        if method in STATE_CHANGING and request.content_type not in policy.body_types:
             return error(415, "unsupported_media_type", (
                 f"Content-Type {request.content_type or '(none)'!r} is not accepted; send "
                 f"{' or '.join(sorted(policy.body_types))}"))
-        if request.body_exists and (coding := content_coding(request)) is not None:
+        if (coding := content_coding(request)) is not None:
             # Read as sent (the runner does not decompress): a small compressed body must not
             # become a large one in memory. RFC 7694: say which coding is accepted.
             return error(415, "unsupported_media_type", (
                 f"Content-Encoding {coding!r} is not accepted: send the body uncompressed"),
                 headers={"Accept-Encoding": "identity"})
-        if cors:
-            request["cors_origin"] = origin
-        return await handler(request)
-
-    return guard
+    if cors:
+        request["cors_origin"] = origin
+    return None
 
 
 def content_coding(request: web.Request) -> str | None:

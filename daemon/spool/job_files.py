@@ -36,6 +36,23 @@ def plain_name(name: object) -> bool:
             and not any(ch in '"\\' or ord(ch) < 32 or ord(ch) == 127 for ch in name))
 
 
+def file_signature(st: os.stat_result) -> tuple:
+    """Which file, and its size and time of change: equal for the same file left unchanged
+    (a status is replaced by a rename, which gives another inode)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def path_signature(path: str) -> tuple | None:
+    """file_signature of what `path` names, a link itself rather than its target; None if
+    there is nothing there."""
+    try:
+        return file_signature(os.stat(path, follow_symlinks=False))
+    except OSError as exc:
+        if exc.errno in ABSENT:
+            return None
+        raise
+
+
 class _Descriptor:
     """An open descriptor, closed by `close()`, at the end of a `with`, or when dropped."""
 
@@ -59,6 +76,8 @@ class OpenedFile(_Descriptor):
     def __init__(self, fd: int, name: str, st: os.stat_result):
         super().__init__(fd)
         self.name, self.size = name, st.st_size
+        self.signature = file_signature(st)
+        self.changed_ns = st.st_ctime_ns
 
     @property
     def proc_path(self) -> str:
@@ -71,8 +90,14 @@ class OpenedFile(_Descriptor):
     def read_bytes(self, limit: int | None = None) -> bytes | None:
         """Its bytes, or None when it has more than `limit`."""
         with self.reader() as f:
-            data = f.read() if limit is None else f.read(limit + 1)
-        return None if limit is not None and len(data) > limit else data
+            if limit is None:
+                return f.read()
+            # Sized by the fstat at open, not by `limit`: read(limit + 1) allocates that much
+            # (64 MiB for a status) on every call. A file grown since is read on to the limit.
+            data = f.read(min(limit, self.size) + 1)
+            if len(data) > self.size:
+                data += f.read(limit + 1 - len(data))
+        return None if len(data) > limit else data
 
 
 def _open_dir(name: str, dir_fd: int | None) -> int | None:
@@ -130,14 +155,21 @@ class JobFolder(_Descriptor):
         return OpenedFile(fd, name, st)
 
     def read(self, name: str, limit: int = STATUS_BYTES) -> bytes | None:
+        found = self.read_signed(name, limit)
+        return None if found is None else found[0]
+
+    def read_signed(self, name: str, limit: int = STATUS_BYTES) -> tuple[bytes, OpenedFile] | None:
+        """The file's bytes and the file they were read from (closed: its signature and
+        change time, taken when it was opened); None as for read()."""
         opened = self.open_file(name)
         if opened is None:
             return None
         with opened:
             try:
-                return opened.read_bytes(limit)
+                data = opened.read_bytes(limit)
             except PermissionError:  # one the daemon may not read
                 return None
+        return None if data is None else (data, opened)
 
     def status(self) -> dict | None:
         """Its status.json as a dict; None if there is none or it is no JSON object."""

@@ -39,7 +39,7 @@ from contract.status import epoch
 from daemon.outbox.history import History
 from daemon.view.hostpaths import HostPaths
 from daemon.view.modelview import model_entries, shown_entry
-from daemon.spool.job_files import JobFolder, OpenedFile, plain_name
+from daemon.spool.job_files import JobFolder, OpenedFile, path_signature, plain_name
 from daemon.outbox.index import JobSummary, OutboxIndex
 from daemon.spool.pause import Pause, PauseWatch
 from daemon.spool.quarantine import corrupt_count
@@ -48,8 +48,10 @@ from daemon.spool.layout import STATUS, QueueName, Spool, is_valid_job_id, sanit
 from daemon.spool.status import StatusWriter
 
 
-# Ended status documents kept parsed (the seed personalities translate them per request).
+# Ended status documents kept parsed (the seed personalities translate them per request),
+# and status bytes kept as served (the native GET).
 ENDED_CACHE = 4096
+RACY_NS = 1_000_000_000  # a status.json changed more recently than this is not cached
 # Lists and statistics computed at once, each in a thread of its own; more wait their turn.
 LISTING_THREADS = 2
 
@@ -140,7 +142,10 @@ class ReadModel:
         self.index = daemon.index  # the arbiter's: its estimates read it too
         self.history = daemon.history
         self._ended: OrderedDict[str, tuple[tuple, dict]] = OrderedDict()
-        self._ended_lock = threading.Lock()  # the cache is read from listing threads too
+        # The bytes of status.json as served (GET /jobs/{id}), by the file's signature (lstat),
+        # filled only from the link-safe read: a hit is the very file read before, unchanged.
+        self._ended_bytes: OrderedDict[str, tuple[tuple, bytes]] = OrderedDict()
+        self._ended_lock = threading.Lock()  # the caches are read from listing threads too
         self._listing = ThreadPoolExecutor(LISTING_THREADS, thread_name_prefix="listing")
         self._listing_turns = asyncio.Semaphore(LISTING_THREADS)
         self._espeak = EspeakVoiceList()  # espeak-ng's voices, listed again when its folders change
@@ -253,12 +258,30 @@ class ReadModel:
         not queued (no queue_position to add); None otherwise, or if there is none."""
         if not is_valid_job_id(job_id) or self.daemon.statuses.live(job_id) is not None:
             return None
+        signature = path_signature(f"{self.spool.outbox}/{job_id}/{STATUS}")
+        if signature is None:
+            return None
+        with self._ended_lock:
+            cached = self._ended_bytes.get(job_id)
+            if cached is not None and cached[0] == signature:  # the very file read before, unchanged
+                self._ended_bytes.move_to_end(job_id)
+                return cached[1]
         folder = JobFolder.open(self.spool, job_id)
         if folder is None:
             return None
         with folder:
-            raw = folder.read(STATUS)  # never a link's target (whatever a spool writer put there)
-        return None if raw is None or b'"state": "queued"' in raw else raw
+            found = folder.read_signed(STATUS)  # never a link's target (whatever a spool writer put there)
+        if found is None or b'"state": "queued"' in found[0]:
+            return None
+        raw, opened = found
+        # A file changed within the last second may change again within the same timestamp tick:
+        # its signature would not show it, so it is read again next time.
+        if time.time_ns() - opened.changed_ns > RACY_NS:
+            with self._ended_lock:
+                self._ended_bytes[job_id] = (opened.signature, raw)
+                if len(self._ended_bytes) > ENDED_CACHE:
+                    self._ended_bytes.popitem(last=False)
+        return raw
 
     def jobs(self, where: JobFilter, limit: int, cursor: str = "") -> tuple[list[dict], str | None]:
         """A page of job summaries in id order after `cursor`, and the next cursor (from the

@@ -12,37 +12,17 @@ from aiohttp import web
 
 from daemon.http.compat.front import BadRequest, Personality
 from daemon.http.compat.readiness import findings
-from daemon.http.guard import GuardedSite, HttpPolicy, add_security_headers, guard_middleware, spool_fault_answers
+from daemon.http.guard import GuardedSite, HttpPolicy, add_security_headers
 from daemon.view.readmodel import ReadModel
 
 log = structlog.get_logger()
 
 NAMES = ("heygem", "story", "paksatalker", "visualizr", "wan")
-# aiohttp's own refusals (no route, wrong method, body too large), in the seed's shape.
-AIOHTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 def personality(name: str, view: ReadModel) -> Personality:
     module = importlib.import_module(f"daemon.http.compat.{name}")
     return module.PERSONALITY(view, getattr(view.settings.compat, name))
-
-
-def seed_errors(front: Personality):
-    """BadRequest and aiohttp's HTTP errors answered in the seed's shape (spool faults:
-    spool_fault_answers, just inside it)."""
-
-    @web.middleware
-    async def errors(request: web.Request, handler):
-        try:
-            return await handler(request)
-        except BadRequest as exc:
-            return front.error(exc.status, exc.code, str(exc), headers=exc.headers)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return front.error(exc.status, AIOHTTP_CODES.get(exc.status, "bad_request"), exc.reason)
-
-    return errors
 
 
 async def start_personality(front: Personality, max_connections: int) -> tuple[web.AppRunner, str]:
@@ -52,7 +32,7 @@ async def start_personality(front: Personality, max_connections: int) -> tuple[w
                                      read_timeout=api.read_timeout_seconds)
     limits = front.settings.limits
     app = web.Application(client_max_size=limits.job_json_bytes + 1024, client_max_fields=limits.form_fields,
-                          middlewares=[seed_errors(front), spool_fault_answers(front.error), guard_middleware(policy, front.error), *front.middlewares()])
+                          middlewares=[front.chain(policy).middleware()])
     app.add_routes(front.routes())
     app.on_response_prepare.append(add_security_headers)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,

@@ -30,10 +30,11 @@ from contract.families import Family, family_of
 from contract.status import FINAL_STATES, epoch
 from contract.status import seconds_between as status_seconds_between
 from contract.model_folders import INDEX
-from daemon.http.auth import load_tokens, token_refusal
+from daemon.http.auth import load_tokens
+from daemon.http.chain import BadRequest, FrontChain
 from daemon.config import CompatConfig, PresetConfig, Settings
 from daemon.http.file_response import OpenedFileResponse
-from daemon.http.guard import JSON_AND_MULTIPART, FormBudget, FormTooLarge, ReadTimeout, read_body, read_form, within
+from daemon.http.guard import JSON_AND_MULTIPART, FormBudget, HttpPolicy, FormTooLarge, ReadTimeout, read_body, read_form, within
 from contract.jsonread import JsonProblem, read_json
 from daemon.view.for_fronts import JobSummary, KindModel, OpenedFile, kind_model
 from daemon.view.readmodel import QueueFull, ReadModel
@@ -41,14 +42,6 @@ from daemon.view.readmodel import QueueFull, ReadModel
 FORM_TYPES = JSON_AND_MULTIPART | {"application/x-www-form-urlencoded"}
 SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 ANSWERS_KEPT = 50_000  # a few hundred bytes each
-
-
-class BadRequest(Exception):
-    """A request the seed's document says is wrong: answered with `status` in its shape."""
-
-    def __init__(self, message: str, status: int = 400, code: str = "bad_request", headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.headers = status, code, headers
 
 
 @dataclass
@@ -171,20 +164,13 @@ class Personality:
         """The seed's error body (default: `{"error": message}`, as three of them answer)."""
         return web.json_response({"error": message}, status=status, headers=headers)
 
-    def middlewares(self) -> list:
-        """Run after the guard and the seed-shaped error translation."""
-        return [self.authorize] if self.tokens else []
+    def chain(self, policy: HttpPolicy) -> FrontChain:
+        """The fronts' per-request chain with this seed's error shape and open paths:
+        [api] tokens as `Authorization: Bearer` (or ?access_token= on reads: <video src> and
+        browser WebSockets cannot send headers), with the native scopes."""
+        return FrontChain(policy, self.error, self.tokens, self.open_paths.__contains__, self.token_refused)
 
-    @web.middleware
-    async def authorize(self, request: web.Request, handler):
-        """[api] tokens as `Authorization: Bearer` (or ?access_token= on reads: <video src>
-        and browser WebSockets cannot send headers), with the native scopes."""
-        if request.path in self.open_paths:
-            return await handler(request)
-        refused = token_refusal(self.tokens, request)
-        if refused is None:
-            return await handler(request)
-        status, scope = refused
+    def token_refused(self, status: int, scope: str | None) -> web.Response:
         if status == 401:
             return self.error(401, "unauthorized", "a valid API key is required (Authorization: Bearer YOUR_API_KEY)",
                               headers={"WWW-Authenticate": f'Bearer realm="{self.name}"'})
