@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from daemon.bucket.credentials import StaticCredentials
 from daemon.bucket.errors import NotFound, PreconditionFailed, Refused, TooLarge, Unavailable
 from daemon.bucket.location import BucketLocation, parse_bucket_url
 from daemon.bucket.probe import probe_bucket
 from daemon.bucket.store import MIB, BucketStore
-from daemon.config import ConfigError, S3Config, Settings, load_settings
+from daemon.config import ConfigError, S3Config, load_settings
 from tests.s3servers import CREDENTIALS, FaultProxy, S3Bucket, free_port
 from tests.support import base_env
 
